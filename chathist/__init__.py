@@ -1,0 +1,49 @@
+"""chathist: LangChain chat history on Amazon DynamoDB that never hits a wall.
+
+One item per event (a message added, a clear, a part of a large message) under the session's
+partition key; an append is one conditional write whatever the length of the conversation.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from chathist.capacity import Capacity
+from chathist.errors import (
+    ChatHistoryError,
+    ConcurrencyError,
+    ConfigurationError,
+    CorruptHistoryError,
+    InvalidSessionIdError,
+    ItemTooLargeError,
+    MessageTooLargeError,
+    StorageError,
+    TableError,
+    TableNotFoundError,
+    TableSchemaError,
+    UnsupportedValueError,
+)
+from chathist.history import DynamoDBChatMessageHistory
+from chathist.tables import create_table
+
+try:
+    __version__ = version("chathist")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "Capacity",
+    "ChatHistoryError",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "CorruptHistoryError",
+    "DynamoDBChatMessageHistory",
+    "InvalidSessionIdError",
+    "ItemTooLargeError",
+    "MessageTooLargeError",
+    "StorageError",
+    "TableError",
+    "TableNotFoundError",
+    "TableSchemaError",
+    "UnsupportedValueError",
+    "__version__",
+    "create_table",
+]

@@ -1,0 +1,76 @@
+"""Consumed-capacity accounting: running totals of what DynamoDB reported for each request."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Capacity", "CapacityMeter"]
+
+_READS = frozenset({"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems"})
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Read and write units DynamoDB reported, and the number of requests sent."""
+
+    read_units: float = 0.0
+    write_units: float = 0.0
+    requests: int = 0
+
+    def __add__(self, other: Capacity) -> Capacity:
+        return Capacity(
+            self.read_units + other.read_units,
+            self.write_units + other.write_units,
+            self.requests + other.requests,
+        )
+
+    def __sub__(self, other: Capacity) -> Capacity:
+        return Capacity(
+            self.read_units - other.read_units,
+            self.write_units - other.write_units,
+            self.requests - other.requests,
+        )
+
+
+def reported(operation: str, response: dict[str, Any] | None) -> Capacity:
+    """The capacity one response reports (``ReturnConsumedCapacity=TOTAL``), as one request."""
+    consumed = (response or {}).get("ConsumedCapacity") or []
+    if isinstance(consumed, dict):
+        consumed = [consumed]
+    reads = writes = 0.0
+    for entry in consumed:
+        if "ReadCapacityUnits" in entry or "WriteCapacityUnits" in entry:
+            reads += float(entry.get("ReadCapacityUnits", 0.0))
+            writes += float(entry.get("WriteCapacityUnits", 0.0))
+        elif operation in _READS:
+            reads += float(entry.get("CapacityUnits", 0.0))
+        else:
+            writes += float(entry.get("CapacityUnits", 0.0))
+    return Capacity(reads, writes, 1)
+
+
+class CapacityMeter:
+    """Thread-safe running totals; read them with `total`, zero them with `reset`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._total = Capacity()
+
+    def record(self, operation: str, response: dict[str, Any] | None) -> None:
+        """Add what ``response`` (of ``operation``) reports; a failed request counts as one."""
+        usage = reported(operation, response)
+        with self._lock:
+            self._total = self._total + usage
+
+    @property
+    def total(self) -> Capacity:
+        with self._lock:
+            return self._total
+
+    def reset(self) -> Capacity:
+        """Zero the totals and return what they were."""
+        with self._lock:
+            total, self._total = self._total, Capacity()
+        return total

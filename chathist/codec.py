@@ -1,0 +1,135 @@
+"""Message codec: a LangChain message to bytes and back, exactly.
+
+A message is stored as its ``message_to_dict`` form written as compact UTF-8 JSON. JSON keeps ints
+as ints and floats as floats (``repr`` round-trips every finite float), so nothing comes back as
+``Decimal``. Values JSON cannot hold exactly are refused before anything is written: NaN and
+infinities, non-string dict keys, bytes and other objects, lone surrogates, nesting deeper than
+`MAX_DEPTH`. Tuples are stored as lists.
+
+Payloads larger than ``compress_threshold`` are compressed with zlib when that saves at least one
+DynamoDB write unit (1 KB); the codec name stored with each payload says which was done, so items
+written under other defaults stay readable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Any, Final
+
+from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
+
+from chathist.errors import CorruptHistoryError, UnsupportedValueError
+
+__all__ = [
+    "CODEC_JSON",
+    "CODEC_ZLIB",
+    "DEFAULT_COMPRESS_THRESHOLD",
+    "MAX_DEPTH",
+    "Payload",
+    "check_json_value",
+    "decode_message",
+    "encode_message",
+    "write_units",
+]
+
+CODEC_JSON: Final = "json"
+"""UTF-8 JSON text."""
+CODEC_ZLIB: Final = "json+zlib"
+"""UTF-8 JSON text compressed with zlib."""
+CODECS: Final = frozenset({CODEC_JSON, CODEC_ZLIB})
+
+DEFAULT_COMPRESS_THRESHOLD: Final = 4096
+"""Payloads up to this many bytes stay plain JSON, readable in the AWS console."""
+MAX_DEPTH: Final = 200
+"""Deepest nesting of lists and dicts accepted in a message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """An encoded message: the codec used and the bytes it produced."""
+
+    codec: str
+    data: bytes
+
+
+def write_units(size: int) -> int:
+    """DynamoDB write units for ``size`` bytes (1 KB each, rounded up, at least one)."""
+    return max(1, math.ceil(size / 1024))
+
+
+def check_json_value(value: Any, path: str = "message", depth: int = 0) -> None:
+    """Raise `UnsupportedValueError` unless ``value`` is JSON that round-trips exactly."""
+    if depth > MAX_DEPTH:
+        raise UnsupportedValueError(f"{path}: nested deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise UnsupportedValueError(f"{path}: {value!r} cannot be stored (NaN and infinity)")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise UnsupportedValueError(
+                    f"{path}: dict key {key!r} is a {type(key).__name__}; keys must be strings"
+                )
+            check_json_value(item, f"{path}.{key}", depth + 1)
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_json_value(item, f"{path}[{index}]", depth + 1)
+        return
+    raise UnsupportedValueError(
+        f"{path}: a {type(value).__name__} is not JSON (use str, int, float, bool, None, "
+        "list or dict; encode bytes as base64 text)"
+    )
+
+
+def _json_bytes(value: Any) -> bytes:
+    check_json_value(value)
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UnsupportedValueError(
+            f"message holds a string that is not valid Unicode (a lone surrogate at {exc.start})"
+        ) from exc
+
+
+def encode_message(
+    message: BaseMessage, *, compress_threshold: int | None = DEFAULT_COMPRESS_THRESHOLD
+) -> Payload:
+    """Encode ``message``; compress when it is over the threshold and that saves a write unit.
+
+    ``compress_threshold=None`` never compresses.
+    """
+    if not isinstance(message, BaseMessage):
+        raise UnsupportedValueError(
+            f"expected a LangChain BaseMessage, got a {type(message).__name__}"
+        )
+    raw = _json_bytes(message_to_dict(message))
+    if compress_threshold is not None and len(raw) > compress_threshold:
+        packed = zlib.compress(raw, 6)
+        if write_units(len(packed)) < write_units(len(raw)):
+            return Payload(CODEC_ZLIB, packed)
+    return Payload(CODEC_JSON, raw)
+
+
+def decode_message(codec: str, data: bytes | str) -> BaseMessage:
+    """Decode a stored payload back into its message."""
+    try:
+        if codec == CODEC_ZLIB:
+            if isinstance(data, str):
+                raise ValueError("compressed payload stored as text")
+            data = zlib.decompress(data)
+        elif codec != CODEC_JSON:
+            raise ValueError(f"unknown codec {codec!r}")
+        as_dict = json.loads(data)
+        if not isinstance(as_dict, dict) or "type" not in as_dict or "data" not in as_dict:
+            raise ValueError("payload is not a message_to_dict mapping")
+        return messages_from_dict([as_dict])[0]
+    except (ValueError, TypeError, KeyError, zlib.error) as exc:
+        raise CorruptHistoryError(f"cannot decode stored message: {exc}") from exc

@@ -1,0 +1,90 @@
+"""The errors chathist raises.
+
+Every error derives from `ChatHistoryError`; an error caused by botocore or PynamoDB keeps that
+exception as ``__cause__``::
+
+    ChatHistoryError
+    ├── ConfigurationError        an argument that cannot apply (also a ValueError)
+    ├── InvalidSessionIdError     empty, not a string, or over DynamoDB's key limit (also a ValueError)
+    ├── UnsupportedValueError     a message that cannot be stored exactly (also a ValueError)
+    │   └── MessageTooLargeError  a message over the largest size chathist stores
+    ├── TableError                the table is missing or has the wrong key schema
+    │   ├── TableNotFoundError
+    │   └── TableSchemaError
+    ├── ConcurrencyError          other writers kept winning the race for the next sequence number
+    ├── CorruptHistoryError       stored items that cannot be folded (gap, duplicate, garbage)
+    ├── ItemTooLargeError         a list-layout session that no longer fits one item
+    └── StorageError              DynamoDB failed after botocore's retries
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChatHistoryError",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "CorruptHistoryError",
+    "InvalidSessionIdError",
+    "ItemTooLargeError",
+    "MessageTooLargeError",
+    "StorageError",
+    "TableError",
+    "TableNotFoundError",
+    "TableSchemaError",
+    "UnsupportedValueError",
+]
+
+
+class ChatHistoryError(Exception):
+    """Base class of every error chathist raises."""
+
+
+class ConfigurationError(ChatHistoryError, ValueError):
+    """A constructor argument or option that cannot apply here."""
+
+
+class InvalidSessionIdError(ChatHistoryError, ValueError):
+    """A session id that cannot be a DynamoDB key."""
+
+
+class UnsupportedValueError(ChatHistoryError, ValueError):
+    """A message holding a value chathist cannot store and read back exactly."""
+
+
+class MessageTooLargeError(UnsupportedValueError):
+    """A message whose encoded payload is over the largest supported size."""
+
+
+class TableError(ChatHistoryError):
+    """The table cannot be used as asked."""
+
+
+class TableNotFoundError(TableError):
+    """The table does not exist (on this endpoint and region)."""
+
+
+class TableSchemaError(TableError):
+    """The table exists but its key schema does not fit the layout."""
+
+
+class ConcurrencyError(ChatHistoryError):
+    """Other writers won the race for the next sequence number too many times in a row."""
+
+
+class CorruptHistoryError(ChatHistoryError):
+    """Stored items that cannot be folded into messages.
+
+    ``key`` names the offending item (partition and sort key) where one is known.
+    """
+
+    def __init__(self, message: str, *, key: dict[str, object] | None = None) -> None:
+        super().__init__(message if key is None else f"{message} (item {key})")
+        self.key = key
+
+
+class ItemTooLargeError(ChatHistoryError):
+    """A list-layout session that would no longer fit DynamoDB's 400 KB item limit."""
+
+
+class StorageError(ChatHistoryError):
+    """A DynamoDB request failed after botocore's retries; nothing was half-written."""

@@ -1,0 +1,127 @@
+"""PynamoDB models of the event layout, one class per table binding.
+
+PynamoDB keeps ``Meta`` and the connection on the model class, so a class must never be shared
+between two tables, endpoints, regions or credentials. `event_model` builds one class per
+`Binding` and caches it; no class's ``Meta`` is ever changed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from botocore.config import Config
+from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.models import Model
+
+if TYPE_CHECKING:
+    import boto3
+
+__all__ = ["Binding", "EventModel", "dynamodb_client", "event_model"]
+
+LOCAL_DEFAULT_REGION = "us-east-1"
+MAX_RETRY_ATTEMPTS = 8
+"""botocore retries (with exponential backoff) for throttling, 5xx and dropped connections."""
+
+
+@dataclass(frozen=True)
+class Binding:
+    """Where a table lives and how to reach it: everything a model class is specific to."""
+
+    table_name: str
+    endpoint_url: str | None = None
+    region_name: str | None = None
+    boto3_session: boto3.Session | None = None
+
+    @property
+    def region(self) -> str | None:
+        """The region to use: given, else the boto3 session's, the environment's, or a default."""
+        if self.region_name:
+            return self.region_name
+        if self.boto3_session is not None and self.boto3_session.region_name:
+            return self.boto3_session.region_name
+        env = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if env:
+            return env
+        return LOCAL_DEFAULT_REGION if self.endpoint_url else None
+
+    def __hash__(self) -> int:
+        return hash((self.table_name, self.endpoint_url, self.region, id(self.boto3_session)))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Binding)
+            and (self.table_name, self.endpoint_url, self.region)
+            == (other.table_name, other.endpoint_url, other.region)
+            and self.boto3_session is other.boto3_session
+        )
+
+
+class EventModel(Model):
+    """Attributes of one event item. Concrete classes come from `event_model`."""
+
+    session = UnicodeAttribute(hash_key=True)
+    seq = UnicodeAttribute(range_key=True)
+    kind = UnicodeAttribute(attr_name="event")
+    version = NumberAttribute(attr_name="v")
+    writer = UnicodeAttribute(attr_name="w", null=True)
+    codec = UnicodeAttribute(attr_name="codec", null=True)
+    text = UnicodeAttribute(null=True)
+    blob = BinaryAttribute(attr_name="blob", null=True, legacy_encoding=False)
+    parts = NumberAttribute(attr_name="parts", null=True)
+    message_seq = NumberAttribute(attr_name="msg", null=True)
+    count = NumberAttribute(attr_name="count", null=True)
+    commit_seq = NumberAttribute(attr_name="commit", null=True)
+    expires_at = NumberAttribute(null=True)
+
+
+def _retry_config() -> Config:
+    return Config(
+        retries={"total_max_attempts": MAX_RETRY_ATTEMPTS, "mode": "standard"},
+        parameter_validation=False,
+        max_pool_connections=64,
+    )
+
+
+@lru_cache(maxsize=256)
+def event_model(
+    binding: Binding,
+    primary_key_name: str = "SessionId",
+    sort_key_name: str = "SK",
+    payload_name: str = "History",
+    ttl_key_name: str = "expireAt",
+) -> type[EventModel]:
+    """The model class of the event items of ``binding``'s table, built once and cached."""
+    meta: dict[str, Any] = {
+        "table_name": binding.table_name,
+        "host": binding.endpoint_url,
+        "region": binding.region,
+        "max_retry_attempts": MAX_RETRY_ATTEMPTS - 1,
+        "max_pool_connections": 64,
+    }
+    attributes: dict[str, Any] = {
+        "Meta": type("Meta", (), meta),
+        "_connection": None,
+        "session": UnicodeAttribute(hash_key=True, attr_name=primary_key_name),
+        "seq": UnicodeAttribute(range_key=True, attr_name=sort_key_name),
+        "text": UnicodeAttribute(null=True, attr_name=payload_name),
+        "expires_at": NumberAttribute(null=True, attr_name=ttl_key_name),
+    }
+    model = type(f"EventModel_{binding.table_name}", (EventModel,), attributes)
+    if binding.boto3_session is not None:
+        # Use the caller's boto3 session (and its refreshable credentials) for every request.
+        connection = model._get_connection().connection
+        connection._client = binding.boto3_session.client(  # type: ignore[assignment]
+            "dynamodb",
+            endpoint_url=binding.endpoint_url,
+            region_name=binding.region,
+            config=_retry_config(),
+        )
+    return model
+
+
+def dynamodb_client(model: type[Model]) -> Any:
+    """The botocore client of ``model``'s cached connection."""
+    return model._get_connection().connection.client
