@@ -5,7 +5,7 @@ exception as ``__cause__``::
 
     ChatHistoryError
     ├── ConfigurationError        an argument that cannot apply (also a ValueError)
-    ├── InvalidSessionIdError     empty, not a string, or over DynamoDB's key limit (also a ValueError)
+    ├── InvalidSessionIdError     empty, not a str, or over the key size limit (also a ValueError)
     ├── UnsupportedValueError     a message that cannot be stored exactly (also a ValueError)
     │   └── MessageTooLargeError  a message over the largest size chathist stores
     ├── TableError                the table is missing or has the wrong key schema

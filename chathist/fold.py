@@ -108,7 +108,8 @@ class TailFold:
         return low is not None and event.seq >= low
 
     def _expired(self, event: Event) -> bool:
-        return self.now is not None and event.expires_at is not None and event.expires_at <= self.now
+        expiry = event.expires_at
+        return self.now is not None and expiry is not None and expiry <= self.now
 
     def _take_message(self, event: Event) -> None:
         if event.codec is None:

@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
@@ -33,9 +33,7 @@ MAX_KEY_BYTES = 2048
 def validate_session_id(session_id: object) -> str:
     """Return ``session_id`` if it can be a partition key value, else raise."""
     if not isinstance(session_id, str):
-        raise InvalidSessionIdError(
-            f"session_id must be a str, got a {type(session_id).__name__}"
-        )
+        raise InvalidSessionIdError(f"session_id must be a str, got a {type(session_id).__name__}")
     if not session_id:
         raise InvalidSessionIdError("session_id must not be empty")
     try:
@@ -156,7 +154,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
     # -- reading --------------------------------------------------------------------------------
 
     @property
-    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+    def messages(self) -> list[BaseMessage]:
         """The session's messages (the latest ``history_size`` of them), oldest first."""
         self._check_table()
         window = self.history_size
@@ -164,7 +162,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         if not tail.done:
             page = None if window is None else window + 2
             for event in self._store.select_events(self.session_id, page_size=page):
-                if tail.feed(event):  # type: ignore[arg-type]
+                if tail.feed(event):
                     break
         return tail.messages
 
@@ -176,9 +174,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append ``messages`` atomically and contiguously: all or none, in this order."""
-        payloads = [
-            encode_message(m, compress_threshold=self.compress_threshold) for m in messages
-        ]
+        payloads = [encode_message(m, compress_threshold=self.compress_threshold) for m in messages]
         if payloads:
             self._append(payloads)
 
@@ -191,10 +187,8 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
             if self._next_seq is None and self._store.last_seq(self.session_id) is None:
                 return
             tombstone = self._append([CLEAR])
-        below = self._store.select_events(
-            self.session_id, newest_first=False, below=tombstone, keys_only=True
-        )
-        self._store.delete_events(self.session_id, below)  # type: ignore[arg-type]
+        below = self._store.select_seqs(self.session_id, newest_first=False, below=tombstone)
+        self._store.delete_events(self.session_id, below)
 
     def _append(self, entries: Sequence[Payload | object]) -> int:
         """Write ``entries`` at the end of the session; return the sequence number of the last."""
@@ -242,7 +236,5 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
             self._checked = True
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(table_name={self.table_name!r}, session_id={self.session_id!r})"
-
-    def _debug_state(self) -> dict[str, Any]:
-        return {"next_seq": self._next_seq}
+        name = type(self).__name__
+        return f"{name}(table_name={self.table_name!r}, session_id={self.session_id!r})"

@@ -72,7 +72,7 @@ class EventModel(Model):
     blob = BinaryAttribute(attr_name="blob", null=True, legacy_encoding=False)
     parts = NumberAttribute(attr_name="parts", null=True)
     message_seq = NumberAttribute(attr_name="msg", null=True)
-    count = NumberAttribute(attr_name="count", null=True)
+    covers = NumberAttribute(attr_name="count", null=True)
     commit_seq = NumberAttribute(attr_name="commit", null=True)
     expires_at = NumberAttribute(null=True)
 
@@ -109,7 +109,7 @@ def event_model(
         "text": UnicodeAttribute(null=True, attr_name=payload_name),
         "expires_at": NumberAttribute(null=True, attr_name=ttl_key_name),
     }
-    model = type(f"EventModel_{binding.table_name}", (EventModel,), attributes)
+    model: type[EventModel] = type(f"EventModel_{binding.table_name}", (EventModel,), attributes)
     if binding.boto3_session is not None:
         # Use the caller's boto3 session (and its refreshable credentials) for every request.
         connection = model._get_connection().connection

@@ -13,7 +13,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -38,8 +38,12 @@ class SequenceTaken(ChatHistoryError):
     """Another writer already stored an event at a sequence number this write wanted."""
 
 
+def _response(exc: ClientError) -> dict[str, Any]:
+    return cast(dict[str, Any], exc.response)
+
+
 def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+    return str(_response(exc).get("Error", {}).get("Code", ""))
 
 
 class EventStore:
@@ -66,15 +70,17 @@ class EventStore:
         response: dict[str, Any] | None = None
         try:
             response = getattr(self.client, method)(**kwargs)
-            return response  # type: ignore[return-value]
+            return response
         except ClientError as exc:
-            response = exc.response  # type: ignore[assignment]
+            response = _response(exc)
             code = _code(exc)
             if code == "ResourceNotFoundException":
                 raise TableNotFoundError(f"table {self.table_name!r} does not exist") from exc
-            if code == "ValidationException" and "key" in str(exc).lower() and "schema" in str(
-                exc
-            ).lower():
+            if (
+                code == "ValidationException"
+                and "key" in str(exc).lower()
+                and "schema" in str(exc).lower()
+            ):
                 raise TableSchemaError(
                     f"table {self.table_name!r} does not have the key schema of the event layout:"
                     f" {exc}"
@@ -104,7 +110,7 @@ class EventStore:
             blob=body if isinstance(body, bytes) else None,
             parts=event.parts or None,
             message_seq=event.message_seq,
-            count=event.count or None,
+            covers=event.count or None,
             commit_seq=event.commit_seq,
             expires_at=event.expires_at,
         )
@@ -121,7 +127,7 @@ class EventStore:
                 body=body,
                 parts=int(item.parts or 0),
                 message_seq=None if item.message_seq is None else int(item.message_seq),
-                count=int(item.count or 0),
+                count=int(item.covers or 0),
                 commit_seq=None if item.commit_seq is None else int(item.commit_seq),
                 writer=item.writer,
                 expires_at=None if item.expires_at is None else int(item.expires_at),
@@ -140,9 +146,30 @@ class EventStore:
         newest_first: bool = True,
         below: int | None = None,
         page_size: int | None = None,
-        keys_only: bool = False,
-    ) -> Iterator[Event] | Iterator[int]:
-        """Events of ``session`` (only their numbers with ``keys_only``), page by page."""
+    ) -> Iterator[Event]:
+        """Events of ``session`` (those numbered below ``below``), page by page."""
+        request = self._query(session, newest_first, below, page_size)
+        for raw in self._pages(request):
+            yield self.to_event(raw)
+
+    def select_seqs(
+        self,
+        session: str,
+        *,
+        newest_first: bool = True,
+        below: int | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[int]:
+        """Sequence numbers of ``session``'s items, reading only their keys."""
+        request = self._query(session, newest_first, below, page_size)
+        request["ProjectionExpression"] = "#h, #r"
+        request["ExpressionAttributeNames"]["#r"] = self.range_name
+        for raw in self._pages(request):
+            yield parse_seq(raw[self.range_name]["S"])
+
+    def _query(
+        self, session: str, newest_first: bool, below: int | None, page_size: int | None
+    ) -> dict[str, Any]:
         request: dict[str, Any] = {
             "TableName": self.table_name,
             "KeyConditionExpression": "#h = :h",
@@ -155,21 +182,14 @@ class EventStore:
             request["KeyConditionExpression"] = "#h = :h AND #r < :r"
             request["ExpressionAttributeNames"]["#r"] = self.range_name
             request["ExpressionAttributeValues"][":r"] = {"S": format_seq(below)}
-        if keys_only:
-            request["ProjectionExpression"] = "#h, #r"
-            request["ExpressionAttributeNames"]["#r"] = self.range_name
         if page_size:
             request["Limit"] = page_size
-        return self._pages(request, keys_only)
+        return request
 
-    def _pages(self, request: dict[str, Any], keys_only: bool) -> Iterator[Any]:
+    def _pages(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
         while True:
             page = self._call("Query", "query", **request)
-            for raw in page.get("Items", []):
-                if keys_only:
-                    yield parse_seq(raw[self.range_name]["S"])
-                else:
-                    yield self.to_event(raw)
+            yield from page.get("Items", [])
             last = page.get("LastEvaluatedKey")
             if not last:
                 return
@@ -177,8 +197,8 @@ class EventStore:
 
     def last_seq(self, session: str) -> int | None:
         """The newest sequence number of ``session``, or None if it has no items."""
-        for seq in self.select_events(session, page_size=1, keys_only=True):
-            return seq  # type: ignore[return-value]
+        for seq in self.select_seqs(session, page_size=1):
+            return seq
         return None
 
     # -- writes ---------------------------------------------------------------------------------
@@ -215,27 +235,23 @@ class EventStore:
 
     def _raise_conflict(self, exc: ClientError, writers: set[str | None]) -> None:
         code = _code(exc)
+        all_taken = True
         if code == "ConditionalCheckFailedException":
-            found = [exc.response.get("Item") or {}]
+            found = [_response(exc).get("Item") or {}]
         elif code == "TransactionCanceledException":
-            reasons = exc.response.get("CancellationReasons") or []  # type: ignore[typeddict-item]
+            reasons: list[dict[str, Any]] = _response(exc).get("CancellationReasons") or []
             codes = {r.get("Code") for r in reasons} - {"None", None}
             if not codes <= {"ConditionalCheckFailed", "TransactionConflict"}:
                 raise StorageError(f"transaction on {self.table_name!r} failed: {exc}") from exc
             if "TransactionConflict" in codes:
                 raise SequenceTaken("another transaction was writing the same items") from exc
             found = [r.get("Item") or {} for r in reasons if r.get("Code") != "None"]
+            all_taken = len(found) == len(reasons)
         else:
             raise StorageError(f"write to {self.table_name!r} failed: {exc}") from exc
         owners = {item.get(self.writer_name, {}).get("S") for item in found}
-        if owners and owners <= writers and code == "ConditionalCheckFailedException":
-            return  # our own put, applied before botocore retried it
-        if (
-            code == "TransactionCanceledException"
-            and owners <= writers
-            and len(found) == len(exc.response.get("CancellationReasons") or [])  # type: ignore[typeddict-item]
-        ):
-            return  # our whole transaction was applied before it was retried
+        if owners and owners <= writers and (code != "TransactionCanceledException" or all_taken):
+            return  # our own write, applied before botocore retried it
         raise SequenceTaken("another writer holds this sequence number") from exc
 
     def delete_events(self, session: str, seqs: Iterable[int]) -> int:

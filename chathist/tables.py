@@ -1,4 +1,4 @@
-"""Tables: create the event-layout table, and read (once per process) what key schema a table has."""
+"""Tables: create the event-layout table; read (once per process) a table's key schema."""
 
 from __future__ import annotations
 

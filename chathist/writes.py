@@ -94,8 +94,13 @@ def _events_for(entry: Payload | _Clear, seq: int, writer: str, limits: Limits) 
     count = math.ceil(len(data) / chunk)
     header = seq + count
     parts = [
-        Event(seq + i, "part", body=data[i * chunk : (i + 1) * chunk], message_seq=header,
-              writer=writer)
+        Event(
+            seq + i,
+            "part",
+            body=data[i * chunk : (i + 1) * chunk],
+            message_seq=header,
+            writer=writer,
+        )
         for i in range(count)
     ]
     return [*parts, Event(header, "message", codec=entry.codec, parts=count, writer=writer)]
