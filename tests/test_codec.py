@@ -1,0 +1,179 @@
+"""The codec: every message round-trips exactly, or is refused with a typed error."""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    ChatMessageChunk,
+    FunctionMessage,
+    FunctionMessageChunk,
+    HumanMessage,
+    HumanMessageChunk,
+    SystemMessage,
+    SystemMessageChunk,
+    ToolMessage,
+    ToolMessageChunk,
+    message_to_dict,
+)
+
+from chathist.codec import (
+    CODEC_JSON,
+    CODEC_ZLIB,
+    MAX_DEPTH,
+    check_json_value,
+    decode_message,
+    encode_message,
+    write_units,
+)
+from chathist.errors import CorruptHistoryError, UnsupportedValueError
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def every_message_type() -> list[BaseMessage]:
+    """One message of every type, with the fields that most often break stores."""
+    return [
+        HumanMessage("hi ✓ 你好 🎉", id="h1", name="alice", additional_kwargs={"n": 1, "f": 0.1}),
+        AIMessage(
+            "calling",
+            tool_calls=[{"name": "search", "args": {"q": "x", "k": 3, "t": 0.5}, "id": "c1"}],
+            usage_metadata={"input_tokens": 5, "output_tokens": 7, "total_tokens": 12},
+            response_metadata={"model": "m", "logprobs": [-0.25, -1.5e-9]},
+            id="a1",
+        ),
+        SystemMessage("be brief"),
+        ToolMessage("42", tool_call_id="c1", artifact={"rows": [1, 2]}, status="success"),
+        FunctionMessage("result", name="fn"),
+        ChatMessage("hello", role="narrator"),
+        AIMessageChunk("partial", id="a2"),
+        HumanMessageChunk("chunk"),
+        SystemMessageChunk("sys chunk"),
+        ToolMessageChunk("t", tool_call_id="c2"),
+        FunctionMessageChunk("f", name="fn"),
+        ChatMessageChunk("c", role="r"),
+        HumanMessage([{"type": "text", "text": "look"}, {"type": "image", "url": "http://x/y"}]),
+    ]
+
+
+@pytest.mark.parametrize("message", every_message_type(), ids=lambda m: m.type)
+def test_every_message_type_round_trips_exactly(message: BaseMessage) -> None:
+    payload = encode_message(message)
+    back = decode_message(payload.codec, payload.data)
+    assert type(back) is type(message)
+    assert message_to_dict(back) == message_to_dict(message)
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Equality that also tells ints from floats and 0.0 from -0.0."""
+    if isinstance(a, float) or isinstance(b, float):
+        return type(a) is type(b) and a == b and math.copysign(1, a) == math.copysign(1, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+@given(kwargs=st.dictionaries(st.text(), json_values, max_size=5), content=st.text())
+def test_arbitrary_json_kwargs_round_trip_exactly(kwargs: dict[str, Any], content: str) -> None:
+    message = AIMessage(content, additional_kwargs=kwargs, response_metadata={"k": kwargs})
+    payload = encode_message(message)
+    back = decode_message(payload.codec, payload.data)
+    assert _same_json(back.additional_kwargs, kwargs)
+    assert _same_json(back.response_metadata, {"k": kwargs})
+    assert back.content == content
+
+
+@given(st.text(min_size=1, max_size=40), st.integers(min_value=1, max_value=3000))
+def test_large_compressible_payloads_are_compressed_and_still_exact(unit: str, times: int) -> None:
+    text = unit * times
+    payload = encode_message(HumanMessage(text))
+    raw = json.dumps(
+        message_to_dict(HumanMessage(text)), separators=(",", ":"), ensure_ascii=False
+    ).encode()
+    if payload.codec == CODEC_ZLIB:
+        assert write_units(len(payload.data)) < write_units(len(raw))
+        assert zlib.decompress(payload.data) == raw
+    assert decode_message(payload.codec, payload.data).content == text
+
+
+def test_small_payloads_stay_plain_json() -> None:
+    payload = encode_message(HumanMessage("short " * 100))
+    assert payload.codec == CODEC_JSON
+    assert json.loads(payload.data)["data"]["content"] == "short " * 100
+
+
+def test_compression_that_saves_no_write_unit_is_not_used() -> None:
+    payload = encode_message(HumanMessage("x" * 5000), compress_threshold=None)
+    assert payload.codec == CODEC_JSON
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        (float("nan"), "NaN"),
+        (float("inf"), "infinity"),
+        (b"bytes", "bytes"),
+        ({1: "x"}, "keys must be strings"),
+        ({1.5}, "set"),
+        (object(), "object"),
+    ],
+)
+def test_values_json_cannot_hold_exactly_are_refused(value: Any, fragment: str) -> None:
+    with pytest.raises(UnsupportedValueError, match=fragment):
+        encode_message(HumanMessage("x", additional_kwargs={"v": value}))
+
+
+def test_lone_surrogates_are_refused() -> None:
+    with pytest.raises(UnsupportedValueError, match="surrogate"):
+        encode_message(HumanMessage("bad \ud800 text"))
+
+
+def test_deep_nesting_is_refused_clearly() -> None:
+    deep: Any = "leaf"
+    for _ in range(MAX_DEPTH + 5):
+        deep = [deep]
+    with pytest.raises(UnsupportedValueError, match="nested deeper"):
+        check_json_value(deep)
+
+
+def test_not_a_message_is_refused() -> None:
+    with pytest.raises(UnsupportedValueError, match="BaseMessage"):
+        encode_message("hello")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("codec", "data"),
+    [
+        (CODEC_JSON, b"{not json"),
+        (CODEC_JSON, b'{"type": "nope", "data": {}}'),
+        (CODEC_JSON, b"[1, 2]"),
+        (CODEC_ZLIB, b"not zlib"),
+        ("rot13", b"{}"),
+    ],
+)
+def test_garbage_payloads_give_corrupt_history_error(codec: str, data: bytes) -> None:
+    with pytest.raises(CorruptHistoryError):
+        decode_message(codec, data)
