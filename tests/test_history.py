@@ -1,0 +1,401 @@
+"""DynamoDBChatMessageHistory in the event layout, against a real DynamoDB Local."""
+
+from __future__ import annotations
+
+import random
+import string
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, message_to_dict
+
+from chathist import (
+    ConfigurationError,
+    DynamoDBChatMessageHistory,
+    InvalidSessionIdError,
+    TableNotFoundError,
+    TableSchemaError,
+    UnsupportedValueError,
+    create_table,
+)
+from chathist.events import SEQ_WIDTH
+from chathist.models import Binding, dynamodb_client, event_model
+from tests.test_codec import every_message_type
+
+History = Callable[..., DynamoDBChatMessageHistory]
+
+
+@pytest.fixture
+def history(table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None) -> History:
+    """Make histories on the test's table: ``history(session_id="s", **options)``."""
+
+    def make(session_id: str = "s", **options: Any) -> DynamoDBChatMessageHistory:
+        return DynamoDBChatMessageHistory(
+            table_name, session_id, dynamodb_endpoint, region_name=dynamodb_region, **options
+        )
+
+    return make
+
+
+def stored_items(client: Any, table: str, session: str = "s") -> list[dict[str, Any]]:
+    """Every item of ``session``'s partition, oldest first, read straight from DynamoDB."""
+    items: list[dict[str, Any]] = []
+    request: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "SessionId = :s",
+        "ExpressionAttributeValues": {":s": {"S": session}},
+        "ConsistentRead": True,
+    }
+    while True:
+        page = client.query(**request)
+        items += page["Items"]
+        if "LastEvaluatedKey" not in page:
+            return items
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def random_text(rng: random.Random, size: int) -> str:
+    return "".join(rng.choices(string.ascii_letters + " ", k=size))
+
+
+def dicts(messages: list[BaseMessage]) -> list[dict[str, Any]]:
+    return [message_to_dict(m) for m in messages]
+
+
+def test_the_readme_example(history: History) -> None:
+    h = history(session_id="0")
+    h.add_user_message("hi!")
+    h.add_ai_message("whats up?")
+    assert h.messages == [HumanMessage("hi!"), AIMessage("whats up?")]
+    h.clear()
+    assert h.messages == []
+
+
+def test_every_message_type_round_trips_through_dynamodb(history: History) -> None:
+    sent = every_message_type()
+    history().add_messages(sent[:3])
+    for message in sent[3:]:
+        history().add_message(message)
+    back = history().messages
+    assert [type(m) for m in back] == [type(m) for m in sent]
+    assert dicts(back) == dicts(sent)
+
+
+def test_floats_and_ints_keep_their_types(history: History) -> None:
+    history().add_message(AIMessage("x", additional_kwargs={"f": 1.0, "i": 1, "big": 2**70}))
+    kwargs = history().messages[0].additional_kwargs
+    assert type(kwargs["f"]) is float and type(kwargs["i"]) is int and kwargs["big"] == 2**70
+
+
+def test_a_conversation_over_2_mb(history: History, boto3_client: Any, table_name: str) -> None:
+    rng = random.Random(7)
+    sent: list[BaseMessage] = []
+    h = history()
+    for turn in range(60):
+        batch = [HumanMessage(random_text(rng, 10_000)), AIMessage(random_text(rng, 25_000))]
+        if turn % 2:
+            h.add_messages(batch)
+        else:
+            for message in batch:
+                h.add_message(message)
+        sent += batch
+    assert sum(len(str(m.content)) for m in sent) > 2_000_000
+    assert len(stored_items(boto3_client, table_name)) == len(sent)
+    assert dicts(history().messages) == dicts(sent)
+
+
+def test_each_append_is_one_conditional_put_without_a_read(history: History) -> None:
+    h = history()
+    h.add_user_message("first")  # learns the tail: one Query, one PutItem
+    before = h.consumed_capacity
+    for i in range(20):
+        h.add_user_message(f"m{i}")
+    used = h.consumed_capacity - before
+    assert used.requests == 20
+    assert used.read_units == 0
+    assert used.write_units == 20
+
+
+def test_eight_threads_lose_nothing_and_keep_each_writers_order(history: History) -> None:
+    writers, per_writer = 8, 15
+    barrier = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def write(writer: int) -> None:
+        try:
+            h = history()
+            barrier.wait()
+            for i in range(per_writer):
+                h.add_message(HumanMessage(f"{writer}:{i}"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    contents = [str(m.content) for m in history().messages]
+    assert sorted(contents) == sorted(f"{w}:{i}" for w in range(writers) for i in range(per_writer))
+    for w in range(writers):
+        mine = [c for c in contents if c.startswith(f"{w}:")]
+        assert mine == [f"{w}:{i}" for i in range(per_writer)]
+
+
+def test_a_stale_writer_retries_after_losing_the_race(history: History) -> None:
+    a, b = history(), history()
+    a.add_user_message("a1")
+    b.add_user_message("b1")  # b learns the tail
+    a.add_user_message("a2")  # a's cached next number is still right
+    b.add_user_message("b2")  # b's is stale: its conditional put fails, it re-reads, retries
+    assert [m.content for m in history().messages] == ["a1", "b1", "a2", "b2"]
+
+
+def test_a_batch_too_big_for_one_transaction_is_atomic_and_contiguous(
+    history: History, boto3_client: Any, table_name: str
+) -> None:
+    rng = random.Random(3)
+    batch: list[BaseMessage] = [HumanMessage(random_text(rng, 60_000)) for _ in range(90)]
+    batch += [AIMessage(f"short {i}") for i in range(150)]
+    other = history()
+
+    def interleave() -> None:  # another writer appending while the batch is being written
+        for i in range(40):
+            other.add_user_message(f"other {i}")
+
+    thread = threading.Thread(target=interleave)
+    thread.start()
+    try:
+        history().add_messages(batch)
+    finally:
+        thread.join()
+    contents = [m.content for m in history().messages]
+    start = contents.index(batch[0].content)
+    assert contents[start : start + len(batch)] == [m.content for m in batch]
+    assert sorted(c for c in contents if str(c).startswith("other")) == sorted(
+        f"other {i}" for i in range(40)
+    )
+    kinds = [item["event"]["S"] for item in stored_items(boto3_client, table_name)]
+    assert kinds.count("commit") == 1
+
+
+def test_history_size_returns_the_latest_messages_reading_about_that_many_items(
+    history: History,
+) -> None:
+    writer = history()
+    for start in range(0, 300, 50):
+        writer.add_messages([HumanMessage(f"m{i}") for i in range(start, start + 50)])
+    window = history(history_size=20)
+    items_read: list[int] = []
+    window._store.client.meta.events.register(
+        "after-call.dynamodb.Query", lambda parsed, **_: items_read.append(parsed["Count"])
+    )
+    assert [m.content for m in window.messages] == [f"m{i}" for i in range(280, 300)]
+    assert sum(items_read) <= 22
+    assert [m.content for m in history(history_size=0).messages][-1] == "m299"  # 0 = no limit
+
+
+def test_ttl_items_carry_the_expiry_and_expired_ones_are_never_returned(
+    history: History, boto3_client: Any, table_name: str
+) -> None:
+    history(ttl=1).add_user_message("short-lived")
+    history().add_user_message("kept")
+    before = int(time.time())
+    history(ttl=3600).add_user_message("long-lived")
+    items = stored_items(boto3_client, table_name)
+    assert "expireAt" not in items[1]
+    assert before + 3600 <= int(items[2]["expireAt"]["N"]) <= before + 3602
+    time.sleep(2.1)  # DynamoDB Local never deletes expired items; the reader must skip them
+    assert [m.content for m in history().messages] == ["kept", "long-lived"]
+    assert len(stored_items(boto3_client, table_name)) == 3
+
+
+def test_clear_is_logical_first_then_physical(
+    history: History, boto3_client: Any, table_name: str
+) -> None:
+    h = history()
+    h.add_messages([HumanMessage(f"m{i}") for i in range(60)])
+    h.clear()
+    assert history().messages == []
+    items = stored_items(boto3_client, table_name)
+    assert [i["event"]["S"] for i in items] == ["clear"]
+    assert items[0]["SK"]["S"] == str(60).zfill(SEQ_WIDTH)
+    history().add_user_message("after")
+    keys = [i["SK"]["S"] for i in stored_items(boto3_client, table_name)]
+    assert keys == [str(60).zfill(SEQ_WIDTH), str(61).zfill(SEQ_WIDTH)]  # never reused
+    assert [m.content for m in history().messages] == ["after"]
+
+
+def test_an_interrupted_clear_still_reads_empty_and_the_next_clear_finishes(
+    history: History, boto3_client: Any, table_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history().add_messages([HumanMessage(f"m{i}") for i in range(40)])
+    h = history()
+
+    def fail(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(h._store, "delete_events", fail)
+    with pytest.raises(RuntimeError):
+        h.clear()
+    assert history().messages == []
+    assert len(stored_items(boto3_client, table_name)) == 41
+    history().clear()
+    assert [i["event"]["S"] for i in stored_items(boto3_client, table_name)] == ["clear"]
+
+
+def test_clearing_an_empty_session_writes_nothing(
+    history: History, boto3_client: Any, table_name: str
+) -> None:
+    history().clear()
+    assert stored_items(boto3_client, table_name) == []
+
+
+def test_eventually_consistent_reads_are_an_option(history: History) -> None:
+    history().add_user_message("x")
+    reader = history(consistent_read=False)
+    deadline = time.monotonic() + 5
+    while not reader.messages and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [m.content for m in reader.messages] == ["x"]
+
+
+def test_a_missing_table_is_a_clear_error(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None
+) -> None:
+    h = (
+        DynamoDBChatMessageHistory(
+            f"missing-{uuid.uuid4().hex[:8]}",
+            "s",
+            dynamodb_endpoint,
+            region_name=dynamodb_region,
+            layout="events",
+        )
+        if "layout" in DynamoDBChatMessageHistory.__init__.__code__.co_varnames
+        else (
+            DynamoDBChatMessageHistory(
+                f"missing-{uuid.uuid4().hex[:8]}",
+                "s",
+                dynamodb_endpoint,
+                region_name=dynamodb_region,
+            )
+        )
+    )
+    with pytest.raises(TableNotFoundError, match="create_table"):
+        h.add_user_message("x")
+    with pytest.raises(TableNotFoundError):
+        _ = h.messages
+
+
+def test_a_table_of_the_wrong_schema_is_a_clear_error(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any
+) -> None:
+    name = f"other-keys-{uuid.uuid4().hex[:8]}"
+    create_table(
+        name,
+        endpoint_url=dynamodb_endpoint,
+        region_name=dynamodb_region,
+        primary_key_name="PK",
+        sort_key_name="SK",
+    )
+    try:
+        h = DynamoDBChatMessageHistory(name, "s", dynamodb_endpoint, region_name=dynamodb_region)
+        with pytest.raises(TableSchemaError, match="PK"):
+            h.add_user_message("x")
+        with pytest.raises(TableSchemaError):
+            create_table(name, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+        assert boto3_client.scan(TableName=name)["Count"] == 0
+    finally:
+        boto3_client.delete_table(TableName=name)
+
+
+def test_create_table_is_a_no_op_when_the_table_exists(
+    table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None
+) -> None:
+    assert not create_table(table_name, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+
+
+@pytest.mark.parametrize("session_id", ["", None, 42, "x" * 2049, "é" * 1025, "bad \udc80"])
+def test_bad_session_ids_are_refused(table_name: str, session_id: Any) -> None:
+    with pytest.raises(InvalidSessionIdError):
+        DynamoDBChatMessageHistory(table_name, session_id)
+
+
+def test_a_message_that_cannot_be_stored_writes_nothing_of_its_batch(
+    history: History, boto3_client: Any, table_name: str
+) -> None:
+    bad = HumanMessage("x", additional_kwargs={"when": object()})
+    with pytest.raises(UnsupportedValueError):
+        history().add_messages([HumanMessage("fine"), bad])
+    with pytest.raises(UnsupportedValueError, match="NaN"):
+        history().add_message(AIMessage("x", additional_kwargs={"score": float("nan")}))
+    assert stored_items(boto3_client, table_name) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"key": {"SessionId": "s"}}, "key"),
+        ({"kms_key_id": "alias/chat"}, "kms_key_id"),
+        ({"history_size": -1}, "history_size"),
+        ({"ttl": "soon"}, "ttl"),
+        ({"history_messages_key": "SK"}, "must differ"),
+    ],
+)
+def test_arguments_that_cannot_apply_fail_loudly(
+    table_name: str, options: dict[str, Any], fragment: str
+) -> None:
+    if "key" in options and "layout" in DynamoDBChatMessageHistory.__init__.__code__.co_varnames:
+        options = {**options, "layout": "events"}
+    with pytest.raises(ConfigurationError, match=fragment):
+        DynamoDBChatMessageHistory(table_name, "s", **options)
+
+
+def test_models_are_one_class_per_endpoint_and_never_share_a_connection() -> None:
+    one = event_model(Binding("T", "http://127.0.0.1:1"))
+    two = event_model(Binding("T", "http://127.0.0.1:2"))
+    assert one is event_model(Binding("T", "http://127.0.0.1:1"))
+    assert one is not two
+    assert one.Meta.host != two.Meta.host
+    assert dynamodb_client(one) is not dynamodb_client(two)
+    assert dynamodb_client(one).meta.endpoint_url == "http://127.0.0.1:1"
+
+
+def test_runnable_with_message_history_sees_the_first_exchange(history: History) -> None:
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+    from langchain_core.runnables.history import RunnableWithMessageHistory
+
+    prompts: list[list[BaseMessage]] = []
+
+    class Recorder(BaseCallbackHandler):
+        def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+            prompts.append(messages[0])
+
+    model = GenericFakeChatModel(messages=iter([AIMessage("hello Ada"), AIMessage("you are Ada")]))
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", "be brief"), MessagesPlaceholder("history"), ("human", "{question}")]
+    )
+    chain = RunnableWithMessageHistory(
+        prompt | model,
+        lambda session_id: history(session_id=session_id),
+        input_messages_key="question",
+        history_messages_key="history",
+    )
+    config: Any = {"configurable": {"session_id": "chat-1"}, "callbacks": [Recorder()]}
+    chain.invoke({"question": "I am Ada"}, config=config)
+    chain.invoke({"question": "who am I?"}, config=config)
+    second = [m.content for m in prompts[1]]
+    assert second == ["be brief", "I am Ada", "hello Ada", "who am I?"]
+    assert [m.content for m in history(session_id="chat-1").messages] == [
+        "I am Ada",
+        "hello Ada",
+        "who am I?",
+        "you are Ada",
+    ]
