@@ -1,0 +1,172 @@
+"""The ``chathist`` command line: one entry point, one subcommand module per topic.
+
+Each module named in `COMMAND_MODULES` defines ``register(subparsers, common)``; it adds its
+parsers with ``parents=[common]`` and ``set_defaults(func=handler)``, where ``handler(args)``
+returns the exit code. A listed module that is not installed yet is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from types import ModuleType
+
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from chathist.commands import CommandError
+from chathist.errors import ChatHistoryError
+from chathist.local import LocalDatabaseError
+
+__all__ = [
+    "COMMAND_MODULES",
+    "EXIT_DIFFERENCES",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+]
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "chathist.commands.local",
+    "chathist.commands.tables",
+    "chathist.commands.sessions",
+    "chathist.commands.migrate",
+)
+
+ENDPOINT_ENV = "CHATHIST_ENDPOINT_URL"
+"""Environment variable giving the default of ``--endpoint-url``."""
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_DIFFERENCES = 3
+EXIT_INTERRUPTED = 130
+
+EPILOG = """\
+connection options (every command):
+  --endpoint-url URL   e.g. http://127.0.0.1:8000 for DynamoDB Local (`chathist local`);
+                       default: $CHATHIST_ENDPOINT_URL, else AWS
+  --region REGION      AWS region (default: the environment's, or us-east-1 with an endpoint)
+  --profile NAME       a profile from ~/.aws/config
+  --debug              show the full traceback on errors
+
+exit codes:
+  0    success
+  1    error (one line on stderr: `chathist: error: ...`)
+  2    usage error (bad arguments)
+  3    verification found differences (`chathist migrate --verify`)
+  130  interrupted (Ctrl-C)
+
+examples:
+  chathist local --port 8000
+  chathist create-table ChatEvents --endpoint-url http://127.0.0.1:8000
+  chathist show ChatEvents session-1 --last 10 --endpoint-url http://127.0.0.1:8000
+  chathist <command> --help
+"""
+
+_ERRORS: tuple[type[BaseException], ...] = (
+    ChatHistoryError,
+    CommandError,
+    LocalDatabaseError,
+    BotoCoreError,
+    ClientError,
+    OSError,
+)
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """The options every subcommand accepts (a parent parser, no help of its own)."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("connection")
+    group.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        default=os.environ.get(ENDPOINT_ENV) or None,
+        help=f"DynamoDB endpoint, e.g. DynamoDB Local (default: ${ENDPOINT_ENV}, else AWS)",
+    )
+    group.add_argument("--region", metavar="REGION", help="AWS region name")
+    group.add_argument("--profile", metavar="NAME", help="AWS profile name (~/.aws/config)")
+    group.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return common
+
+
+def _load_command_modules() -> list[ModuleType]:
+    modules = []
+    for name in COMMAND_MODULES:
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every available subcommand registered."""
+    from chathist import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="chathist",
+        description="Operate chathist tables: run DynamoDB Local, create tables, inspect,"
+        " export, import and migrate chat sessions.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"chathist {__version__}")
+    common = common_parser()
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _load_command_modules():
+        module.register(subparsers, common)
+    return parser
+
+
+def _error_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, NoCredentialsError):
+        text += (
+            " (for DynamoDB Local any keys do: export AWS_ACCESS_KEY_ID=local"
+            " AWS_SECRET_ACCESS_KEY=local)"
+        )
+    return f"chathist: error: {text}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    handler = getattr(args, "func", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    debug = bool(getattr(args, "debug", False))
+    try:
+        code: int = handler(args)
+        return code
+    except BrokenPipeError:
+        # `chathist export ... | head`: the reader went away; not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("chathist: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except _ERRORS as exc:
+        if debug:
+            traceback.print_exc()
+        print(_error_line(exc), file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
