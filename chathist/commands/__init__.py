@@ -59,9 +59,15 @@ class Progress:
     """
 
     def __init__(
-        self, label: str, *, total: int | None = None, stream: TextIO | None = None
+        self,
+        label: str,
+        *,
+        unit: str = "",
+        total: int | None = None,
+        stream: TextIO | None = None,
     ) -> None:
         self.label = label
+        self.unit = unit
         self.total = total
         self.stream = stream if stream is not None else sys.stderr
         self.count = 0
@@ -69,7 +75,7 @@ class Progress:
         self.started = time.monotonic()
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._interval = 0.2 if self._tty else 5.0
-        self._last = 0.0
+        self._last = self.started
 
     def advance(self, step: int = 1, extra: str = "") -> None:
         """Count ``step`` more units; ``extra`` is appended to the line (e.g. message totals)."""
@@ -83,9 +89,11 @@ class Progress:
 
     def _line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        done = f"{self.count}"
+        done = f"{self.count:,}"
         if self.total:
-            done += f"/{self.total} ({100 * self.count / self.total:.0f}%)"
+            done += f"/{self.total:,} ({100 * self.count / self.total:.0f}%)"
+        if self.unit:
+            done += f" {self.unit}"
         rate = self.count / elapsed
         extra = f", {self.extra}" if self.extra else ""
         return f"{self.label}: {done}{extra}, {rate:.1f}/s, {elapsed:.1f} s"

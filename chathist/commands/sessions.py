@@ -1,0 +1,540 @@
+"""``chathist show``, ``export``, ``import`` and ``stats``: sessions as an operator sees them.
+
+Sessions are read and written only through `DynamoDBChatMessageHistory`, so these commands see
+exactly what an application sees. The table's key schema (looked up once) gives the key names
+and the layout: a composite key is the event layout, a hash key alone LangChain's list layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from langchain_core.messages import BaseMessage, messages_from_dict, messages_to_dict
+
+from chathist.commands import (
+    CommandError,
+    Progress,
+    connection_options,
+    describe,
+    example_epilog,
+)
+from chathist.history import DynamoDBChatMessageHistory
+from chathist.models import Binding, dynamodb_client, event_model
+from chathist.tables import KeySchema, describe_key_schema
+
+__all__ = ["ImportOutcome", "import_plan", "item_size", "register"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+
+
+# -- wiring -------------------------------------------------------------------------------------
+
+
+class Target:
+    """One table as the commands use it: its binding, key schema and history factory."""
+
+    def __init__(self, args: argparse.Namespace, table: str) -> None:
+        self.table = table
+        self.connection = connection_options(args)
+        self.binding = Binding(
+            table,
+            self.connection["endpoint_url"],
+            self.connection["region_name"],
+            self.connection["boto3_session"],
+        )
+        self.history_key: str = getattr(args, "history_key", None) or "History"
+        self.schema: KeySchema = describe_key_schema(self.binding)
+
+    @property
+    def layout(self) -> str:
+        """``events`` for a composite-key table, ``list`` for a hash-key-only one."""
+        return "events" if self.schema.composite else "list"
+
+    def history(self, session_id: str, **options: Any) -> DynamoDBChatMessageHistory:
+        """The public history class for ``session_id`` on this table."""
+        names: dict[str, Any] = {"primary_key_name": self.schema.hash_key}
+        if self.schema.range_key is not None:
+            names["sort_key_name"] = self.schema.range_key
+        return DynamoDBChatMessageHistory(
+            self.table,
+            session_id,
+            history_messages_key=self.history_key,
+            **names,
+            **options,
+            **self.connection,
+        )
+
+    def client(self) -> Any:
+        """The botocore client this table's model uses."""
+        return dynamodb_client(event_model(self.binding))
+
+    def scan(self, *, keys_only: bool, segments: int) -> Iterator[dict[str, Any]]:
+        """Every item (or only its hash key), by a parallel Scan of ``segments`` segments.
+
+        Each segment pages on its own; items come out as segments deliver them.
+        """
+        client = self.client()
+        base: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
+        if keys_only:
+            base["ProjectionExpression"] = "#h"
+            base["ExpressionAttributeNames"] = {"#h": self.schema.hash_key}
+
+        def one_segment(segment: int) -> list[dict[str, Any]]:
+            request = dict(base, Segment=segment, TotalSegments=segments)
+            items: list[dict[str, Any]] = []
+            while True:
+                page = client.scan(**request)
+                items.extend(page.get("Items", []))
+                last = page.get("LastEvaluatedKey")
+                if not last:
+                    return items
+                request["ExclusiveStartKey"] = last
+
+        if segments == 1:
+            yield from one_segment(0)
+            return
+        with ThreadPoolExecutor(max_workers=min(segments, 16)) as pool:
+            for items in pool.map(one_segment, range(segments)):
+                yield from items
+
+    def session_ids(self, segments: int) -> list[str]:
+        """Every session id in the table, sorted (a keys-only parallel Scan, deduplicated)."""
+        found: set[str] = set()
+        progress = Progress(f"scanning {self.table}", unit="items")
+        for item in self.scan(keys_only=True, segments=segments):
+            value = item[self.schema.hash_key]
+            found.add(value.get("S") or next(iter(value.values())))
+            progress.advance(extra=f"{len(found)} sessions")
+        progress.finish()
+        return sorted(found)
+
+    def session_items(self, session_id: str) -> Iterator[dict[str, Any]]:
+        """The raw items of one session (a paged Query)."""
+        client = self.client()
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "#h = :h",
+            "ExpressionAttributeNames": {"#h": self.schema.hash_key},
+            "ExpressionAttributeValues": {":h": {"S": session_id}},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = client.query(**request)
+            yield from page.get("Items", [])
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                return
+            request["ExclusiveStartKey"] = last
+
+
+def _add_table_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("table", metavar="TABLE", help="table name")
+    parser.add_argument(
+        "--history-key",
+        metavar="NAME",
+        default="History",
+        help="attribute holding each message's payload (default: History)",
+    )
+
+
+def _segments(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 1000:
+        raise argparse.ArgumentTypeError("must be between 1 and 1000")
+    return number
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``show``, ``export``, ``import`` and ``stats``."""
+    raw = argparse.RawDescriptionHelpFormatter
+
+    show = subparsers.add_parser(
+        "show",
+        parents=[common],
+        help="print one session as a readable transcript (or JSON)",
+        description=describe(
+            "Print SESSION's messages oldest first, one block per message: its type, name or"
+            " tool call id, content and tool calls. --last N prints only the latest N (reading"
+            " about N items). --json prints LangChain's message_to_dict form instead."
+        ),
+        epilog=example_epilog(
+            "chathist show ChatEvents session-1",
+            "chathist show ChatEvents session-1 --last 5",
+            "chathist show ChatEvents session-1 --json > session-1.json",
+        ),
+        formatter_class=raw,
+    )
+    _add_table_options(show)
+    show.add_argument("session", metavar="SESSION", help="session id")
+    show.add_argument("--last", type=int, metavar="N", help="only the latest N messages")
+    show.add_argument("--json", action="store_true", help="print a JSON list of message dicts")
+    show.set_defaults(func=run_show)
+
+    export = subparsers.add_parser(
+        "export",
+        parents=[common],
+        help="write sessions as JSON lines (all sessions, or those named)",
+        description=describe(
+            'Write one JSON line per session to stdout (or --output): {"session_id": ...,'
+            ' "messages": [message_to_dict, ...]}. Without SESSION arguments every session of'
+            " the table is exported: a keys-only parallel Scan (--segments) finds them, and"
+            " each is read like an application reads it. Empty (cleared) sessions are skipped."
+            " Progress goes to stderr."
+        ),
+        epilog=example_epilog(
+            "chathist export ChatEvents > all.jsonl",
+            "chathist export ChatEvents session-1 session-2 > two.jsonl",
+            "chathist export ChatEvents --segments 8 --output all.jsonl",
+        ),
+        formatter_class=raw,
+    )
+    _add_table_options(export)
+    export.add_argument("sessions", metavar="SESSION", nargs="*", help="session ids (default: all)")
+    export.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    export.add_argument(
+        "--segments", type=_segments, default=4, metavar="N", help="parallel scan segments (4)"
+    )
+    export.set_defaults(func=run_export)
+
+    import_ = subparsers.add_parser(
+        "import",
+        parents=[common],
+        help="load sessions from an export file (lossless, resumable)",
+        description=describe(
+            "Append the sessions of FILE (JSON lines written by `chathist export`; - for stdin)"
+            " to TABLE. Each session is written atomically (one add_messages call). The rule"
+            " that makes a run resumable: if the target session already holds exactly the"
+            " file's messages it is skipped; if it holds a prefix of them, only the rest is"
+            " appended; if it is empty, everything is; if it holds anything else it is left"
+            " alone and reported as a conflict (exit 1). Re-running an interrupted import"
+            " therefore finishes it without duplicating a message."
+        ),
+        epilog=example_epilog(
+            "chathist import ChatEvents all.jsonl",
+            "chathist export OldTable | chathist import NewTable -",
+            "chathist import ChatEvents all.jsonl --ttl 2592000   # messages expire in 30 days",
+        ),
+        formatter_class=raw,
+    )
+    _add_table_options(import_)
+    import_.add_argument("file", metavar="FILE", help="JSON-lines file from `chathist export`")
+    import_.add_argument(
+        "--ttl", type=int, default=None, metavar="SECONDS", help="expire imported messages"
+    )
+    import_.set_defaults(func=run_import)
+
+    stats = subparsers.add_parser(
+        "stats",
+        parents=[common],
+        help="count sessions, messages and bytes; find the largest session and the layout",
+        description=describe(
+            "Report the table's layout (events for a composite key, list for LangChain's"
+            " hash-key-only tables), and for every session (or only SESSION): messages as an"
+            " application reads them, items and stored bytes (DynamoDB's item-size rules: names"
+            " and values, so about what the table is billed for), and the largest session."
+            " Reads the whole table: a Scan, then each session."
+        ),
+        epilog=example_epilog(
+            "chathist stats ChatEvents",
+            "chathist stats ChatEvents session-1",
+            "chathist stats ChatEvents --json | jq .largest_session",
+        ),
+        formatter_class=raw,
+    )
+    _add_table_options(stats)
+    stats.add_argument("session", metavar="SESSION", nargs="?", help="only this session")
+    stats.add_argument("--json", action="store_true", help="print the report as JSON")
+    stats.add_argument(
+        "--segments", type=_segments, default=4, metavar="N", help="parallel scan segments (4)"
+    )
+    stats.set_defaults(func=run_stats)
+
+
+# -- show ---------------------------------------------------------------------------------------
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return json.dumps(content, ensure_ascii=False, indent=2)
+
+
+def transcript(messages: Iterable[BaseMessage]) -> str:
+    """A readable transcript: a header line per message, then its content indented."""
+    blocks = []
+    for number, message in enumerate(messages, 1):
+        label = f"[{number}] {message.type}"
+        name = getattr(message, "name", None)
+        if name:
+            label += f" ({name})"
+        tool_call_id = getattr(message, "tool_call_id", None)
+        if tool_call_id:
+            label += f" -> tool call {tool_call_id}"
+        lines = [label]
+        body = _text(message.content)
+        lines += ["    " + line for line in body.splitlines() or [""]]
+        for call in getattr(message, "tool_calls", None) or []:
+            arguments = json.dumps(call.get("args", {}), ensure_ascii=False)
+            lines.append(f"    tool call {call.get('id')}: {call.get('name')}({arguments})")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """Print one session."""
+    if args.last is not None and args.last < 1:
+        raise CommandError("--last must be at least 1")
+    target = Target(args, args.table)
+    messages = target.history(args.session, history_size=args.last).messages
+    if args.json:
+        json.dump(messages_to_dict(messages), sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    elif messages:
+        print(transcript(messages))
+    else:
+        print(f"session {args.session!r} has no messages", file=sys.stderr)
+    return EXIT_OK
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Write sessions as JSON lines."""
+    target = Target(args, args.table)
+    sessions = list(args.sessions) or target.session_ids(args.segments)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as out:
+            return _export(target, sessions, out)
+    return _export(target, sessions, sys.stdout)
+
+
+def _export(target: Target, sessions: list[str], out: TextIO) -> int:
+    progress = Progress("exporting", unit="sessions", total=len(sessions))
+    written = messages = empty = 0
+    for session_id in sessions:
+        history = target.history(session_id)
+        dicts = messages_to_dict(history.messages)
+        if dicts:
+            line = {"session_id": session_id, "messages": dicts}
+            out.write(json.dumps(line, ensure_ascii=False, allow_nan=False) + "\n")
+            written += 1
+            messages += len(dicts)
+        else:
+            empty += 1
+        progress.advance(extra=f"{messages} messages")
+    out.flush()
+    progress.finish()
+    skipped = f", {empty} empty skipped" if empty else ""
+    print(f"exported {written} sessions, {messages} messages{skipped}", file=sys.stderr)
+    return EXIT_OK
+
+
+# -- import -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    """What importing one session does: append ``messages[start:]``, or nothing."""
+
+    action: str  # "skip" | "append" | "conflict"
+    start: int = 0
+
+
+def _normal(dicts: list[dict[str, Any]]) -> list[Any]:
+    """``dicts`` as JSON would give them back (tuples become lists...), for comparison."""
+    normal: list[Any] = json.loads(json.dumps(dicts))
+    return normal
+
+
+def import_plan(stored: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> ImportOutcome:
+    """The resume rule: skip a session holding exactly ``wanted``, append the rest to one
+    holding a prefix of it, and leave one holding anything else alone (a conflict)."""
+    stored, wanted = _normal(stored), _normal(wanted)
+    if stored == wanted:
+        return ImportOutcome("skip", len(stored))
+    if len(stored) < len(wanted) and wanted[: len(stored)] == stored:
+        return ImportOutcome("append", len(stored))
+    return ImportOutcome("conflict", len(stored))
+
+
+@dataclass
+class _Line:
+    number: int
+    session_id: str
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _read_lines(stream: TextIO, name: str) -> Iterator[_Line]:
+    for number, text in enumerate(stream, 1):
+        if not text.strip():
+            continue
+        where = f"{name}, line {number}"
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"{where}: not JSON ({exc.msg})") from exc
+        if not isinstance(record, dict):
+            raise CommandError(f"{where}: expected an object with session_id and messages")
+        session_id, messages = record.get("session_id"), record.get("messages")
+        if not isinstance(session_id, str) or not session_id:
+            raise CommandError(f"{where}: session_id must be a non-empty string")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            raise CommandError(f"{where}: messages must be a list of message dicts")
+        yield _Line(number, session_id, messages)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """Load sessions from a JSON-lines file, resumably."""
+    target = Target(args, args.table)
+    if args.file == "-":
+        return _import(target, sys.stdin, "<stdin>", args.ttl)
+    with open(args.file, encoding="utf-8") as stream:
+        return _import(target, stream, args.file, args.ttl)
+
+
+def _import(target: Target, stream: TextIO, name: str, ttl: int | None) -> int:
+    progress = Progress("importing", unit="sessions")
+    counts = {"skip": 0, "append": 0, "conflict": 0}
+    appended = 0
+    for line in _read_lines(stream, name):
+        try:
+            incoming = messages_from_dict(line.messages)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CommandError(f"{name}, line {line.number}: not a message dict ({exc})") from exc
+        history = target.history(line.session_id, ttl=ttl)
+        outcome = import_plan(messages_to_dict(history.messages), line.messages)
+        counts[outcome.action] += 1
+        if outcome.action == "append":
+            history.add_messages(incoming[outcome.start :])
+            appended += len(incoming) - outcome.start
+        elif outcome.action == "conflict":
+            print(
+                f"chathist: conflict: session {line.session_id!r} ({name}, line {line.number})"
+                f" already holds {outcome.start} messages that are not a prefix of the file's"
+                f" {len(line.messages)}; left unchanged",
+                file=sys.stderr,
+            )
+        progress.advance(extra=f"{appended} messages written")
+    progress.finish()
+    print(
+        f"imported {counts['append']} sessions ({appended} messages);"
+        f" {counts['skip']} already complete; {counts['conflict']} conflicts",
+        file=sys.stderr,
+    )
+    return EXIT_ERROR if counts["conflict"] else EXIT_OK
+
+
+# -- stats --------------------------------------------------------------------------------------
+
+
+def _value_size(value: dict[str, Any]) -> int:
+    """Bytes of one attribute value by DynamoDB's item-size rules (numbers approximated)."""
+    (kind, data), *_ = value.items()
+    if kind == "S":
+        return len(data.encode("utf-8"))
+    if kind == "B":
+        return len(data)
+    if kind == "N":
+        digits = data.lstrip("-").replace(".", "").lstrip("0") or "0"
+        return (len(digits) + 1) // 2 + 1
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind in ("SS", "NS", "BS"):
+        return sum(_value_size({kind[0]: element}) for element in data)
+    if kind == "L":
+        return 3 + sum(1 + _value_size(element) for element in data)
+    if kind == "M":
+        return 3 + sum(len(k.encode("utf-8")) + 1 + _value_size(v) for k, v in data.items())
+    return len(json.dumps(data))
+
+
+def item_size(item: dict[str, Any]) -> int:
+    """Approximate stored size of a raw DynamoDB item: attribute names plus values."""
+    return sum(len(name.encode("utf-8")) + _value_size(value) for name, value in item.items())
+
+
+@dataclass
+class _SessionStats:
+    items: int = 0
+    bytes: int = 0
+    messages: int = 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    """Report sessions, messages, bytes, the largest session and the layout."""
+    target = Target(args, args.table)
+    per_session: dict[str, _SessionStats] = {}
+    if args.session:
+        per_session[args.session] = _SessionStats()
+        items: Iterable[dict[str, Any]] = target.session_items(args.session)
+    else:
+        items = target.scan(keys_only=False, segments=args.segments)
+    progress = Progress(f"scanning {args.table}", unit="items")
+    for item in items:
+        value = item[target.schema.hash_key]
+        session_id = value.get("S") or next(iter(value.values()))
+        stats = per_session.setdefault(session_id, _SessionStats())
+        stats.items += 1
+        stats.bytes += item_size(item)
+        progress.advance(extra=f"{len(per_session)} sessions")
+    progress.finish()
+    progress = Progress("reading", unit="sessions", total=len(per_session))
+    for session_id, stats in per_session.items():
+        stats.messages = len(target.history(session_id).messages)
+        progress.advance()
+    progress.finish()
+    report = _report(target, per_session)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        print(_format_report(report))
+    return EXIT_OK
+
+
+def _report(target: Target, per_session: dict[str, _SessionStats]) -> dict[str, Any]:
+    largest = max(per_session.items(), key=lambda kv: (kv[1].bytes, kv[0]), default=None)
+    return {
+        "table": target.table,
+        "layout": target.layout,
+        "key_schema": str(target.schema),
+        "sessions": sum(1 for s in per_session.values() if s.messages),
+        "empty_sessions": sum(1 for s in per_session.values() if not s.messages),
+        "messages": sum(s.messages for s in per_session.values()),
+        "items": sum(s.items for s in per_session.values()),
+        "bytes": sum(s.bytes for s in per_session.values()),
+        "largest_session": None
+        if largest is None
+        else {
+            "session_id": largest[0],
+            "messages": largest[1].messages,
+            "items": largest[1].items,
+            "bytes": largest[1].bytes,
+        },
+    }
+
+
+def _format_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"table:           {report['table']}",
+        f"layout:          {report['layout']} ({report['key_schema']})",
+        f"sessions:        {report['sessions']:,}"
+        + (f" (+{report['empty_sessions']:,} empty)" if report["empty_sessions"] else ""),
+        f"messages:        {report['messages']:,}",
+        f"items:           {report['items']:,}",
+        f"bytes:           {report['bytes']:,}",
+    ]
+    largest = report["largest_session"]
+    if largest is not None:
+        lines.append(
+            f"largest session: {largest['session_id']} ({largest['bytes']:,} bytes,"
+            f" {largest['messages']:,} messages, {largest['items']:,} items)"
+        )
+    return "\n".join(lines)
