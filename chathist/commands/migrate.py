@@ -1,0 +1,373 @@
+"""``chathist migrate`` and ``chathist rollback``: bulk moves between the list and event layouts.
+
+Both run a versioned script of the ``migrations`` package (``--script``, default 0001), print a
+progress line on stderr while they run and a report at the end (``--json`` for the report as
+JSON on stdout). Exit codes: 0 done, 1 some sessions failed or conflicted (listed), 3
+verification found differences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+from chathist.commands import CommandError, connection_options, describe, example_epilog
+from chathist.migration import MigrationConfig, Report
+
+__all__ = ["ProgressLine", "register", "render_report", "run_migrate", "run_rollback"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_DIFFERENCES = 3
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Add the ``migrate`` and ``rollback`` subcommands."""
+    migrate = subparsers.add_parser(
+        "migrate",
+        parents=[common],
+        help="move list-layout sessions (LangChain's one item per session) into the event layout",
+        description=describe(
+            "Scan SOURCE (a table written by LangChain's DynamoDBChatMessageHistory: one item per"
+            " session holding a History list) in parallel segments and write every session as"
+            " events into TARGET (a composite-key table; it may be SOURCE itself). Idempotent and"
+            " resumable: stop it at any point and run it again. Expired sessions are skipped; TTL"
+            " carries over to every event. Nothing is deleted unless --delete-source is given."
+        ),
+        epilog=example_epilog(
+            "chathist migrate --source SessionTable --target ChatEvents --dry-run",
+            "chathist migrate --source SessionTable --target ChatEvents --verify --max-wcu 500",
+            "chathist migrate --source Chats --target Chats --primary-key-name PK"
+            " --sort-key-name SK",
+            "chathist migrate --source SessionTable --target ChatEvents --verify --delete-source",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    migrate.add_argument("--source", required=True, metavar="TABLE", help="list-layout table")
+    migrate.add_argument("--target", required=True, metavar="TABLE", help="event-layout table")
+    _add_shared(migrate)
+    migrate.add_argument(
+        "--delete-source",
+        action="store_true",
+        help="delete each source item once its events are written and verified (and only if"
+        " the item did not change meanwhile)",
+    )
+    migrate.set_defaults(func=run_migrate)
+
+    rollback = subparsers.add_parser(
+        "rollback",
+        parents=[common],
+        help="write event-layout sessions back as LangChain list items (those that fit 400 KB)",
+        description=describe(
+            "Read every session of SOURCE (an event-layout table) and write it into TARGET as"
+            " one list item in LangChain's format (numbers as DynamoDB numbers, TTL carried"
+            " over), which LangChain's DynamoDBChatMessageHistory reads. Sessions that do not"
+            " fit one 400 KB item are reported and left as events, never truncated. Idempotent;"
+            " nothing is deleted unless --delete-source is given."
+        ),
+        epilog=example_epilog(
+            "chathist rollback --source ChatEvents --target SessionTable --dry-run",
+            "chathist rollback --source ChatEvents --target SessionTable --verify",
+            "chathist rollback --source Chats --target Chats --legacy-sort-value langchain_history",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rollback.add_argument("--source", required=True, metavar="TABLE", help="event-layout table")
+    rollback.add_argument("--target", required=True, metavar="TABLE", help="list-layout table")
+    _add_shared(rollback)
+    rollback.add_argument(
+        "--legacy-sort-value",
+        metavar="VALUE",
+        help="if TARGET has a range key: its value in every list item (e.g. langchain_history)",
+    )
+    rollback.add_argument(
+        "--delete-source",
+        action="store_true",
+        help="delete each session's events once its list item is written and verified",
+    )
+    rollback.set_defaults(func=run_rollback)
+
+
+def _add_shared(parser: argparse.ArgumentParser) -> None:
+    names = parser.add_argument_group("attribute names")
+    names.add_argument(
+        "--primary-key-name",
+        metavar="NAME",
+        help="hash key of the list-layout table (default: read from the table)",
+    )
+    names.add_argument(
+        "--sort-key-name",
+        metavar="NAME",
+        help="range key of the event-layout table (default: read from the table)",
+    )
+    names.add_argument(
+        "--history-key",
+        default="History",
+        metavar="NAME",
+        help="list attribute of a list item, payload attribute of an event (History)",
+    )
+    names.add_argument(
+        "--ttl-key-name", default="expireAt", metavar="NAME", help="TTL attribute (expireAt)"
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--segments", type=_positive_int, default=4, metavar="N", help="parallel scan segments (4)"
+    )
+    run.add_argument(
+        "--max-wcu",
+        type=_positive_float,
+        metavar="N",
+        help="cap writes at N write units per second (as DynamoDB reports them)",
+    )
+    run.add_argument("--dry-run", action="store_true", help="write nothing; report what would be")
+    run.add_argument(
+        "--verify",
+        action="store_true",
+        help="read every session back and compare it message for message; exit 3 on a difference",
+    )
+    run.add_argument(
+        "--script", type=int, default=1, metavar="N", help="migration script number (1 = 0001)"
+    )
+    output = parser.add_argument_group("output")
+    output.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    output.add_argument("--quiet", action="store_true", help="no progress line")
+    output.add_argument(
+        "--show", type=int, default=20, metavar="N", help="sessions listed per problem kind (20)"
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _config(args: argparse.Namespace) -> MigrationConfig:
+    return MigrationConfig(
+        source=args.source,
+        target=args.target,
+        primary_key_name=args.primary_key_name,
+        sort_key_name=args.sort_key_name,
+        history_key=args.history_key,
+        ttl_key_name=args.ttl_key_name,
+        legacy_sort_value=getattr(args, "legacy_sort_value", None),
+        segments=args.segments,
+        dry_run=args.dry_run,
+        verify=args.verify,
+        delete_source=args.delete_source,
+        max_wcu=args.max_wcu,
+        **connection_options(args),
+    )
+
+
+def _script(number: int) -> Any:
+    import migrations
+
+    try:
+        return migrations.load(number)
+    except KeyError as exc:
+        raise CommandError(str(exc.args[0])) from exc
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    """List layout -> event layout."""
+    return _run(args, "migrate")
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    """Event layout -> list layout."""
+    return _run(args, "rollback")
+
+
+def _run(args: argparse.Namespace, direction: str) -> int:
+    config = _config(args)
+    script = _script(args.script)
+    progress = None if args.quiet else ProgressLine(direction)
+    if config.dry_run and config.delete_source:
+        raise CommandError("--dry-run deletes nothing: drop --delete-source or --dry-run")
+    try:
+        report: Report = getattr(script, direction)(
+            config, on_progress=None if progress is None else progress.update
+        )
+    finally:
+        if progress is not None:
+            progress.close()
+    if args.json:
+        json.dump(report.as_dict(), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_report(report, script, show=args.show))
+    return exit_code(report)
+
+
+def exit_code(report: Report) -> int:
+    """3 if verification found differences, 1 if other sessions failed, else 0."""
+    if report.differences or (report.verify and report.conflicts):
+        return EXIT_DIFFERENCES
+    if report.conflicts or report.failures or report.too_large:
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+class ProgressLine:
+    """Sessions, messages, their rates and an ETA on one stderr line (a line every 5 s when
+    stderr is not a terminal). The ETA comes from the items scanned so far against the table's
+    item count, which DynamoDB refreshes only every few hours: treat it as a guide."""
+
+    def __init__(self, label: str, stream: TextIO | None = None) -> None:
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.interval = 0.25 if self.tty else 5.0
+        self._last = 0.0
+        self._drawn = False
+        self._report: Report | None = None
+
+    def update(self, report: Report) -> None:
+        """Called by the workers after each session; draws at most every ``interval``."""
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        self._report = report
+        self._draw(report)
+
+    def line(self, report: Report) -> str:
+        elapsed = max(report.elapsed, 1e-9)
+        parts = [
+            f"{self.label}: {report.sessions:,} sessions ({report.sessions / elapsed:,.0f}/s)",
+            f"{report.messages:,} messages ({report.messages / elapsed:,.0f}/s)",
+            f"{report.capacity.write_units:,.0f} WCU",
+        ]
+        total = report.estimated_items
+        if total:
+            done = min(report.scanned_items / total, 1.0)
+            parts.append(f"{100 * done:.0f}% scanned")
+            if done > 0:
+                parts.append(f"ETA {_duration(elapsed * (1 - done) / done)}")
+        problems = report.conflicts + report.failures + report.differences + report.too_large
+        if problems:
+            parts.append(f"{problems:,} problems")
+        return " | ".join(parts)
+
+    def _draw(self, report: Report) -> None:
+        text = self.line(report)
+        if self.tty:
+            self.stream.write(f"\r\x1b[2K{text}")
+            self._drawn = True
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the progress line (the report follows on stdout)."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1024 or unit == "GB":
+            return f"{count:,.0f} {unit}" if unit == "B" else f"{count:,.1f} {unit}"
+        count /= 1024
+    return f"{count:,.1f} GB"  # pragma: no cover
+
+
+_PROBLEM_TITLES = {
+    "differences": "differences found by --verify",
+    "conflicts": "conflicts (left alone)",
+    "failures": "failures",
+    "too_large": "too large for one item (left as events)",
+}
+
+
+def render_report(report: Report, script: Any = None, *, show: int = 20) -> str:
+    """The final report as text."""
+    arrow = f"{report.source} -> {report.target}"
+    head = f"{report.direction} {arrow}"
+    if script is not None:
+        head += f"  (script {script.VERSION:04d}, event format v{report.format_version})"
+    if report.dry_run:
+        head += "  DRY RUN: nothing written"
+    elapsed = max(report.elapsed, 1e-9)
+    done = "would migrate" if report.dry_run else "migrated"
+    rows = [
+        ("sessions seen", f"{report.sessions:,}"),
+        (f"sessions {done}", f"{report.migrated:,}"),
+        ("already done", f"{report.already:,}"),
+        ("expired (skipped)", f"{report.expired:,}"),
+        ("empty (skipped)", f"{report.empty:,}"),
+        ("conflicts", f"{report.conflicts:,}"),
+        ("failures", f"{report.failures:,}"),
+    ]
+    if report.direction == "events-to-list":
+        rows.append(("too large", f"{report.too_large:,}"))
+    if report.verify or report.verified:
+        rows.append(("verified", f"{report.verified:,} ({report.differences:,} differences)"))
+    if report.deleted_sources:
+        rows.append(("sources deleted", f"{report.deleted_sources:,}"))
+    rows += [
+        ("messages", f"{report.messages:,}"),
+        ("items written" if not report.dry_run else "items to write", f"{report.items_written:,}"),
+        ("bytes written", _bytes(report.payload_bytes)),
+        ("source bytes", _bytes(report.source_bytes)),
+    ]
+    if report.dry_run:
+        rows.append(("estimated cost", f"about {report.estimated_wcu:,.0f} WCU (upper bound)"))
+    capacity = report.capacity
+    rows += [
+        (
+            "consumed capacity",
+            f"{capacity.write_units:,.1f} WCU, {capacity.read_units:,.1f} RCU,"
+            f" {capacity.requests:,} requests",
+        ),
+        (
+            "elapsed",
+            f"{elapsed:,.1f} s: {report.sessions / elapsed:,.0f} sessions/s,"
+            f" {report.messages / elapsed:,.0f} messages/s,"
+            f" {capacity.write_units / elapsed:,.0f} WCU/s",
+        ),
+    ]
+    if report.limiter_units or report.limiter_wait_seconds:
+        rows.append(
+            (
+                "write limiter",
+                f"{report.limiter_units:,.0f} WCU, waited {report.limiter_wait_seconds:,.1f} s",
+            )
+        )
+    width = max(len(name) for name, _ in rows)
+    lines = [head] + [f"  {name:<{width}}  {value}" for name, value in rows]
+    for kind, title in _PROBLEM_TITLES.items():
+        listed = report.problems.get(kind, [])
+        count = int(getattr(report, kind))
+        if not count:
+            continue
+        lines.append(f"{title}: {count:,}")
+        for session, detail in listed[:show]:
+            lines.append(f"  {session}: {detail}")
+        if count > min(len(listed), show):
+            lines.append(
+                f"  ... and {count - min(len(listed), show):,} more (--json lists up to 1,000)"
+            )
+    if report.dry_run:
+        lines.append("dry run: run again without --dry-run to write")
+    return "\n".join(lines) + "\n"
