@@ -1,0 +1,521 @@
+"""Turn the raw results into Markdown tables (targets, then every scenario) and a PNG plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+RAW = "raw-boto3"
+EVENT = "chathist-event"
+LANGCHAIN = "langchain"
+
+
+def num(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "—"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def ms(stats: dict[str, Any] | None) -> str:
+    if not stats or stats.get("median") is None:
+        return "—"
+    return f"{num(stats['median'], 2)} (IQR {num(stats['iqr'], 2)})"
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def times(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}x"
+
+
+class Table:
+    """A Markdown table with one column per contender."""
+
+    def __init__(self, title: str, keys: list[str], labels: dict[str, str]) -> None:
+        self.title = title
+        self.keys = keys
+        self.labels = labels
+        self.rows: list[tuple[str, list[str]]] = []
+
+    def row(self, name: str, cells: dict[str, str]) -> None:
+        self.rows.append((name, [cells.get(k, "—") for k in self.keys]))
+
+    def render(self) -> str:
+        head = "| " + " | ".join(["", *[self.labels[k] for k in self.keys]]) + " |"
+        rule = "|" + "---|" * (len(self.keys) + 1)
+        body = ["| " + " | ".join([name, *cells]) + " |" for name, cells in self.rows]
+        return "\n".join([f"**{self.title}**", "", head, rule, *body])
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's five targets, measured, each with pass/fail (None if not measurable)."""
+    scenarios = {k: v for k, v in results["scenarios"].items() if "error" not in v}
+    out: list[dict[str, Any]] = []
+    append = scenarios.get("append_scaling")
+    if append and EVENT in append["contenders"]:
+        event = append["contenders"][EVENT]["at"]
+        last = str(append["points"][-1])
+        lat = ratio(event[last]["latency_ms"]["median"], event["10"]["latency_ms"]["median"])
+        w10, wn = event["10"]["wcu"], event[last]["wcu"]
+        out.append(
+            {
+                "target": f"append #{last} costs what append #10 costs (chathist event layout)",
+                "goal": "latency ratio ≤ 1.2, WCU equal",
+                "measured": f"latency {times(lat)}, WCU {num(w10)} → {num(wn)}",
+                "pass": None if lat is None else (lat <= 1.2 and w10 == wn),
+            }
+        )
+        if RAW in append["contenders"]:
+            raw = append["contenders"][RAW]["all_appends_latency_ms"]["median"]
+            ours = append["contenders"][EVENT]["all_appends_latency_ms"]["median"]
+            over = ratio(ours, raw)
+            out.append(
+                {
+                    "target": "chathist append / raw boto3 put_item (latency, all appends)",
+                    "goal": "≤ 1.3",
+                    "measured": f"{times(over)} ({num(ours, 2)} ms vs {num(raw, 2)} ms)",
+                    "pass": None if over is None else over <= 1.3,
+                }
+            )
+    reads = scenarios.get("reads")
+    if reads:
+        window = reads["window"]
+        for length, per in window["sizes"].items():
+            event = per.get(EVENT)
+            if event and event.get("per_read"):
+                items = event["per_read"]["items"]
+                out.append(
+                    {
+                        "target": f"window read of {window['history_size']} on {length} messages"
+                        " reads about 20 items",
+                        "goal": "≤ ~20 items (≤ 25)",
+                        "measured": f"{num(items)} items, {num(event['per_read']['rcu'])} RCU",
+                        "pass": items <= 25,
+                    }
+                )
+        for length, per in reads["full"]["sizes"].items():
+            event, raw = per.get(EVENT), per.get(RAW)
+            if event and raw and event.get("latency_ms") and raw.get("latency_ms"):
+                over = ratio(event["latency_ms"]["median"], raw["latency_ms"]["median"])
+                out.append(
+                    {
+                        "target": f"full read of {length} messages vs the raw query loop",
+                        "goal": "≤ 1.3x the time",
+                        "measured": f"{times(over)} ({num(event['messages_per_s'], 0)} vs"
+                        f" {num(raw['messages_per_s'], 0)} messages/s)",
+                        "pass": None if over is None else over <= 1.3,
+                    }
+                )
+    conversation = scenarios.get("conversation_cost")
+    if conversation:
+        per = conversation["contenders"]
+        n = conversation["conversation"]
+        ours = per.get(EVENT, {}).get("summary", {}).get("conversation_wcu")
+        theirs = per.get(LANGCHAIN, {}).get("summary", {}).get("conversation_wcu")
+        factor = ratio(theirs, ours)
+        out.append(
+            {
+                "target": f"N = {n} messages: LangChain's total WCU / chathist's",
+                "goal": "≥ 100x" + ("" if n == 900 else " (the issue's N is 900)"),
+                "measured": f"{times(factor)} ({num(theirs)} vs {num(ours)} WCU)",
+                "pass": None if factor is None else factor >= 100,
+            }
+        )
+    return out
+
+
+def render_targets(rows: list[dict[str, Any]]) -> str:
+    lines = ["**Targets**", "", "| Target | Goal | Measured | Result |", "|---|---|---|---|"]
+    for row in rows:
+        verdict = {True: "pass", False: "**FAIL**", None: "n/a"}[row["pass"]]
+        lines.append(f"| {row['target']} | {row['goal']} | {row['measured']} | {verdict} |")
+    return "\n".join(lines)
+
+
+def render(results: dict[str, Any]) -> str:
+    """All tables, Markdown."""
+    contenders = results["contenders"]
+    keys = [k for k, c in contenders.items() if c["available"]]
+    labels = {k: c["label"] for k, c in contenders.items()}
+    scenarios = {k: v for k, v in results["scenarios"].items() if "error" not in v}
+    failed = {k: v["error"] for k, v in results["scenarios"].items() if "error" in v}
+    parts = [render_targets(targets(results))]
+
+    append = scenarios.get("append_scaling")
+    if append:
+        data = append["contenders"]
+        table = Table(
+            f"1. Append scaling: 300-char messages one at a time up to N = {append['points'][-1]}"
+            f" (latency: median over {append['window']} appends around each number, all"
+            " repeats pooled)",
+            keys,
+            labels,
+        )
+        raw10 = data.get(RAW, {}).get("at", {}).get("10", {}).get("latency_ms", {}).get("median")
+        for point in append["points"]:
+            p = str(point)
+            table.row(
+                f"append #{point} latency, ms",
+                {k: ms(data[k]["at"][p]["latency_ms"]) for k in keys},
+            )
+        for point in append["points"]:
+            p = str(point)
+            table.row(
+                f"append #{point} WCU (+ RCU)",
+                {
+                    k: (
+                        num(data[k]["at"][p]["wcu"])
+                        + (f" (+{num(data[k]['at'][p]['rcu'])})" if data[k]["at"][p]["rcu"] else "")
+                    )
+                    if data[k]["at"][p]["wcu"] is not None
+                    else "—"
+                    for k in keys
+                },
+            )
+        last = str(append["points"][-1])
+        table.row(
+            f"append #{last} / #10 latency",
+            {
+                k: times(
+                    ratio(
+                        data[k]["at"][last]["latency_ms"]["median"],
+                        data[k]["at"]["10"]["latency_ms"]["median"],
+                    )
+                )
+                for k in keys
+            },
+        )
+        table.row(
+            "append #10 latency / raw put_item",
+            {k: times(ratio(data[k]["at"]["10"]["latency_ms"]["median"], raw10)) for k in keys},
+        )
+        raw_all = data.get(RAW, {}).get("all_appends_latency_ms", {}).get("median")
+        table.row(
+            "all appends: median latency, ms (and / raw)",
+            {
+                k: f"{ms(data[k]['all_appends_latency_ms'])}; "
+                f"{times(ratio(data[k]['all_appends_latency_ms']['median'], raw_all))}"
+                for k in keys
+            },
+        )
+        table.row(
+            "failed at append #",
+            {k: ", ".join(str(f["at"]) for f in data[k]["failures"]) or "never" for k in keys},
+        )
+        parts.append(table.render())
+
+    conversation = scenarios.get("conversation_cost")
+    if conversation:
+        data = conversation["contenders"]
+        n = conversation["conversation"]
+        table = Table(
+            "2. Total cost of a conversation (same appends as 1; medians over repeats)",
+            keys,
+            labels,
+        )
+        base = data.get(EVENT, {}).get("summary", {}).get("conversation_wcu")
+        table.row(
+            f"{n} messages: time in appends, s",
+            {k: num(data[k]["summary"]["conversation_wall_s"], 2) for k in keys},
+        )
+        table.row(
+            f"{n} messages: total WCU (+ RCU)",
+            {
+                k: num(data[k]["summary"]["conversation_wcu"], 0)
+                + (
+                    f" (+{num(data[k]['summary']['conversation_rcu'], 0)})"
+                    if data[k]["summary"]["conversation_rcu"]
+                    else ""
+                )
+                for k in keys
+            },
+        )
+        table.row(
+            f"{n} messages: WCU / chathist event's",
+            {k: times(ratio(data[k]["summary"]["conversation_wcu"], base)) for k in keys},
+        )
+        table.row(
+            "until N or failure: messages, time s, WCU",
+            {
+                k: ", ".join(
+                    [
+                        num(data[k]["summary"]["messages"], 0),
+                        num(data[k]["summary"]["wall_s"], 2),
+                        num(data[k]["summary"]["wcu"], 0),
+                    ]
+                )
+                for k in keys
+            },
+        )
+        parts.append(table.render())
+
+    reads = scenarios.get("reads")
+    if reads:
+        window = reads["window"]
+        for length, per in window["sizes"].items():
+            table = Table(
+                f"3. Window read, history_size = {window['history_size']}, on a"
+                f" session of {length} messages",
+                keys,
+                labels,
+            )
+            raw = per.get(RAW, {}).get("latency_ms", {}).get("median")
+            table.row(
+                "messages in the session",
+                {
+                    k: num(per[k].get("stored"), 0) + (" (its limit)" if per[k].get("note") else "")
+                    for k in keys
+                    if k in per
+                },
+            )
+            table.row("latency, ms", {k: ms(per[k].get("latency_ms")) for k in keys if k in per})
+            table.row(
+                "latency / raw query",
+                {
+                    k: times(ratio(per[k].get("latency_ms", {}).get("median"), raw))
+                    for k in keys
+                    if k in per
+                },
+            )
+            for name, label in (("items", "items read"), ("rcu", "RCU"), ("requests", "requests")):
+                table.row(
+                    f"{label} per read",
+                    {
+                        k: num(per[k]["per_read"][name])
+                        for k in keys
+                        if per.get(k, {}).get("per_read")
+                    },
+                )
+            table.row(
+                "messages returned",
+                {k: num(per[k].get("messages_returned"), 0) for k in keys if k in per},
+            )
+            parts.append(table.render())
+        for length, per in reads["full"]["sizes"].items():
+            table = Table(f"4. Full read of a session of {length} messages", keys, labels)
+            raw = per.get(RAW, {}).get("latency_ms", {}).get("median")
+            table.row(
+                "messages in the session",
+                {
+                    k: num(per[k].get("stored"), 0) + (" (its limit)" if per[k].get("note") else "")
+                    for k in keys
+                    if k in per
+                },
+            )
+            table.row("latency, ms", {k: ms(per[k].get("latency_ms")) for k in keys if k in per})
+            table.row(
+                "messages/s", {k: num(per[k].get("messages_per_s"), 0) for k in keys if k in per}
+            )
+            table.row(
+                "time / raw query loop (same length only)",
+                {
+                    k: times(ratio(per[k].get("latency_ms", {}).get("median"), raw))
+                    if per[k].get("stored") == per.get(RAW, {}).get("stored")
+                    else "n/a"
+                    for k in keys
+                    if k in per
+                },
+            )
+            table.row(
+                "RCU per read",
+                {k: num(per[k]["per_read"]["rcu"]) for k in keys if per.get(k, {}).get("per_read")},
+            )
+            table.row(
+                "requests per read",
+                {
+                    k: num(per[k]["per_read"]["requests"])
+                    for k in keys
+                    if per.get(k, {}).get("per_read")
+                },
+            )
+            parts.append(table.render())
+            parts.append(render_profile(length, per, labels))
+
+    batch = scenarios.get("batch_append")
+    if batch:
+        data = batch["contenders"]
+        table = Table(
+            f"5. add_messages of {batch['batch']} messages to a new session", keys, labels
+        )
+        raw = data.get(RAW, {}).get("latency_ms", {}).get("median")
+        table.row("latency, ms", {k: ms(data[k]["latency_ms"]) for k in keys})
+        table.row(
+            "latency / raw transaction",
+            {k: times(ratio(data[k]["latency_ms"]["median"], raw)) for k in keys},
+        )
+        table.row("requests", {k: num(data[k]["per_call"]["requests"]) for k in keys})
+        table.row(
+            "WCU (+ RCU)",
+            {
+                k: num(data[k]["per_call"]["wcu"])
+                + (f" (+{num(data[k]['per_call']['rcu'])})" if data[k]["per_call"]["rcu"] else "")
+                for k in keys
+            },
+        )
+        table.row("error", {k: data[k]["error"] or "" for k in keys})
+        parts.append(table.render())
+
+    conc = scenarios.get("concurrency")
+    if conc:
+        data = conc["contenders"]
+        table = Table(
+            f"6. Concurrency: {conc['writers']} writer threads x {conc['per_writer']}"
+            " appends on one session",
+            keys,
+            labels,
+        )
+        table.row(
+            "appends/s",
+            {
+                k: num(data[k]["appends_per_s"]["median"], 0)
+                + (f" (IQR {num(data[k]['appends_per_s']['iqr'], 0)})")
+                for k in keys
+            },
+        )
+        table.row(
+            "conflicts (failed conditional writes)", {k: num(data[k]["conflicts"], 0) for k in keys}
+        )
+        table.row("messages lost", {k: num(data[k]["lost"], 0) for k in keys})
+        table.row("WCU", {k: num(data[k]["wcu"], 0) for k in keys})
+        parts.append(table.render())
+
+    mig = scenarios.get("migration")
+    if mig is not None:
+        if not mig.get("available"):
+            parts.append(f"**7. Migration**: {mig.get('note')}")
+        else:
+            parts.append(mig.get("markdown", "**7. Migration**: see JSON"))
+
+    large = scenarios.get("large_messages")
+    if large:
+        for megabytes, per in large["sizes"].items():
+            table = Table(f"8. One message of {megabytes} MB", keys, labels)
+            table.row(
+                "write, ms",
+                {
+                    k: ms(per[k]["write_ms"]) if not per[k]["error"] else "fails"
+                    for k in keys
+                    if k in per
+                },
+            )
+            table.row(
+                "read, ms",
+                {
+                    k: ms(per[k]["read_ms"]) if not per[k]["error"] else "—"
+                    for k in keys
+                    if k in per
+                },
+            )
+            table.row(
+                "write WCU (requests)",
+                {
+                    k: f"{num(per[k]['write']['wcu'])} ({num(per[k]['write']['requests'])})"
+                    for k in keys
+                    if k in per and not per[k]["error"]
+                },
+            )
+            table.row(
+                "read RCU (items)",
+                {
+                    k: f"{num(per[k]['read']['rcu'])} ({num(per[k]['read']['items'])})"
+                    for k in keys
+                    if k in per and not per[k]["error"]
+                },
+            )
+            table.row("error", {k: per[k]["error"] or "" for k in keys if k in per})
+            parts.append(table.render())
+
+    notes = [f"- {c['label']}: {c['note']}" for c in contenders.values() if c["note"]]
+    notes += [f"- scenario {name} failed: {error}" for name, error in failed.items()]
+    if notes:
+        parts.append("Notes:\n\n" + "\n".join(notes))
+    return "\n\n".join(parts) + "\n"
+
+
+def render_profile(length: str, per: dict[str, Any], labels: dict[str, str]) -> str:
+    """Where one full read's time goes (cProfile, one read; profiling inflates Python time)."""
+    lines = [
+        f"Where one full read of {length} messages spends its time (cProfile, cumulative"
+        " seconds and share of the read):",
+        "",
+    ]
+    for key, entry in per.items():
+        profile = entry.get("profile")
+        if not profile:
+            continue
+        steps = [
+            f"{label.strip()} {value:.3f} s ({profile['share'][label]:.0%})"
+            for label, value in profile["cumulative_s"].items()
+            if value
+        ]
+        lines.append(f"- {labels[key]}: total {profile['total_s']:.3f} s; " + "; ".join(steps))
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> Path | None:
+    """Append latency and WCU against history length, one line per contender (PNG)."""
+    append = results["scenarios"].get("append_scaling")
+    if not append:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 8), sharex=True)
+    width = max(append["window"], 5)
+    for key, data in append["contenders"].items():
+        label = results["contenders"][key]["label"]
+        runs = data["runs"]
+        if not runs:
+            continue
+        longest = max(len(r["latency_ms"]) for r in runs)
+        xs, lat, wcu = [], [], []
+        for i in range(longest):
+            values = [r["latency_ms"][i] for r in runs if len(r["latency_ms"]) > i]
+            units = [r["wcu"][i] for r in runs if len(r["wcu"]) > i]
+            xs.append(i + 1)
+            lat.append(sorted(values)[len(values) // 2])
+            wcu.append(sorted(units)[len(units) // 2])
+        smooth = [
+            sorted(lat[max(0, i - width // 2) : i + width // 2 + 1])[
+                len(lat[max(0, i - width // 2) : i + width // 2 + 1]) // 2
+            ]
+            for i in range(len(lat))
+        ]
+        top.plot(xs, smooth, label=label)
+        bottom.plot(xs, wcu, label=label)
+        for failure in data["failures"][:1]:
+            top.axvline(failure["at"], linestyle=":", color="grey")
+            top.annotate(
+                f"{label} fails at #{failure['at']}",
+                (failure["at"], max(smooth)),
+                fontsize=8,
+                rotation=90,
+                va="top",
+                ha="right",
+            )
+    top.set_ylabel(f"append latency, ms (median of {width})")
+    top.set_yscale("log")
+    top.legend(fontsize=8)
+    top.grid(True, alpha=0.3)
+    bottom.set_ylabel("WCU per append")
+    bottom.set_yscale("log")
+    bottom.set_xlabel("messages already in the session (append number)")
+    bottom.grid(True, alpha=0.3)
+    meta = results["meta"]
+    fig.suptitle(
+        f"Append cost vs history length — DynamoDB Local, {meta['date'][:10]},"
+        f" {meta['machine']['nproc']} CPUs"
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,87 @@
+"""Smoke test: the benchmark command runs on tiny sizes and writes its table, JSON and plot.
+
+It runs ``python -m benchmarks --quick`` as a subprocess against its own DynamoDB Local (the
+command starts one). No timing assertions: only that every contender and scenario is there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = {
+    "append_scaling",
+    "conversation_cost",
+    "reads",
+    "batch_append",
+    "concurrency",
+    "migration",
+    "large_messages",
+}
+CONTENDERS = {"chathist-event", "chathist-list", "langchain", "raw-boto3"}
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("langchain_community")
+
+
+def test_quick_benchmark_writes_table_json_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--sizes",
+            "append=40",
+            "read=150",
+            "large_mb=0.5",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    table = done.stdout
+    assert "| Target | Goal | Measured | Result |" in table
+    assert "1. Append scaling" in table
+    assert "LangChain DynamoDBChatMessageHistory" in table
+    assert (out / "results.md").read_text() in table
+
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["contenders"]) == CONTENDERS
+    assert set(results["scenarios"]) >= SCENARIOS
+    failed = {k: v["error"] for k, v in results["scenarios"].items() if "error" in v}
+    assert not failed
+    available = {k for k, c in results["contenders"].items() if c["available"]}
+    assert {"chathist-event", "langchain", "raw-boto3"} <= available
+    for name in ("append_scaling", "batch_append", "concurrency"):
+        assert available <= set(results["scenarios"][name]["contenders"]), name
+    reads = results["scenarios"]["reads"]
+    assert available <= set(reads["window"]["sizes"]["150"])
+    assert available <= set(reads["full"]["sizes"]["150"])
+    assert available <= set(results["scenarios"]["large_messages"]["sizes"]["0.5"])
+
+    # Real behaviour the numbers must show even at this size: one WCU per chathist append,
+    # no message lost by chathist's concurrent writers, LangChain's list layout refusing 0.5 MB.
+    appends = results["scenarios"]["append_scaling"]["contenders"]
+    assert appends["chathist-event"]["at"]["40"]["wcu"] == 1.0
+    assert results["scenarios"]["concurrency"]["contenders"]["chathist-event"]["lost"] == 0
+    large = results["scenarios"]["large_messages"]["sizes"]["0.5"]
+    assert large["chathist-event"]["error"] is None
+    assert large["langchain"]["error"]
+
+    png = out / "append.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
