@@ -1,0 +1,458 @@
+"""Messages larger than one item, and compression, against a real DynamoDB Local.
+
+Every test looks at the items DynamoDB really holds (through a plain boto3 client), not only at
+what the history reads back.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import random
+import string
+import threading
+import uuid
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, message_to_dict
+
+from chathist import DynamoDBChatMessageHistory, MessageTooLargeError, StorageError
+from chathist.codec import CODEC_JSON, CODEC_ZLIB, DEFAULT_COMPRESS_THRESHOLD, encode_message
+from chathist.models import Binding, event_model
+from chathist.writes import ITEM_LIMIT, MAX_MESSAGE_BYTES, TRANSACTION_BYTES, item_overhead
+
+KB = 1024
+MB = 1024 * KB
+History = Callable[..., DynamoDBChatMessageHistory]
+_LETTERS = (string.ascii_letters + string.digits + "+/").encode("ascii")
+_TO_LETTERS = bytes(_LETTERS[b % len(_LETTERS)] for b in range(256))
+_WORDS = ("the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "tool", "answer")
+
+
+# -- content --------------------------------------------------------------------------------------
+
+
+def letters(size: int, seed: int = 0) -> str:
+    """``size`` random letters and digits: zlib gets little out of them (about 25 %)."""
+    return random.Random(seed).randbytes(size).translate(_TO_LETTERS).decode("ascii")
+
+
+def prose(size: int, seed: int = 0) -> str:
+    """``size`` characters of words from a small vocabulary: compresses well."""
+    rng = random.Random(seed)
+    words = " ".join(rng.choices(_WORDS, k=size // 4 + 1))
+    return words[:size]
+
+
+def image_block(raw_bytes: int, seed: int = 0) -> list[str | dict[str, Any]]:
+    """A content block holding ``raw_bytes`` random bytes as base64 (about 4/3 as many chars)."""
+    data = base64.b64encode(random.Random(seed).randbytes(raw_bytes)).decode("ascii")
+    return [
+        {"type": "text", "text": "what is in this picture?"},
+        {"type": "image", "source_type": "base64", "data": data, "mime_type": "image/png"},
+    ]
+
+
+def dicts(messages: list[BaseMessage]) -> list[dict[str, Any]]:
+    return [message_to_dict(m) for m in messages]
+
+
+# -- fixtures and DynamoDB helpers ---------------------------------------------------------------
+
+
+@pytest.fixture
+def history(table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None) -> History:
+    """Make histories on the test's table: ``history(session_id="s", **options)``."""
+
+    def make(session_id: str = "s", **options: Any) -> DynamoDBChatMessageHistory:
+        return DynamoDBChatMessageHistory(
+            table_name, session_id, dynamodb_endpoint, region_name=dynamodb_region, **options
+        )
+
+    return make
+
+
+def client_of(history: DynamoDBChatMessageHistory) -> Any:
+    """The botocore client ``history`` sends its requests through (shared by every history of
+    the same table, endpoint and region), to watch or break its requests with event hooks."""
+    return history._store.client
+
+
+@pytest.fixture
+def client(history: History) -> Any:
+    """The botocore client of the histories of the test's table."""
+    return client_of(history())
+
+
+def stored_items(client: Any, table: str, session: str = "s") -> list[dict[str, Any]]:
+    """Every item of ``session``'s partition, in sort key order, read straight from DynamoDB."""
+    items: list[dict[str, Any]] = []
+    request: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "SessionId = :s",
+        "ExpressionAttributeValues": {":s": {"S": session}},
+        "ConsistentRead": True,
+    }
+    while True:
+        page = client.query(**request)
+        items += page["Items"]
+        if "LastEvaluatedKey" not in page:
+            return items
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def chunk_bytes(client_fixture_args: tuple[str, str | None, str | None], session: str = "s") -> int:
+    """Payload bytes one item of ``session`` holds (an item's size less its other attributes)."""
+    model = event_model(Binding(*client_fixture_args))
+    names = [a.attr_name for a in model.get_attributes().values()]
+    return ITEM_LIMIT - item_overhead(names, session)
+
+
+@pytest.fixture
+def chunk(table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None) -> int:
+    """Payload bytes one item of session ``s`` holds."""
+    return chunk_bytes((table_name, dynamodb_endpoint, dynamodb_region))
+
+
+def item_size(item: dict[str, dict[str, Any]]) -> int:
+    """Bytes DynamoDB counts for a low-level ``item`` (names and values)."""
+    size = 0
+    for name, value in item.items():
+        ((kind, raw),) = value.items()
+        size += len(name.encode("utf-8"))
+        if kind == "S":
+            size += len(raw.encode("utf-8"))
+        elif kind == "B":
+            size += len(raw)
+        elif kind == "N":
+            size += math.ceil(len(raw.lstrip("-").replace(".", "")) / 2) + 1
+        else:
+            raise AssertionError(f"unexpected attribute type {kind}")
+    return size
+
+
+def kind(item: dict[str, Any]) -> str:
+    return str(item["event"]["S"])
+
+
+def payload_of(items: list[dict[str, Any]], header: dict[str, Any]) -> bytes:
+    """The stored payload of message item ``header``: inline, or joined from its part items."""
+    if "History" in header:
+        return str(header["History"]["S"]).encode("utf-8")
+    if "blob" in header:
+        return bytes(header["blob"]["B"])
+    seq = header["SK"]["S"]
+    parts = [i for i in items if kind(i) == "part" and i["msg"]["N"] == str(int(seq))]
+    assert len(parts) == int(header["parts"]["N"])
+    return b"".join(bytes(p["blob"]["B"]) for p in parts)
+
+
+def message_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [i for i in items if kind(i) == "message"]
+
+
+class FailWrites:
+    """A botocore hook: the write requests after the first ``allowed`` fail as a lost connection."""
+
+    def __init__(self, client: Any, allowed: int) -> None:
+        self.client = client
+        self.allowed = allowed
+        self.seen = 0
+        self.failed = 0
+
+    def __call__(self, **_: Any) -> None:
+        self.seen += 1
+        if self.seen > self.allowed:
+            self.failed += 1
+            raise EndpointConnectionError(endpoint_url="simulated-lost-connection")
+
+    def __enter__(self) -> FailWrites:
+        for operation in ("PutItem", "TransactWriteItems"):
+            self.client.meta.events.register(
+                f"before-call.dynamodb.{operation}", self, unique_id=f"fail-{operation}"
+            )
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for operation in ("PutItem", "TransactWriteItems"):
+            self.client.meta.events.unregister(
+                f"before-call.dynamodb.{operation}", unique_id=f"fail-{operation}"
+            )
+
+
+# -- round trips of large messages ---------------------------------------------------------------
+
+SIZES = {"350KB": 350 * KB, "400KB": 400 * KB, "1MB": MB, "5MB": 5 * MB}
+
+
+def _message(shape: str, size: int) -> tuple[BaseMessage, dict[str, Any]]:
+    """A message of about ``size`` bytes of the given shape, and the history options to use."""
+    if shape == "letters":  # stored as it is: the parts hold the exact JSON
+        return HumanMessage(letters(size, size)), {"compress_threshold": None}
+    if shape == "prose":
+        return AIMessage(prose(size, size), id=f"prose-{size}"), {}
+    return HumanMessage(image_block(size * 3 // 4, size)), {}  # base64 makes it ``size`` chars
+
+
+@pytest.mark.parametrize("shape", ["letters", "prose", "image"])
+def test_large_messages_round_trip_exactly(
+    history: History, client: Any, table_name: str, chunk: int, shape: str
+) -> None:
+    """350 KB, 400 KB, 1 MB and 5 MB, each between two small messages of its session."""
+    before, after = HumanMessage("before"), AIMessage("after")
+    for label, size in SIZES.items():
+        message, options = _message(shape, size)
+        history(label, **options).add_messages([before, message])
+        history(label, **options).add_message(after)
+        assert dicts(history(label).messages) == dicts([before, message, after]), label
+
+        items = stored_items(client, table_name, label)
+        assert all(item_size(i) < ITEM_LIMIT for i in items)
+        headers = message_items(items)
+        assert len(headers) == 3
+        encoded = encode_message(message, **options)
+        big = headers[1]
+        assert big["codec"]["S"] == encoded.codec
+        assert payload_of(items, big) == encoded.data
+        parts = [i for i in items if kind(i) == "part"]
+        if len(encoded.data) > chunk:
+            expected = math.ceil(len(encoded.data) / chunk)
+            assert len(parts) == int(big["parts"]["N"]) == expected >= 2, label
+        else:
+            assert not parts and "parts" not in big, label
+        stored = payload_of(items, big)
+        if shape == "letters":
+            assert encoded.codec == CODEC_JSON
+            assert len(parts) == {"350KB": 0, "400KB": 2, "1MB": 3, "5MB": 13}[label]
+            assert json.loads(stored) == message_to_dict(message)
+        else:
+            assert encoded.codec == CODEC_ZLIB
+            assert json.loads(zlib.decompress(stored)) == message_to_dict(message)
+
+
+def test_a_16_mb_image_block_round_trips(history: History, client: Any, table_name: str) -> None:
+    """The largest documented size, as 16 MB of base64 in a content block (compressed to ~12 MB,
+    some 30 parts written in four transactions and a commit)."""
+    picture = HumanMessage(image_block(12 * MB, 16))
+    history().add_messages([picture, AIMessage("a cat")])
+    assert dicts(history().messages) == dicts([picture, AIMessage("a cat")])
+    items = stored_items(client, table_name)
+    assert all(item_size(i) < ITEM_LIMIT for i in items)
+    header = message_items(items)[0]
+    assert header["codec"]["S"] == CODEC_ZLIB and int(header["parts"]["N"]) >= 30
+
+
+def test_a_small_message_stays_plain_json_and_a_compressible_one_is_compressed(
+    history: History, client: Any, table_name: str
+) -> None:
+    small = HumanMessage("hello, plain and readable in the console")
+    at_threshold = AIMessage(prose(DEFAULT_COMPRESS_THRESHOLD - 200, 1))
+    compressible = AIMessage(prose(300 * KB, 2))
+    history().add_messages([small, at_threshold, compressible])
+
+    first, second, third = message_items(stored_items(client, table_name))
+    for plain, message in ((first, small), (second, at_threshold)):
+        assert plain["codec"]["S"] == CODEC_JSON and "blob" not in plain
+        assert json.loads(plain["History"]["S"]) == message_to_dict(message)
+    assert third["codec"]["S"] == CODEC_ZLIB and "History" not in third
+    assert len(third["blob"]["B"]) < 100 * KB
+    assert json.loads(zlib.decompress(third["blob"]["B"])) == message_to_dict(compressible)
+    assert dicts(history().messages) == dicts([small, at_threshold, compressible])
+
+
+def test_a_message_too_large_even_compressed_is_refused_and_nothing_is_written(
+    history: History, client: Any, table_name: str
+) -> None:
+    h = history()
+    h.add_message(HumanMessage("kept"))
+    huge = HumanMessage(image_block(34_000_000, 7))  # ~45 MB of base64, ~34 MB compressed
+    with pytest.raises(MessageTooLargeError, match=r"payload is 3\d,\d{3},\d{3} bytes") as error:
+        h.add_messages([HumanMessage("small, same batch"), huge])
+    assert f"{MAX_MESSAGE_BYTES:,}" in str(error.value)
+    assert len(stored_items(client, table_name)) == 1
+    assert dicts(h.messages) == dicts([HumanMessage("kept")])
+
+
+# -- atomicity ------------------------------------------------------------------------------------
+
+
+def test_a_batch_of_small_and_huge_messages_is_atomic_and_contiguous_while_another_writes(
+    history: History, client: Any, table_name: str
+) -> None:
+    """Another writer appends between the batch's transactions; none of its messages may land
+    inside the batch, and the batch shows up whole."""
+    writer_a, writer_b = history(compress_threshold=None), history()
+    writer_b.add_message(AIMessage("b-first"))
+    batch = [
+        HumanMessage("a-small-1"),
+        HumanMessage(letters(5 * MB, 1)),
+        AIMessage("a-small-2"),
+        HumanMessage(image_block(MB, 2)),
+        AIMessage("a-small-3"),
+        AIMessage(letters(600 * KB, 3)),
+    ]
+    b_count = 0
+    b_wrote = threading.Condition()
+    stop = threading.Event()
+    waited: list[bool] = []
+
+    def writer_b_loop() -> None:
+        nonlocal b_count
+        while not stop.is_set() and b_count < 40:
+            writer_b.add_message(AIMessage(f"b-{b_count}"))
+            with b_wrote:
+                b_count += 1
+                b_wrote.notify_all()
+
+    def after_first_transaction(**_: Any) -> None:
+        if waited:
+            return
+        with b_wrote:  # let writer B append at least twice before A goes on
+            target = b_count + 2
+            waited.append(b_wrote.wait_for(lambda: b_count >= target, timeout=30))
+
+    thread = threading.Thread(target=writer_b_loop)
+    event = "after-call.dynamodb.TransactWriteItems"
+    client.meta.events.register(event, after_first_transaction, unique_id="let-b-in")
+    try:
+        thread.start()
+        writer_a.add_messages(batch)
+    finally:
+        stop.set()
+        thread.join()
+        client.meta.events.unregister(event, unique_id="let-b-in")
+    assert waited == [True], "writer B did not get to append while A was writing"
+
+    final = history().messages
+    contents = [m.content for m in final]
+    start = contents.index("a-small-1")
+    assert dicts(final[start : start + len(batch)]) == dicts(batch)
+    others = contents[:start] + contents[start + len(batch) :]
+    assert others == ["b-first"] + [f"b-{i}" for i in range(b_count)]
+    assert start > 1, "the batch should have been retried after B's messages"
+    assert all(item_size(i) < ITEM_LIMIT for i in stored_items(client, table_name))
+
+
+@pytest.mark.parametrize("allowed", [1, 2])
+def test_a_write_interrupted_between_transactions_shows_nothing_and_clear_removes_it(
+    history: History, client: Any, table_name: str, allowed: int
+) -> None:
+    h = history(compress_threshold=None)
+    h.add_messages([HumanMessage("one"), AIMessage(letters(500 * KB, 1))])
+    kept = h.messages
+    huge = HumanMessage(letters(10 * MB, 2))  # 25+ parts: three transactions or more
+    with FailWrites(client, allowed) as failing, pytest.raises(StorageError):
+        h.add_messages([AIMessage("small, same batch"), huge])
+    assert failing.failed == 1
+    leftovers = stored_items(client, table_name)
+    assert any(kind(i) == "part" for i in leftovers[3:]), "the first transaction was written"
+
+    for reader in (h, history(), history(history_size=1), history(history_size=3)):
+        assert dicts(reader.messages) == dicts(kept[-(reader.history_size or 2) :])
+    h.add_message(AIMessage("later"))
+    history().add_message(HumanMessage("later still"))
+    expected = [*kept, AIMessage("later"), HumanMessage("later still")]
+    assert dicts(history().messages) == dicts(expected)
+    assert dicts(history(history_size=3).messages) == dicts(expected[-3:])
+
+    h.clear()
+    assert h.messages == []
+    assert [kind(i) for i in stored_items(client, table_name)] == ["clear"]
+
+
+# -- windows --------------------------------------------------------------------------------------
+
+
+def test_history_size_windows_with_large_messages_inside_and_at_the_edge(
+    history: History,
+) -> None:
+    sent: list[BaseMessage] = [
+        HumanMessage("m0"),
+        AIMessage(letters(MB, 1)),
+        HumanMessage("m2"),
+        AIMessage(letters(450 * KB, 3)),
+        HumanMessage(image_block(2 * MB, 4)),
+        AIMessage("m5"),
+        AIMessage(letters(900 * KB, 6)),
+    ]
+    writer = history(compress_threshold=None)
+    writer.add_messages(sent[:3])
+    for message in sent[3:]:
+        writer.add_message(message)
+    for window in range(1, len(sent) + 2):
+        assert dicts(history(history_size=window).messages) == dicts(sent[-window:])
+    assert dicts(history().messages) == dicts(sent)
+
+
+# -- sizes around every boundary, through DynamoDB ------------------------------------------------
+
+
+def boundaries_for(chunk: int) -> dict[str, int]:
+    """Payload sizes at which the stored layout changes, when one item holds ``chunk`` bytes."""
+    overhead = ITEM_LIMIT - chunk
+    full_parts = TRANSACTION_BYTES // ITEM_LIMIT
+    # the largest payload whose parts and header still fit one transaction
+    one_transaction = (
+        full_parts * chunk + TRANSACTION_BYTES - full_parts * ITEM_LIMIT - 2 * overhead
+    )
+    return {
+        "envelope": len(encode_message(HumanMessage(""), compress_threshold=None).data),
+        "one item": chunk,
+        "two parts": 2 * chunk,
+        "one transaction": one_transaction,
+        "compress threshold": DEFAULT_COMPRESS_THRESHOLD,
+    }
+
+
+@settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_sizes_around_every_boundary_round_trip(
+    history: History,
+    client: Any,
+    table_name: str,
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    data: Any,
+) -> None:
+    """Each example writes a fresh session of the test's table."""
+    session = uuid.uuid4().hex
+    boundaries = boundaries_for(
+        chunk_bytes((table_name, dynamodb_endpoint, dynamodb_region), session)
+    )
+    envelope = boundaries.pop("envelope")
+    sizes = data.draw(
+        st.lists(
+            st.builds(
+                lambda p, d: max(envelope, p + d),
+                st.sampled_from(sorted(boundaries.values())),
+                st.integers(-3, 3),
+            ),
+            min_size=1,
+            max_size=2,
+        ),
+        label="payload sizes",
+    )
+    compressible = data.draw(st.booleans(), label="compressible")
+    make = prose if compressible else letters
+    sent = [HumanMessage(make(size - envelope, size)) for size in sizes]
+    assert [len(encode_message(m, compress_threshold=None).data) for m in sent] == sizes
+    options: dict[str, Any] = {} if compressible else {"compress_threshold": None}
+    history(session, **options).add_messages(sent)
+    assert dicts(history(session).messages) == dicts(sent)
+    assert dicts(history(session, history_size=1).messages) == dicts(sent[-1:])
+
+    items = stored_items(client, table_name, session)
+    assert all(item_size(i) < ITEM_LIMIT for i in items)
+    for header, size in zip(message_items(items), sizes, strict=True):
+        if compressible:
+            expected = CODEC_ZLIB if size > DEFAULT_COMPRESS_THRESHOLD else CODEC_JSON
+            assert header["codec"]["S"] == expected
+        else:
+            assert ("parts" in header) == (size > boundaries["one item"])
