@@ -15,22 +15,86 @@ Floats on write. `messages_to_legacy` stores floats only when asked to
 floats), and coercion is opt-in because it is lossy in the way described above. NaN and
 infinities are always refused, and so are numbers DynamoDB cannot hold (more than 38 significant
 digits, or magnitudes outside 1e-130..1e126).
+
+Writes (`ListStore`). Every attribute name goes through ``ExpressionAttributeNames`` (``ttl``,
+``Data`` and other reserved words work). An append is one ``UpdateItem``:
+``SET #h = list_append(if_not_exists(#h, :empty), :new)``, which refreshes the TTL attribute and
+bumps a counter attribute (`VERSION_ATTRIBUTE`, which LangChain's class ignores). DynamoDB
+applies each update atomically, so concurrent appends all land. With ``history_size`` the same
+update is used, on condition that the list stays within the limit; when it would not, the writer
+reads the item, keeps the latest ``history_size`` entries and writes them back on condition that
+the counter is unchanged (on an item LangChain wrote, which has no counter: that the list still
+has the length read), retrying a bounded number of times (`ConcurrencyError`). A write that would
+take the item past 400 KB is refused by DynamoDB before anything changes, and surfaces as
+`ItemTooLargeError` naming the migration command.
+
+Lazy migration (the event-layout history's ``legacy_*`` options). The session's legacy item is
+read (consistently) together with its counter, or its list length when LangChain wrote it last.
+The first write (``add_messages`` or ``clear``) is committed as ONE ``TransactWriteItems``:
+
+- the events of the legacy messages followed by the new entries (for a clear: the tombstone
+  only), each a conditional put at the session's next free sequence numbers
+  (``attribute_not_exists``), as every event-layout append is; and
+- the legacy item's retirement: a ``Delete`` (``delete_legacy=True``) or an ``Update`` that sets
+  `MIGRATED_ATTRIBUTE`, on condition that the item is still what was read (same counter, or same
+  list length) and not already retired.
+
+So either both happen or neither. Two writers racing: both read the legacy item; the first
+transaction commits; the second fails (its sequence numbers are taken, or the legacy item is
+gone or marked), re-reads, finds no legacy item, and appends only its own entries after the
+first writer's. The legacy messages are moved exactly once, and nothing is lost. A writer that
+changed the legacy item in between (LangChain's class, during a rolling switch) makes the
+condition fail too, and the migration is redone from a fresh read.
+
+A write larger than one transaction (100 items, 4 MB) is staged by `chathist.writes.plan_write`:
+the staged events go first (invisible until committed), and the final transaction holds the
+commit event plus the legacy retirement. The plan leaves room in that transaction for the extra
+action (one item, 400 KB). A loser's staged events are never committed and stay invisible.
+
+Reading: the legacy messages come first, then the events; a clear among the events hides the
+legacy messages (a migration never moves messages that a clear hides). A legacy item that is
+absent, has no list, or carries the migration mark is ignored.
 """
 
 from __future__ import annotations
 
+import enum
 import math
-from collections.abc import Sequence
+import random
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal, DecimalException
-from typing import Any
+from typing import Any, Final, cast
 
-from boto3.dynamodb.types import DYNAMODB_CONTEXT, Binary
+from boto3.dynamodb.types import DYNAMODB_CONTEXT, Binary, TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
 from langchain_core.messages import BaseMessage, messages_from_dict, messages_to_dict
 
+from chathist.capacity import CapacityMeter
 from chathist.codec import check_json_value
-from chathist.errors import CorruptHistoryError, UnsupportedValueError
+from chathist.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    CorruptHistoryError,
+    ItemTooLargeError,
+    StorageError,
+    TableNotFoundError,
+    TableSchemaError,
+    UnsupportedValueError,
+)
+from chathist.events import Event
+from chathist.models import Binding, dynamodb_client, event_model
+from chathist.store import EventStore
 
 __all__ = [
+    "MIGRATED_ATTRIBUTE",
+    "VERSION_ATTRIBUTE",
+    "ListItem",
+    "ListStore",
+    "Outcome",
+    "commit_migration",
     "from_dynamodb_numbers",
     "messages_from_legacy",
     "messages_to_legacy",
@@ -157,3 +221,333 @@ def messages_to_legacy(
             to_dynamodb_numbers(entry, coerce_float_to_decimal=coerce_float_to_decimal, path=path)
         )
     return result
+
+
+# -- the list layout's I/O ------------------------------------------------------------------------
+
+VERSION_ATTRIBUTE: Final = "chathistVersion"
+"""Counter attribute chathist adds to list items it writes (LangChain's class ignores it): every
+write bumps it, and a truncating write (``history_size``) is conditional on it."""
+_SIZE_ERROR = "maximum allowed size"
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+MIGRATED_ATTRIBUTE: Final = "chathistMigrated"
+"""Set (to epoch seconds) on a legacy item whose messages a lazy migration moved into events but
+was asked to keep (``delete_legacy=False``); chathist then ignores the item."""
+
+
+def _number(raw: Mapping[str, Any] | None) -> int | None:
+    if raw is None or "N" not in raw:
+        return None
+    return int(Decimal(raw["N"]))
+
+
+@dataclass(frozen=True)
+class ListItem:
+    """What `ListStore.read` found: the raw list (None: no item or no list), the version
+    counter chathist keeps (None on items it never wrote) and whether a migration retired it."""
+
+    entries: list[dict[str, Any]] | None
+    version: int | None
+    migrated: bool
+
+    def condition(
+        self, history_name: str, *, unretired: bool = False
+    ) -> tuple[str, dict[str, str], dict[str, Any]]:
+        """A condition expression (with its names and values) that holds only while the stored
+        item is still the one read: same version counter, or (on an item chathist never wrote)
+        same list length; with ``unretired``, also not marked as migrated."""
+        names = {"#lv": VERSION_ATTRIBUTE}
+        values: dict[str, Any] = {}
+        if self.version is not None:
+            expression = "#lv = :lv"
+            values[":lv"] = {"N": str(self.version)}
+        elif self.entries is None:
+            names["#lh"] = history_name
+            expression = "attribute_not_exists(#lv) AND attribute_not_exists(#lh)"
+        else:
+            names["#lh"] = history_name
+            expression = "attribute_not_exists(#lv) AND size(#lh) = :ln"
+            values[":ln"] = {"N": str(len(self.entries))}
+        if unretired:
+            names["#lm"] = MIGRATED_ATTRIBUTE
+            expression += " AND attribute_not_exists(#lm)"
+        return expression, names, values
+
+
+class ListStore:
+    """The item of one session in LangChain's list layout: read it, append to it, delete it.
+
+    ``key`` is the item's full primary key (plain Python values); ``history_key`` the list
+    attribute; ``ttl_key_name`` the expiry attribute refreshed (to now + ``ttl``) by each write.
+    Every attribute name goes through ``ExpressionAttributeNames``.
+    """
+
+    def __init__(
+        self,
+        binding: Binding,
+        key: Mapping[str, Any],
+        *,
+        history_key: str = "History",
+        ttl: int | None = None,
+        ttl_key_name: str = "expireAt",
+        history_size: int | None = None,
+        coerce_float_to_decimal: bool = False,
+        meter: CapacityMeter | None = None,
+        max_attempts: int = 64,
+    ) -> None:
+        if not key:
+            raise ConfigurationError("key must name at least the table's hash key")
+        names = [*key, history_key, VERSION_ATTRIBUTE, *([ttl_key_name] if ttl else [])]
+        if len(set(names)) < len(names):
+            raise ConfigurationError(
+                f"the key attributes, history_messages_key ({history_key!r}) and ttl_key_name"
+                f" ({ttl_key_name!r}) must differ"
+            )
+        self.table_name = binding.table_name
+        self.key = dict(key)
+        self.history_key = history_key
+        self.ttl = ttl
+        self.ttl_key_name = ttl_key_name
+        self.history_size = history_size
+        self.coerce_float_to_decimal = coerce_float_to_decimal
+        self.meter = meter if meter is not None else CapacityMeter()
+        self.max_attempts = max_attempts
+        self._binding = binding
+        self._serializer = TypeSerializer()
+        self._deserializer = TypeDeserializer()
+        try:
+            self._raw_key = {name: self._serializer.serialize(v) for name, v in key.items()}
+        except TypeError as exc:
+            raise ConfigurationError(f"key {dict(key)!r} is not a DynamoDB key: {exc}") from exc
+
+    @property
+    def client(self) -> Any:
+        """The botocore client (shared with the table's event model; built on first use)."""
+        return dynamodb_client(event_model(self._binding))
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _call(self, operation: str, method: str, **kwargs: Any) -> dict[str, Any]:
+        kwargs.setdefault("TableName", self.table_name)
+        kwargs.setdefault("ReturnConsumedCapacity", "TOTAL")
+        response: dict[str, Any] | None = None
+        try:
+            response = getattr(self.client, method)(**kwargs)
+            assert response is not None
+            return response
+        except ClientError as exc:
+            response = cast(dict[str, Any], exc.response)
+            code = _error_code(exc)
+            text = str(exc)
+            if code == "ResourceNotFoundException":
+                raise TableNotFoundError(f"table {self.table_name!r} does not exist") from exc
+            if code == "ValidationException" and _SIZE_ERROR in text:
+                raise ItemTooLargeError(
+                    f"list-layout session {self.key} of table {self.table_name!r} would grow past"
+                    " DynamoDB's 400 KB item limit; nothing was written and the stored history is"
+                    " unchanged. Move the table to chathist's event layout, which has no size"
+                    f" limit: `chathist migrate --source {self.table_name} --target NEW_TABLE`"
+                ) from exc
+            if code == "ValidationException" and (
+                "match the schema" in text or "Missing the key" in text
+            ):
+                raise TableSchemaError(
+                    f"key {self.key} does not match the key schema of table"
+                    f" {self.table_name!r}: {exc}"
+                ) from exc
+            if code == "ConditionalCheckFailedException":
+                raise
+            raise StorageError(f"{operation} on {self.table_name!r} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"{operation} on {self.table_name!r} failed: {exc}") from exc
+        finally:
+            self.meter.record(operation, response)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def read(self, *, consistent: bool = True) -> ListItem:
+        """The stored item's list, version counter and migration mark (all None if absent)."""
+        response = self._call(
+            "GetItem",
+            "get_item",
+            Key=self._raw_key,
+            ConsistentRead=consistent,
+            ProjectionExpression="#h, #v, #m",
+            ExpressionAttributeNames={
+                "#h": self.history_key,
+                "#v": VERSION_ATTRIBUTE,
+                "#m": MIGRATED_ATTRIBUTE,
+            },
+        )
+        item = response.get("Item") or {}
+        raw_list = item.get(self.history_key)
+        entries = None if raw_list is None else self._deserializer.deserialize(raw_list)
+        if entries is not None and not isinstance(entries, list):
+            raise CorruptHistoryError(
+                f"attribute {self.history_key!r} is not a list", key=dict(self.key)
+            )
+        return ListItem(entries, _number(item.get(VERSION_ATTRIBUTE)), MIGRATED_ATTRIBUTE in item)
+
+    def messages(self) -> list[BaseMessage]:
+        """The stored messages (the latest ``history_size`` of them), oldest first."""
+        messages = messages_from_legacy(self.read().entries or [])
+        if self.history_size:
+            messages = messages[-self.history_size :]
+        return messages
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def _set_ttl(self, request: dict[str, Any], now: float) -> str:
+        if not self.ttl:
+            return ""
+        request["ExpressionAttributeNames"]["#t"] = self.ttl_key_name
+        request["ExpressionAttributeValues"][":t"] = {"N": str(int(now) + self.ttl)}
+        return ", #t = :t"
+
+    def append(self, messages: Sequence[BaseMessage]) -> None:
+        """Append ``messages`` atomically (all or none; no concurrent append is lost).
+
+        Without ``history_size`` this is one ``list_append`` update. With it, the same update is
+        tried when the list stays within ``history_size``; otherwise the list is read, cut to the
+        latest ``history_size`` and written back on condition that nobody wrote in between
+        (retried up to ``max_attempts`` times, then `ConcurrencyError`).
+        """
+        entries = messages_to_legacy(messages, coerce_float_to_decimal=self.coerce_float_to_decimal)
+        if not entries:
+            return
+        new: dict[str, Any] = dict(self._serializer.serialize(entries))
+        limit = self.history_size
+        if limit is None or len(entries) <= limit:
+            room = None if limit is None else limit - len(entries)
+            if self._list_append(new, room):
+                return
+        for attempt in range(self.max_attempts):
+            if self._replace(entries, limit):
+                return
+            time.sleep(random.uniform(0, min(0.25, 0.002 * 2**attempt)))
+        raise ConcurrencyError(
+            f"list-layout session {self.key}: other writers changed it {self.max_attempts} times"
+            " in a row while a truncating write was retried"
+        )
+
+    def _list_append(self, new: dict[str, Any], room: int | None) -> bool:
+        """``list_append`` ``new``; with ``room``, only if the list holds at most that many."""
+        request: dict[str, Any] = {
+            "Key": self._raw_key,
+            "ExpressionAttributeNames": {"#h": self.history_key, "#v": VERSION_ATTRIBUTE},
+            "ExpressionAttributeValues": {":new": new, ":empty": {"L": []}, ":one": {"N": "1"}},
+        }
+        ttl = self._set_ttl(request, time.time())
+        request["UpdateExpression"] = (
+            f"SET #h = list_append(if_not_exists(#h, :empty), :new){ttl} ADD #v :one"
+        )
+        if room is not None:
+            request["ConditionExpression"] = "attribute_not_exists(#h) OR size(#h) <= :room"
+            request["ExpressionAttributeValues"][":room"] = {"N": str(room)}
+        try:
+            self._call("UpdateItem", "update_item", **request)
+        except ClientError:  # only a failed condition gets here
+            return False
+        return True
+
+    def _replace(self, entries: list[dict[str, Any]], limit: int | None) -> bool:
+        """Read, append, keep the latest ``limit``, write back if unchanged; False if changed."""
+        current = self.read()
+        stored, version = current.entries, current.version
+        combined = [*(stored or []), *entries]
+        if limit is not None:
+            combined = combined[-limit:]
+        request: dict[str, Any] = {
+            "Key": self._raw_key,
+            "ExpressionAttributeNames": {"#h": self.history_key, "#v": VERSION_ATTRIBUTE},
+            "ExpressionAttributeValues": {
+                ":h": self._serializer.serialize(combined),
+                ":next": {"N": str((version or 0) + 1)},
+            },
+        }
+        ttl = self._set_ttl(request, time.time())
+        request["UpdateExpression"] = f"SET #h = :h, #v = :next{ttl}"
+        condition, names, values = current.condition(self.history_key)
+        request["ConditionExpression"] = condition
+        request["ExpressionAttributeNames"].update(names)
+        request["ExpressionAttributeValues"].update(values)
+        try:
+            self._call("UpdateItem", "update_item", **request)
+        except ClientError:
+            return False
+        return True
+
+    def delete(self) -> None:
+        """Delete the session's item (as LangChain's ``clear`` does)."""
+        self._call("DeleteItem", "delete_item", Key=self._raw_key)
+
+    # -- lazy migration -------------------------------------------------------------------------
+
+    def retire_action(self, item: ListItem, *, delete: bool, now: int) -> dict[str, Any]:
+        """A TransactWriteItems action that deletes the item (``delete``) or marks it migrated,
+        on condition that it is still ``item`` and not yet retired."""
+        condition, names, values = item.condition(self.history_key, unretired=True)
+        body: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": self._raw_key,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+        }
+        if not delete:
+            body["UpdateExpression"] = "SET #lm = :lmark"
+            values[":lmark"] = {"N": str(now)}
+        if values:
+            body["ExpressionAttributeValues"] = values
+        return {"Delete": body} if delete else {"Update": body}
+
+
+class Outcome(enum.Enum):
+    """How `commit_migration` ended."""
+
+    DONE = "done"
+    SEQUENCE_TAKEN = "taken"
+    """Another writer holds one of the sequence numbers: find the end again and retry."""
+    LEGACY_CHANGED = "changed"
+    """The legacy item changed or was retired since it was read: read it again."""
+
+
+def commit_migration(
+    store: EventStore, session: str, events: Sequence[Event], retire: dict[str, Any]
+) -> Outcome:
+    """Write ``events`` (each where its key is free) and the legacy item's ``retire`` action
+    in one transaction: the migration happens wholly or not at all."""
+    condition = store.model.seq.does_not_exist()
+    puts = [
+        {"Put": store.to_item(session, e).get_save_kwargs_from_instance(condition=condition)}
+        for e in events
+    ]
+    response: dict[str, Any] | None = None
+    try:
+        response = store.client.transact_write_items(
+            TransactItems=[*puts, retire],
+            ClientRequestToken=uuid.uuid4().hex,
+            ReturnConsumedCapacity="TOTAL",
+        )
+    except ClientError as exc:
+        response = cast(dict[str, Any], exc.response)
+        code = _error_code(exc)
+        if code == "ResourceNotFoundException":
+            raise TableNotFoundError(f"table of session {session!r} does not exist: {exc}") from exc
+        if code != "TransactionCanceledException":
+            raise StorageError(f"lazy migration of session {session!r} failed: {exc}") from exc
+        reasons = [r.get("Code") for r in response.get("CancellationReasons") or []]
+        if not set(reasons) <= {"None", None, "ConditionalCheckFailed", "TransactionConflict"}:
+            raise StorageError(f"lazy migration of session {session!r} failed: {exc}") from exc
+        if reasons and reasons[-1] == "ConditionalCheckFailed":
+            return Outcome.LEGACY_CHANGED
+        return Outcome.SEQUENCE_TAKEN
+    except BotoCoreError as exc:
+        raise StorageError(f"lazy migration of session {session!r} failed: {exc}") from exc
+    finally:
+        store.meter.record("TransactWriteItems", response)
+    return Outcome.DONE
