@@ -41,13 +41,16 @@ def reported(operation: str, response: dict[str, Any] | None) -> Capacity:
         consumed = [consumed]
     reads = writes = 0.0
     for entry in consumed:
-        if "ReadCapacityUnits" in entry or "WriteCapacityUnits" in entry:
-            reads += float(entry.get("ReadCapacityUnits", 0.0))
-            writes += float(entry.get("WriteCapacityUnits", 0.0))
-        elif operation in _READS:
-            reads += float(entry.get("CapacityUnits", 0.0))
-        else:
-            writes += float(entry.get("CapacityUnits", 0.0))
+        total = float(entry.get("CapacityUnits", 0.0))
+        read, write = entry.get("ReadCapacityUnits"), entry.get("WriteCapacityUnits")
+        if read is None and write is None:  # TOTAL: one number, of the operation's kind
+            read, write = (total, 0.0) if operation in _READS else (0.0, total)
+        elif read is None:  # only one of the two split out: the rest of the total is the other
+            read = max(0.0, total - float(write))
+        elif write is None:
+            write = max(0.0, total - float(read))
+        reads += float(read)
+        writes += float(write)
     return Capacity(reads, writes, 1)
 
 
