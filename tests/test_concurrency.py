@@ -1,0 +1,418 @@
+"""Load and concurrency on DynamoDB Local: many writers (threads and processes) on one session,
+readers during the writes, many sessions at once, one history shared by threads.
+
+After each run: every message is present exactly once, each writer's messages are in its order,
+each append's messages are adjacent, no item is left over, and every history a reader saw while
+the writes went on was a prefix of the final one. Sizes are CI-sized; ``--soak`` runs larger ones.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import random
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from chathist import DynamoDBChatMessageHistory
+from tests.reliability import (
+    LOAD_APPEND_ATTEMPTS,
+    RaceCounter,
+    as_messages,
+    install,
+    note,
+    process_writer,
+    record,
+    writer_messages,
+)
+
+SECTION = "concurrency"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reliability_report(request: pytest.FixtureRequest) -> None:
+    install(request)
+
+
+@dataclass(frozen=True)
+class Load:
+    threads: int
+    processes: int
+    readers: int
+    per_writer: int
+
+
+CI_LOAD = Load(threads=16, processes=4, readers=3, per_writer=20)
+SOAK_LOAD = Load(threads=16, processes=4, readers=4, per_writer=150)
+
+
+def _history(table: str, endpoint: str | None, region: str | None, session: str) -> Any:
+    return DynamoDBChatMessageHistory(
+        table,
+        session,
+        endpoint_url=endpoint,
+        region_name=region,
+        max_append_attempts=LOAD_APPEND_ATTEMPTS,
+    )
+
+
+def _contents(history: DynamoDBChatMessageHistory) -> list[str]:
+    return [str(m.content) for m in history.messages]
+
+
+def check_final(
+    test: str,
+    final: list[str],
+    appends: dict[str, list[list[str]]],
+) -> None:
+    """Record and assert: each expected message once, writers' order kept, appends adjacent."""
+    expected = [c for batches in appends.values() for batch in batches for c in batch]
+    seen = Counter(final)
+    lost = sum(1 for c in expected if seen[c] == 0)
+    duplicated = sum(n - 1 for n in seen.values() if n > 1)
+    unexpected = [c for c in seen if c not in set(expected)]
+    position = {c: i for i, c in enumerate(final)}
+    out_of_order = 0
+    split = 0
+    for batches in appends.values():
+        placed = [position[c] for batch in batches for c in batch if c in position]
+        out_of_order += sum(1 for a, b in itertools.pairwise(placed) if a > b)
+        for batch in batches:
+            at = [position.get(c) for c in batch]
+            if None not in at and at != list(range(at[0], at[0] + len(at))):  # type: ignore[operator]
+                split += 1
+    record(SECTION, test, "messages appended", len(expected))
+    record(SECTION, test, "lost", lost)
+    record(SECTION, test, "duplicated", duplicated)
+    record(SECTION, test, "out of order", out_of_order)
+    record(SECTION, test, "appends split apart", split)
+    assert (lost, duplicated, unexpected, out_of_order, split) == (0, 0, [], 0, 0)
+    assert len(final) == len(expected)
+
+
+def check_reads(test: str, observed: list[list[str]], final: list[str]) -> None:
+    """Every history a reader saw must be a prefix of the final one."""
+    bad = [seen for seen in observed if final[: len(seen)] != seen]
+    record(SECTION, test, "reads checked for prefix consistency", len(observed))
+    record(SECTION, test, "non-prefix reads", len(bad))
+    assert not bad, f"{len(bad)} reads were not a prefix of the final history, e.g. {bad[0]}"
+
+
+def count_items(boto3_client: Any, table: str, session: str) -> int:
+    """Items stored under ``session`` (every kind of event)."""
+    total = 0
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "SessionId = :s",
+        "ExpressionAttributeValues": {":s": {"S": session}},
+        "Select": "COUNT",
+        "ConsistentRead": True,
+    }
+    while True:
+        page = boto3_client.query(**kwargs)
+        total += page["Count"]
+        if "LastEvaluatedKey" not in page:
+            return total
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+class Readers:
+    """Threads that read a session over and over until stopped, keeping what they saw."""
+
+    def __init__(self, histories: list[DynamoDBChatMessageHistory]) -> None:
+        self.stop = threading.Event()
+        self.observed: list[list[str]] = []
+        self.errors: list[BaseException] = []
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(h,)) for h in histories]
+
+    def _run(self, history: DynamoDBChatMessageHistory) -> None:
+        try:
+            while not self.stop.is_set():
+                seen = _contents(history)
+                with self._lock:
+                    self.observed.append(seen)
+                self.stop.wait(0.02)
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def __enter__(self) -> Readers:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
+def _run_threads(targets: list[Any]) -> list[BaseException]:
+    errors: list[BaseException] = []
+
+    def guarded(target: Any) -> None:
+        try:
+            target()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(t,)) for t in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+@pytest.fixture
+def processes() -> Iterator[list[multiprocessing.process.BaseProcess]]:
+    """Spawned processes of a test, killed at the end if still running."""
+    started: list[multiprocessing.process.BaseProcess] = []
+    yield started
+    for process in started:
+        if process.is_alive():
+            process.kill()
+        process.join(5)
+
+
+def _one_session_under_load(
+    load: Load,
+    test: str,
+    table_name: str,
+    endpoint: str | None,
+    region: str | None,
+    boto3_client: Any,
+    processes: list[multiprocessing.process.BaseProcess],
+) -> None:
+    session = f"load-{uuid.uuid4().hex[:8]}"
+    context = multiprocessing.get_context("spawn")
+    ready: Any = context.Queue()
+    results: Any = context.Queue()
+    go = context.Event()
+    appends: dict[str, list[list[str]]] = {}
+
+    for p in range(load.processes):
+        writer = f"p{p}"
+        appends[writer] = writer_messages(writer, load.per_writer)
+        process = context.Process(
+            target=process_writer,
+            args=(
+                table_name,
+                endpoint,
+                region,
+                session,
+                writer,
+                load.per_writer,
+                ready,
+                go,
+                results,
+            ),
+        )
+        process.start()
+        processes.append(process)
+
+    writers: list[Any] = []
+    for t in range(load.threads):
+        writer = f"t{t}"
+        appends[writer] = writer_messages(writer, load.per_writer)
+        history = _history(table_name, endpoint, region, session)
+
+        def write(history: DynamoDBChatMessageHistory = history, writer: str = writer) -> None:
+            go.wait()
+            for contents in appends[writer]:
+                history.add_messages(as_messages(contents))
+
+        writers.append(write)
+
+    for _ in range(load.processes):
+        ready.get(timeout=120)  # every process has imported chathist and checked the table
+    readers = [_history(table_name, endpoint, region, session) for _ in range(load.readers)]
+    client = readers[0]._store.client  # the threads' shared client
+    with RaceCounter(client) as races, Readers(readers) as reading:
+        go.set()
+        errors = _run_threads(writers)
+        outcomes = [results.get(timeout=300) for _ in range(load.processes)]
+    for process in processes:
+        process.join(60)
+    assert not errors, errors
+    assert not reading.errors, reading.errors
+    failed = [o for o in outcomes if o[1] is not None]
+    assert not failed, failed
+
+    final = _contents(_history(table_name, endpoint, region, session))
+    record(SECTION, test, "writer threads", load.threads)
+    record(SECTION, test, "writer processes", load.processes)
+    record(SECTION, test, "reader threads", load.readers)
+    record(SECTION, test, "sessions", 1)
+    record(SECTION, test, "append races lost and retried", races.lost + sum(o[2] for o in outcomes))
+    streak = max([races.longest_streak, *(o[3] for o in outcomes)])
+    record(SECTION, test, "longest losing streak of one append", streak)
+    check_final(test, final, appends)
+    check_reads(test, reading.observed, final)
+    stored = count_items(boto3_client, table_name, session)
+    record(SECTION, test, "items left over", stored - len(final))
+    assert stored == len(final)  # one item per message: no orphan, no half write
+
+
+def test_threads_and_processes_append_to_one_session(
+    table_name: str,
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    boto3_client: Any,
+    processes: list[multiprocessing.process.BaseProcess],
+) -> None:
+    """16 writer threads and 4 writer processes on one session, 3 readers reading meanwhile."""
+    _one_session_under_load(
+        CI_LOAD,
+        "one session, threads + processes + readers",
+        table_name,
+        dynamodb_endpoint,
+        dynamodb_region,
+        boto3_client,
+        processes,
+    )
+
+
+@pytest.mark.soak
+def test_soak_threads_and_processes_append_to_one_session(
+    table_name: str,
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    boto3_client: Any,
+    processes: list[multiprocessing.process.BaseProcess],
+) -> None:
+    """The same, with many more messages per writer."""
+    _one_session_under_load(
+        SOAK_LOAD,
+        "soak: one session, threads + processes + readers",
+        table_name,
+        dynamodb_endpoint,
+        dynamodb_region,
+        boto3_client,
+        processes,
+    )
+
+
+def _many_sessions(
+    test: str,
+    sessions: int,
+    threads: int,
+    per_pair: int,
+    table_name: str,
+    endpoint: str | None,
+    region: str | None,
+) -> None:
+    names = [f"many-{i}-{uuid.uuid4().hex[:6]}" for i in range(sessions)]
+    appends: dict[str, dict[str, list[list[str]]]] = {s: {} for s in names}
+    targets = []
+    for t in range(threads):
+        order = names[:]
+        random.Random(t).shuffle(order)
+        for session in order:
+            appends[session][f"t{t}"] = writer_messages(f"{session}/t{t}", per_pair)
+
+        def write(t: int = t, order: list[str] = order) -> None:
+            histories = {s: _history(table_name, endpoint, region, s) for s in order}
+            for step in range(per_pair):
+                for session in order:
+                    batches = appends[session][f"t{t}"]
+                    if step < len(batches):
+                        histories[session].add_messages(as_messages(batches[step]))
+
+        targets.append(write)
+    errors = _run_threads(targets)
+    assert not errors, errors
+    record(SECTION, test, "writer threads", threads)
+    record(SECTION, test, "sessions", sessions)
+    for session in names:
+        check_final(
+            test, _contents(_history(table_name, endpoint, region, session)), appends[session]
+        )
+
+
+def test_many_sessions_in_parallel(
+    table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None
+) -> None:
+    """6 threads each write to all of 16 sessions in their own order: no session gets another's
+    messages, none loses or repeats one."""
+    _many_sessions(
+        "many sessions, threads across sessions",
+        16,
+        6,
+        3,
+        table_name,
+        dynamodb_endpoint,
+        dynamodb_region,
+    )
+
+
+@pytest.mark.soak
+def test_soak_many_sessions_in_parallel(
+    table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None
+) -> None:
+    _many_sessions(
+        "soak: many sessions, threads across sessions",
+        64,
+        12,
+        10,
+        table_name,
+        dynamodb_endpoint,
+        dynamodb_region,
+    )
+
+
+def test_one_history_shared_by_threads(
+    table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None
+) -> None:
+    """8 threads append through one history instance while another thread reads through it."""
+    test = "one history instance shared by threads"
+    history = _history(table_name, dynamodb_endpoint, dynamodb_region, "shared")
+    appends = {f"s{t}": writer_messages(f"s{t}", 15) for t in range(8)}
+
+    def write(writer: str) -> None:
+        for contents in appends[writer]:
+            history.add_messages(as_messages(contents))
+
+    with Readers([history]) as reading:
+        errors = _run_threads([lambda w=w: write(w) for w in appends])
+    assert not errors, errors
+    assert not reading.errors, reading.errors
+    final = _contents(history)
+    record(SECTION, test, "writer threads", len(appends))
+    record(SECTION, test, "reader threads", 1)
+    record(SECTION, test, "sessions", 1)
+    check_final(test, final, appends)
+    check_reads(test, reading.observed, final)
+    note(SECTION, test, "The instance serialises its own appends; no race is lost.")
+
+
+def test_readers_during_clear_see_all_or_nothing(
+    table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None
+) -> None:
+    """Readers running while a session is cleared and refilled see either the old history or a
+    prefix of the new one, never a mix and never a gap."""
+    test = "clear while readers read"
+    session = "clearing"
+    history = _history(table_name, dynamodb_endpoint, dynamodb_region, session)
+    old = [f"old:{i}" for i in range(60)]
+    for start in range(0, len(old), 20):
+        history.add_messages(as_messages(old[start : start + 20]))
+    new = [f"new:{i}" for i in range(10)]
+    readers = [_history(table_name, dynamodb_endpoint, dynamodb_region, session) for _ in range(2)]
+    with Readers(readers) as reading:
+        history.clear()
+        for content in new:
+            history.add_messages(as_messages([content]))
+    assert not reading.errors, reading.errors
+    bad = [s for s in reading.observed if s != old and new[: len(s)] != s]
+    record(SECTION, test, "reader threads", 2)
+    record(SECTION, test, "reads checked for prefix consistency", len(reading.observed))
+    record(SECTION, test, "non-prefix reads", len(bad))
+    assert not bad, bad[:3]
+    assert _contents(history) == new

@@ -1,0 +1,604 @@
+"""Faults injected at the botocore layer, against DynamoDB Local.
+
+A ``before-send`` hook on the history's botocore client stands in for the network and the
+service: it answers with a throttling error or a 5xx instead of sending, drops the connection
+before sending, or sends the request for real and then drops the connection so the client never
+sees the answer (DynamoDB applied the write; botocore retries it). Rival writers take sequence
+numbers between a history's read of the end and its write. Each test checks what the user sees:
+the right messages, each exactly once, no half message, and a typed error when retries run out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+from botocore.exceptions import ClientError, ConnectionClosedError
+from botocore.httpsession import URLLib3Session
+from botocore.retries.standard import ExponentialBackoff
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
+from chathist import ConcurrencyError, DynamoDBChatMessageHistory, StorageError
+from tests.reliability import install, note, record
+
+SECTION = "faults"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reliability_report(request: pytest.FixtureRequest) -> None:
+    install(request)
+
+
+# -- fault injection -------------------------------------------------------------------------------
+
+
+class _Body:
+    """The raw stream of a fake HTTP response."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._data
+
+
+def fake_response(request: AWSPreparedRequest, status: int, body: dict[str, Any]) -> AWSResponse:
+    """An HTTP response as DynamoDB would send it, made up without sending ``request``."""
+    data = json.dumps(body).encode()
+    headers = {
+        "Content-Type": "application/x-amz-json-1.0",
+        "Content-Length": str(len(data)),
+        "x-amzn-RequestId": f"fault-{uuid.uuid4().hex}",
+    }
+    return AWSResponse(request.url, status, headers, _Body(data))
+
+
+def _error(code: str, message: str, **fields: Any) -> dict[str, Any]:
+    return {"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": message, **fields}
+
+
+def _transact_size(request: AWSPreparedRequest) -> int:
+    return len(json.loads(request.body or b"{}").get("TransactItems", []))
+
+
+Fault = Callable[[AWSPreparedRequest], "AWSResponse | None"]
+
+
+class Faults:
+    """Scheduled faults on one botocore client, per operation; counts what it injected.
+
+    ``plan(operation, kind, kind, ...)`` makes the next calls of ``operation`` meet those faults
+    in order (``"ok"`` lets one through); ``always=kind`` then keeps injecting ``kind``.
+    """
+
+    def __init__(self, client: Any, test: str) -> None:
+        self.client = client
+        self.test = test
+        self.injected: Counter[str] = Counter()
+        self.attempts: Counter[str] = Counter()
+        self.applied: list[int] = []
+        self.outcomes: dict[str, list[str | None]] = {}
+        self._plans: dict[str, deque[str]] = {}
+        self._always: dict[str, str | None] = {}
+        self._handlers: list[tuple[str, Any]] = []
+        self._http = URLLib3Session()
+        self._lock = threading.Lock()
+        self.on_send: dict[str, Callable[[], None]] = {}
+
+    def plan(self, operation: str, *kinds: str, always: str | None = None) -> None:
+        first = operation not in self._plans
+        self._plans[operation] = deque(kinds)
+        self._always[operation] = always
+        if first:
+            self._hook(f"before-send.dynamodb.{operation}", self._before_send(operation))
+            self._hook(f"after-call.dynamodb.{operation}", self._after_call(operation))
+
+    def _hook(self, event: str, handler: Any) -> None:
+        self.client.meta.events.register_first(event, handler)
+        self._handlers.append((event, handler))
+
+    def close(self) -> None:
+        for event, handler in self._handlers:
+            self.client.meta.events.unregister(event, handler)
+        self._handlers.clear()
+
+    def _next(self, operation: str) -> str | None:
+        with self._lock:
+            self.attempts[operation] += 1
+            plan = self._plans[operation]
+            if plan:
+                kind = plan.popleft()
+                return None if kind == "ok" else kind
+            return self._always[operation]
+
+    def _before_send(self, operation: str) -> Any:
+        def handler(request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
+            hook = self.on_send.get(operation)
+            if hook is not None:
+                hook()
+            kind = self._next(operation)
+            if kind is None:
+                return None
+            with self._lock:
+                self.injected[kind] += 1
+            record(SECTION, self.test, f"{kind} injected")
+            record(SECTION, self.test, "faults injected")
+            return FAULTS[kind](self, request)
+
+        return handler
+
+    def _after_call(self, operation: str) -> Any:
+        def handler(parsed: dict[str, Any], **_: Any) -> None:
+            code = parsed.get("Error", {}).get("Code")
+            self.outcomes.setdefault(operation, []).append(code)
+
+        return handler
+
+    # -- the faults -----------------------------------------------------------------------------
+
+    def throughput_exceeded(self, request: AWSPreparedRequest) -> AWSResponse:
+        return fake_response(
+            request,
+            400,
+            _error(
+                "ProvisionedThroughputExceededException",
+                "The level of configured provisioned throughput for the table was exceeded.",
+            ),
+        )
+
+    def throttling(self, request: AWSPreparedRequest) -> AWSResponse:
+        return fake_response(request, 400, _error("ThrottlingException", "Rate exceeded"))
+
+    def internal_error(self, request: AWSPreparedRequest) -> AWSResponse:
+        return fake_response(
+            request, 500, _error("InternalServerError", "Internal server error (injected)")
+        )
+
+    def unavailable(self, request: AWSPreparedRequest) -> AWSResponse:
+        return fake_response(request, 503, _error("ServiceUnavailable", "Service unavailable"))
+
+    def transaction_conflict(self, request: AWSPreparedRequest) -> AWSResponse:
+        size = _transact_size(request)
+        reasons = [{"Code": "TransactionConflict", "Message": "Transaction is ongoing"}] + [
+            {"Code": "None"} for _ in range(size - 1)
+        ]
+        codes = ", ".join(r["Code"] for r in reasons)
+        return fake_response(
+            request,
+            400,
+            _error(
+                "TransactionCanceledException",
+                f"Transaction cancelled, please refer cancellation reasons for specific reasons"
+                f" [{codes}]",
+                CancellationReasons=reasons,
+            ),
+        )
+
+    def unprocessed(self, request: AWSPreparedRequest) -> AWSResponse:
+        """A BatchWriteItem answered with every request unprocessed (nothing applied)."""
+        body = json.loads(request.body or b"{}")
+        return fake_response(request, 200, {"UnprocessedItems": body["RequestItems"]})
+
+    def dropped_before_send(self, request: AWSPreparedRequest) -> AWSResponse:
+        raise ConnectionClosedError(endpoint_url=request.url)
+
+    def dropped_after_apply(self, request: AWSPreparedRequest) -> AWSResponse:
+        """Send the request for real (DynamoDB applies it), then lose the answer."""
+        response = self._http.send(request)
+        with self._lock:
+            self.applied.append(response.status_code)
+        raise ConnectionClosedError(endpoint_url=request.url)
+
+    def token_forgotten(self, request: AWSPreparedRequest) -> None:
+        """Let a retried transaction through with a new ClientRequestToken, as if DynamoDB had
+        forgotten the first one (tokens are remembered for 10 minutes)."""
+        body = json.loads(request.body or b"{}")
+        body["ClientRequestToken"] = uuid.uuid4().hex
+        data = json.dumps(body).encode()
+        request.body = data
+        request.headers["Content-Length"] = str(len(data))
+        return None
+
+
+FAULTS: dict[str, Callable[[Faults, AWSPreparedRequest], Any]] = {
+    "ProvisionedThroughputExceededException": Faults.throughput_exceeded,
+    "ThrottlingException": Faults.throttling,
+    "500 InternalServerError": Faults.internal_error,
+    "503 ServiceUnavailable": Faults.unavailable,
+    "TransactionConflict": Faults.transaction_conflict,
+    "BatchWriteItem all unprocessed": Faults.unprocessed,
+    "connection dropped before sending": Faults.dropped_before_send,
+    "connection dropped after DynamoDB applied the write": Faults.dropped_after_apply,
+    "ClientRequestToken forgotten on retry": Faults.token_forgotten,
+}
+THROTTLE = "ProvisionedThroughputExceededException"
+THROTTLING = "ThrottlingException"
+E500 = "500 InternalServerError"
+E503 = "503 ServiceUnavailable"
+CONFLICT = "TransactionConflict"
+UNPROCESSED = "BatchWriteItem all unprocessed"
+DROP_BEFORE = "connection dropped before sending"
+DROP_AFTER = "connection dropped after DynamoDB applied the write"
+FORGET_TOKEN = "ClientRequestToken forgotten on retry"
+
+
+# -- fixtures and checks ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The delays botocore's standard retry mode computed before each retry, in order."""
+    delays: list[float] = []
+    original = ExponentialBackoff.delay_amount
+
+    def delay_amount(self: ExponentialBackoff, context: Any) -> float:
+        delay = float(original(self, context))
+        delays.append(delay)
+        return delay
+
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", delay_amount)
+    return delays
+
+
+class Setup:
+    """A history on the test's table, its faults, and a rival on its own botocore client."""
+
+    def __init__(self, table: str, endpoint: str | None, region: str | None, test: str) -> None:
+        self.table = table
+        self.endpoint = endpoint
+        self.region = region
+        self.test = test
+        self.session = f"faults-{uuid.uuid4().hex[:8]}"
+        self.history = self.new_history()
+        self.faults = Faults(self.history._store.client, test)
+
+    def new_history(self, **options: Any) -> DynamoDBChatMessageHistory:
+        return DynamoDBChatMessageHistory(
+            self.table, self.session, endpoint_url=self.endpoint, region_name=self.region, **options
+        )
+
+    def rival(self) -> DynamoDBChatMessageHistory:
+        """A history of the same session whose requests the faults do not touch (its own
+        boto3 session, hence its own botocore client)."""
+        return DynamoDBChatMessageHistory(
+            self.table,
+            self.session,
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            boto3_session=boto3.Session(region_name=self.region),
+        )
+
+    def contents(self) -> list[str]:
+        return [str(m.content) for m in self.new_history().messages]
+
+    def items(self, boto3_client: Any) -> list[dict[str, Any]]:
+        """Every item of the session, raw."""
+        found: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "SessionId = :s",
+            "ExpressionAttributeValues": {":s": {"S": self.session}},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = boto3_client.query(**kwargs)
+            found += page["Items"]
+            if "LastEvaluatedKey" not in page:
+                return found
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def check(self, expected: list[str]) -> list[str]:
+        """Record lost and duplicated messages against ``expected``; assert the exact history."""
+        final = self.contents()
+        seen = Counter(final)
+        record(SECTION, self.test, "lost", sum(1 for c in expected if seen[c] == 0))
+        record(SECTION, self.test, "duplicated", sum(n - 1 for n in seen.values() if n > 1))
+        assert final == expected
+        return final
+
+
+@pytest.fixture
+def setup(
+    request: pytest.FixtureRequest,
+    table_name: str,
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+) -> Iterator[Setup]:
+    test = request.node.name.removeprefix("test_").replace("_", " ")
+    made = Setup(table_name, dynamodb_endpoint, dynamodb_region, test)
+    yield made
+    made.faults.close()
+
+
+def human(text: str) -> BaseMessage:
+    return HumanMessage(text)
+
+
+def pair(a: str, b: str) -> list[BaseMessage]:
+    return [HumanMessage(a), AIMessage(b)]
+
+
+# -- retried faults --------------------------------------------------------------------------------
+
+
+def test_throttling_and_server_errors_are_retried_with_backoff(
+    setup: Setup, backoff: list[float], boto3_client: Any
+) -> None:
+    """ProvisionedThroughputExceeded, ThrottlingException, 500 and 503 on reads and writes are
+    retried by botocore with backoff, and the operation succeeds."""
+    faults, history = setup.faults, setup.history
+    faults.plan("Query", THROTTLE, E503)
+    faults.plan("PutItem", THROTTLE, THROTTLING, DROP_BEFORE)
+    faults.plan("TransactWriteItems", THROTTLING, E500, E503)
+    history.add_message(human("one"))
+    history.add_messages(pair("two", "three"))
+    assert faults.attempts["PutItem"] == 4
+    assert faults.attempts["TransactWriteItems"] == 4
+    assert sum(faults.injected.values()) == 8
+    assert len(backoff) >= 8 and all(d >= 0 for d in backoff)
+    setup.check(["one", "two", "three"])
+    faults.plan("Query", THROTTLING, E500, E503)
+    assert [m.content for m in history.messages] == ["one", "two", "three"]
+    assert len(setup.items(boto3_client)) == 3
+    record(SECTION, setup.test, "retries with a computed backoff delay", len(backoff))
+
+
+def test_connection_dropped_after_put_is_not_duplicated(setup: Setup, boto3_client: Any) -> None:
+    """DynamoDB applied the PutItem, the answer was lost, botocore sent it again: the store
+    recognises its own writer id in the refused retry (ALL_OLD) and counts the append as done."""
+    faults, history = setup.faults, setup.history
+    faults.plan("PutItem", DROP_AFTER)
+    history.add_message(human("once"))
+    assert faults.applied == [200]  # the first attempt reached DynamoDB and was applied
+    assert faults.outcomes["PutItem"] == ["ConditionalCheckFailedException"]  # the retry
+    history.add_message(human("after"))
+    setup.check(["once", "after"])
+    assert len(setup.items(boto3_client)) == 2
+
+
+def test_connection_dropped_after_transaction_is_not_duplicated(
+    setup: Setup, boto3_client: Any
+) -> None:
+    """The same for a TransactWriteItems append: the retry carries the same ClientRequestToken;
+    and when DynamoDB no longer knows the token, the store recognises its writer id in the
+    cancellation reasons."""
+    faults, history = setup.faults, setup.history
+    faults.plan("TransactWriteItems", DROP_AFTER)
+    history.add_messages(pair("a1", "a2"))
+    assert faults.applied == [200]
+    token_outcome = faults.outcomes["TransactWriteItems"][-1]
+    if token_outcome is None:
+        note(
+            SECTION,
+            setup.test,
+            "DynamoDB Local honoured the ClientRequestToken: the retried transaction succeeded"
+            " without writing again.",
+        )
+    else:
+        assert token_outcome == "TransactionCanceledException"
+        note(SECTION, setup.test, "DynamoDB Local ignored the ClientRequestToken.")
+    faults.plan("TransactWriteItems", DROP_AFTER, FORGET_TOKEN)
+    history.add_messages(pair("b1", "b2"))
+    assert faults.applied == [200, 200]
+    assert faults.outcomes["TransactWriteItems"][-1] == "TransactionCanceledException"
+    setup.check(["a1", "a2", "b1", "b2"])
+    assert len(setup.items(boto3_client)) == 4
+
+
+# -- conflicts -------------------------------------------------------------------------------------
+
+
+def test_transaction_cancelled_by_a_conflict_is_retried(setup: Setup, boto3_client: Any) -> None:
+    """A TransactionConflict cancellation (another transaction was busy on the same items: it
+    proves nobody took our numbers) is retried, and the history has no gap."""
+    faults, history = setup.faults, setup.history
+    history.add_message(human("first"))
+    faults.plan("TransactWriteItems", CONFLICT, CONFLICT)
+    history.add_messages(pair("x1", "x2"))
+    history.add_message(human("last"))
+    assert faults.attempts["TransactWriteItems"] == 3
+    setup.check(["first", "x1", "x2", "last"])
+    assert len(setup.items(boto3_client)) == 4
+
+
+def test_rival_taking_the_next_number_is_retried(setup: Setup, boto3_client: Any) -> None:
+    """Another writer appends between this history's read of the end and its write, for a
+    single put and for a transaction: the loser retries after the rival's messages."""
+    faults, history = setup.faults, setup.history
+    rival = setup.rival()
+    history.add_message(human("start"))
+    faults.plan("PutItem")
+    faults.plan("TransactWriteItems")
+    taken: list[str] = []
+
+    def rival_writes(operation: str) -> Callable[[], None]:
+        def write() -> None:
+            if faults.attempts[operation] == 0:
+                content = f"rival-{len(taken)}"
+                rival.add_message(human(content))
+                taken.append(content)
+                record(SECTION, setup.test, "rival appends injected")
+                record(SECTION, setup.test, "faults injected")
+
+        return write
+
+    faults.on_send["PutItem"] = rival_writes("PutItem")
+    faults.on_send["TransactWriteItems"] = rival_writes("TransactWriteItems")
+    history.add_message(human("mine"))
+    history.add_messages(pair("m1", "m2"))
+    assert faults.outcomes["PutItem"][0] == "ConditionalCheckFailedException"
+    assert faults.outcomes["TransactWriteItems"][0] == "TransactionCanceledException"
+    setup.check(["start", "rival-0", "mine", "rival-1", "m1", "m2"])
+    assert len(setup.items(boto3_client)) == 6
+
+
+def test_large_append_interrupted_by_a_rival_is_whole(setup: Setup, boto3_client: Any) -> None:
+    """A message too large for one transaction is written in several requests; a rival append
+    between them neither splits it nor is lost, and clear() leaves nothing of it behind."""
+    faults, history = setup.faults, setup.history
+    rival = setup.rival()
+    big = os.urandom(4_500_000).hex()  # ~9 MB of text, ~4.5 MB compressed: several requests
+    history.add_message(human("before"))
+    calls = Counter[str]()
+    rivals: list[str] = []
+
+    def rival_on_second_request(operation: str) -> Callable[[], None]:
+        def maybe() -> None:
+            calls["writes"] += 1
+            if calls["writes"] == 2 and not rivals:
+                rivals.append("rival")
+                rival.add_message(human("rival"))
+                record(SECTION, setup.test, "rival appends injected")
+                record(SECTION, setup.test, "faults injected")
+
+        return maybe
+
+    for operation in ("PutItem", "TransactWriteItems"):
+        faults.plan(operation)
+        faults.on_send[operation] = rival_on_second_request(operation)
+    history.add_message(human(big))
+    assert rivals, "the large append was written in a single request"
+    final = setup.contents()
+    assert final.count(big) == 1 and final.count("rival") == 1 and final[0] == "before"
+    record(SECTION, setup.test, "requests of the large append", calls["writes"])
+    setup.check(final)
+    history.clear()
+    assert setup.contents() == []
+    assert len(setup.items(boto3_client)) == 1  # the tombstone only
+
+
+# -- retries run out -------------------------------------------------------------------------------
+
+
+def test_exhausted_retries_raise_typed_errors_and_leave_history_consistent(
+    setup: Setup, boto3_client: Any
+) -> None:
+    """A fault that outlasts botocore's retries raises StorageError; nothing half-written stays
+    behind and the next append works."""
+    faults, history = setup.faults, setup.history
+    history.add_messages(pair("kept1", "kept2"))
+    before = setup.items(boto3_client)
+
+    faults.plan("PutItem", always=E500)
+    with pytest.raises(StorageError):
+        history.add_message(human("lost to 500"))
+    faults.plan("TransactWriteItems", always=DROP_BEFORE)
+    with pytest.raises(StorageError):
+        history.add_messages(pair("lost to", "dropped connections"))
+    assert setup.items(boto3_client) == before
+    record(SECTION, setup.test, "typed errors raised", 2)
+
+    faults.plan("PutItem")
+    faults.plan("TransactWriteItems")
+    history.add_message(human("later"))
+    history.add_messages(pair("later1", "later2"))
+    setup.check(["kept1", "kept2", "later", "later1", "later2"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ClientError,
+    reason="known bug: EventStore._call re-raises botocore's ClientError for Query (reads,"
+    " last_seq) once retries run out, instead of StorageError",
+)
+def test_exhausted_read_retries_raise_storage_error(setup: Setup) -> None:
+    """A read whose Query keeps failing with 503 raises StorageError; the next read works."""
+    setup.history.add_message(human("kept"))
+    setup.faults.plan("Query", always=E503)
+    try:
+        with pytest.raises(StorageError):
+            setup.history.messages  # noqa: B018
+    finally:
+        setup.faults.plan("Query")
+    record(SECTION, setup.test, "typed errors raised")
+    setup.check(["kept"])
+
+
+def test_ambiguous_failure_stores_the_message_whole_or_not_at_all(
+    setup: Setup, boto3_client: Any
+) -> None:
+    """Every attempt reaches DynamoDB and every answer is lost: the caller gets StorageError
+    although the write was applied. The batch is stored whole, once, and later appends work."""
+    faults, history = setup.faults, setup.history
+    faults.plan("TransactWriteItems", always=DROP_AFTER)
+    with pytest.raises(StorageError):
+        history.add_messages(pair("maybe1", "maybe2"))
+    assert faults.applied[0] == 200
+    faults.plan("TransactWriteItems")
+    history.add_messages(pair("next1", "next2"))
+    final = setup.contents()
+    assert final in (["next1", "next2"], ["maybe1", "maybe2", "next1", "next2"])
+    setup.check(final)
+    note(
+        SECTION,
+        setup.test,
+        "A StorageError after lost answers does not say whether the write was applied"
+        f" (here it was: {final[:2] == ['maybe1', 'maybe2']}); it is whole and never repeated"
+        " by chathist, so a caller retrying such an append may store it twice.",
+    )
+
+
+def test_losing_every_race_raises_concurrency_error(setup: Setup, boto3_client: Any) -> None:
+    """A rival that always wins the next number: ConcurrencyError after max_append_attempts,
+    none of the loser's messages stored, the rival's all there, and the next append works."""
+    history = setup.new_history(max_append_attempts=3)
+    faults = Faults(history._store.client, setup.test)
+    rival = setup.rival()
+    rivals: list[str] = []
+
+    def rival_wins() -> None:
+        rivals.append(f"rival-{len(rivals)}")
+        rival.add_message(human(rivals[-1]))
+        record(SECTION, setup.test, "rival appends injected")
+        record(SECTION, setup.test, "faults injected")
+
+    try:
+        faults.plan("PutItem")
+        faults.on_send["PutItem"] = rival_wins
+        with pytest.raises(ConcurrencyError):
+            history.add_message(human("never"))
+        record(SECTION, setup.test, "typed errors raised")
+    finally:
+        faults.close()
+    assert len(rivals) == 3
+    assert setup.contents() == rivals
+    history.add_message(human("finally"))
+    final = setup.contents()
+    assert final == [*rivals, "finally"]
+    assert len(setup.items(boto3_client)) == 4
+    setup.check(final)
+
+
+# -- clear -----------------------------------------------------------------------------------------
+
+
+def test_clear_interrupted_midway_is_finished_by_the_next_clear(
+    setup: Setup, boto3_client: Any
+) -> None:
+    """Deleting fails after the first batch: readers already see an empty history; the next
+    clear() deletes what is left; unprocessed batch items are resent."""
+    faults, history = setup.faults, setup.history
+    for start in range(0, 60, 20):
+        history.add_messages([human(f"m{i}") for i in range(start, start + 20)])
+    faults.plan("BatchWriteItem", "ok", always=E500)
+    with pytest.raises(StorageError):
+        history.clear()
+    left = setup.items(boto3_client)
+    assert len(left) > 1  # the tombstone and the messages not yet deleted
+    assert setup.contents() == []
+    assert history.messages == []
+
+    faults.plan("BatchWriteItem", UNPROCESSED, "ok", UNPROCESSED)
+    history.clear()
+    assert len(setup.items(boto3_client)) == 1
+    assert setup.contents() == []
+    history.add_message(human("fresh"))
+    setup.check(["fresh"])
