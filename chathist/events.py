@@ -7,9 +7,14 @@ after a clear. The kinds:
 ``message``  a message added; its payload inline, or in ``parts`` part items directly below it.
 ``part``     one slice of a large message's payload; ``message_seq`` names its message.
 ``clear``    a tombstone: every event below it is cleared.
-``commit``   makes the ``count`` events below it visible; written last by a write that needed
-             more than one transaction. Those events carry ``commit_seq`` and stay invisible
-             until their commit exists.
+``commit``   appends the ``count`` events of stage ``stage`` at this point of the sequence.
+
+A write too large for one transaction (100 items, 4 MB) is *staged*: its events are stored first
+under sort keys ``!<stage>#<index>`` (which sort before every sequence number, so a read of the
+sequence never meets them), then one ``commit`` event is appended at the end of the sequence like
+any message. Readers see the whole write at the commit, or nothing; a staged write that never
+committed stays invisible (and `clear` removes it). Only the commit competes with other writers
+for the next sequence number, so a large write is retried cheaply and cannot be starved.
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ __all__ = [
     "Event",
     "EventKind",
     "format_seq",
+    "parse_key",
     "parse_seq",
+    "sort_key",
+    "stage_prefix",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -51,6 +59,21 @@ def parse_seq(key: str) -> int:
     return int(key)
 
 
+def stage_prefix(stage: str) -> str:
+    """The common start of the sort keys of stage ``stage``."""
+    return f"!{stage}#"
+
+
+def parse_key(key: str) -> tuple[str | None, int]:
+    """(stage, index) of a staged event's sort key, or (None, seq) of a sequence number's."""
+    if key.startswith("!"):
+        stage, sep, index = key[1:].rpartition("#")
+        if not sep or not stage:
+            raise ValueError(f"sort key {key!r} is not a staged event's key")
+        return stage, parse_seq(index)
+    return None, parse_seq(key)
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One event of a session, as stored (payloads still encoded)."""
@@ -67,10 +90,20 @@ class Event:
     """For a ``part``: the sequence number of its message."""
     count: int = 0
     """For a ``commit``: how many events below it it makes visible."""
-    commit_seq: int | None = None
-    """For an event written by a multi-transaction write: the sequence number of its commit."""
+    stage: str | None = None
+    """For a staged event (then ``seq`` is its index in the stage), and for a ``commit``: the
+    stage's id."""
+    staged_at: int | None = None
+    """For a staged event: epoch seconds when it was staged (to tell abandoned stages)."""
     writer: str | None = None
     """The id of the write that stored this event (to recognise a retried write)."""
     expires_at: int | None = None
     """Epoch seconds after which the event is expired (TTL)."""
     version: int = FORMAT_VERSION
+
+
+def sort_key(event: Event) -> str:
+    """The sort key that stores ``event``."""
+    if event.stage is not None and event.kind != "commit":
+        return stage_prefix(event.stage) + format_seq(event.seq)
+    return format_seq(event.seq)

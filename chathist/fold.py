@@ -4,13 +4,14 @@ The reader reads a session newest-first and feeds each event to a `TailFold`, wh
 older event can change the result: at the latest clear, or once it holds the ``limit`` newest
 messages. Each event fed must be numbered one below the previous one; a duplicate or an event out
 of order is corruption, and so is a gap, unless an event beside it carries an expiry (DynamoDB's
-TTL deletes expired items, leaving gaps). Expired events are skipped. Events of a
-multi-transaction write whose commit is missing are skipped (the write never finished).
+TTL deletes expired items, leaving gaps). Expired messages are skipped. A ``commit`` is fed with
+the events of its stage, newest first, which must be numbered ``count``-1 down to 0; they are
+taken lazily, so a window read stops inside a large stage as it does in the sequence.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from langchain_core.messages import BaseMessage
@@ -41,40 +42,63 @@ class TailFold:
         self._found: list[tuple[int, str, bytes | str]] = []  # (seq, codec, payload), newest first
         self._previous: Event | None = None
         self._pending: _Pending | None = None
-        self._commits: dict[int, int] = {}  # commit seq -> lowest seq it covers
         self.cleared_at: int | None = None
         """Sequence number of the clear the fold stopped at, if any."""
         self.done = limit == 0
 
-    def feed(self, event: Event) -> bool:
-        """Take the next older event; return True once older events cannot change the result."""
+    def feed(self, event: Event, staged: Iterable[Event] = ()) -> bool:
+        """Take the next older event (with its stage's events if it is a commit); return True
+        once older events cannot change the result."""
         if self.done:
             raise ValueError("the fold is done; feed no more events")
         self._check_order(event)
         self._previous = event
+        if event.kind == "commit" and self._pending is None:
+            self._take_stage(event, staged)
+        else:
+            self._take(event)
+        return self.done
+
+    def _take(self, event: Event) -> None:
         if event.version > FORMAT_VERSION:
             raise CorruptHistoryError(
                 f"event {event.seq} has format version {event.version}; this chathist reads up"
                 f" to {FORMAT_VERSION}: upgrade chathist"
             )
-        if event.kind not in KINDS:
-            raise CorruptHistoryError(f"event {event.seq} has unknown kind {event.kind!r}")
         if self._pending is not None:
             self._take_part(event)
-        elif event.commit_seq is not None and not self._committed(event):
-            pass  # written by a multi-transaction write that never committed
+        elif event.kind not in KINDS or event.kind == "commit":
+            raise CorruptHistoryError(f"event {event.seq} has unexpected kind {event.kind!r}")
         elif event.kind == "clear":
             self.cleared_at = event.seq
             self.done = True
-        elif event.kind == "commit":
-            if event.count < 1 or event.count > event.seq:
-                raise CorruptHistoryError(f"commit {event.seq} covers {event.count} events")
-            self._commits[event.seq] = event.seq - event.count
         elif event.kind == "part":
             raise CorruptHistoryError(f"part {event.seq} has no message above it")
         else:
             self._take_message(event)
-        return self.done
+
+    def _take_stage(self, commit: Event, staged: Iterable[Event]) -> None:
+        expected = commit.count - 1
+        for event in staged:
+            if event.seq != expected or event.stage != commit.stage:
+                raise CorruptHistoryError(
+                    f"commit {commit.seq} expects event {expected} of stage {commit.stage!r},"
+                    f" found event {event.seq} of stage {event.stage!r}"
+                )
+            expected -= 1
+            try:
+                self._take(event)
+            except CorruptHistoryError as exc:
+                raise CorruptHistoryError(f"stage of commit {commit.seq}: {exc}") from exc
+            if self.done:
+                return
+        if expected != -1 or commit.count < 1:
+            raise CorruptHistoryError(
+                f"commit {commit.seq} expects {commit.count} events of stage {commit.stage!r};"
+                f" events 0..{expected} are missing"
+            )
+        if self._pending is not None:
+            raise CorruptHistoryError(f"stage of commit {commit.seq} ends inside a message")
 
     @property
     def messages(self) -> list[BaseMessage]:
@@ -102,10 +126,6 @@ class TailFold:
             raise CorruptHistoryError(
                 f"events {event.seq + 1}..{previous.seq - 1} are missing (a gap in the history)"
             )
-
-    def _committed(self, event: Event) -> bool:
-        low = self._commits.get(event.commit_seq)  # type: ignore[arg-type]
-        return low is not None and event.seq >= low
 
     def _expired(self, event: Event) -> bool:
         expiry = event.expires_at
@@ -148,12 +168,19 @@ class TailFold:
 
 
 def fold(
-    events: Iterable[Event], *, limit: int | None = None, now: float | None = None
+    events: Iterable[Event],
+    *,
+    stages: Mapping[str, Sequence[Event]] | None = None,
+    limit: int | None = None,
+    now: float | None = None,
 ) -> list[BaseMessage]:
-    """Fold events given oldest-first into the session's (latest ``limit``) messages."""
+    """Fold events given oldest-first (and the staged events of each stage) into the session's
+    (latest ``limit``) messages."""
+    stages = stages or {}
     tail = TailFold(limit=limit, now=now)
     if not tail.done:
         for event in reversed(list(events)):
-            if tail.feed(event):
+            staged = stages.get(event.stage, ()) if event.stage is not None else ()
+            if tail.feed(event, reversed(staged)):
                 break
     return tail.messages

@@ -6,7 +6,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from langchain_core.chat_history import BaseChatMessageHistory
@@ -15,6 +15,7 @@ from langchain_core.messages import BaseMessage
 from chathist.capacity import Capacity, CapacityMeter
 from chathist.codec import DEFAULT_COMPRESS_THRESHOLD, Payload, encode_message
 from chathist.errors import ConcurrencyError, ConfigurationError, InvalidSessionIdError
+from chathist.events import Event, format_seq
 from chathist.fold import TailFold
 from chathist.models import Binding, event_model
 from chathist.store import EventStore, SequenceTaken
@@ -28,6 +29,8 @@ __all__ = ["DynamoDBChatMessageHistory", "validate_session_id"]
 
 MAX_KEY_BYTES = 2048
 """DynamoDB's limit on a partition key value, in UTF-8 bytes."""
+ABANDONED_AFTER = 3600
+"""Seconds after which `clear` deletes a stage that was never committed."""
 
 
 def validate_session_id(session_id: object) -> str:
@@ -162,7 +165,10 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         if not tail.done:
             page = None if window is None else window + 2
             for event in self._store.select_events(self.session_id, page_size=page):
-                if tail.feed(event):
+                staged: Iterator[Event] = iter(())
+                if event.kind == "commit" and event.stage is not None:
+                    staged = self._store.select_staged(self.session_id, event.stage, page_size=page)
+                if tail.feed(event, staged):
                     break
         return tail.messages
 
@@ -187,36 +193,61 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
             if self._next_seq is None and self._store.last_seq(self.session_id) is None:
                 return
             tombstone = self._append([CLEAR])
-        below = self._store.select_seqs(self.session_id, newest_first=False, below=tombstone)
-        self._store.delete_events(self.session_id, below)
+        self._delete_below(tombstone)
+
+    def _delete_below(self, tombstone: int) -> None:
+        """Delete every item the tombstone at ``tombstone`` hides: the events numbered below it,
+        the stages of their commits, and stages abandoned more than `ABANDONED_AFTER` ago."""
+        committed: set[str] = set()
+
+        def sequence_keys() -> Iterator[str]:
+            for seq, stage in self._store.select_commit_stages(self.session_id, tombstone):
+                if stage is not None:
+                    committed.add(stage)
+                yield format_seq(seq)
+
+        self._store.delete_keys(self.session_id, sequence_keys())
+        abandoned = time.time() - ABANDONED_AFTER
+        staged = (
+            key
+            for key, stage, staged_at in self._store.select_stage_keys(self.session_id)
+            if stage in committed or (staged_at is not None and staged_at < abandoned)
+        )
+        self._store.delete_keys(self.session_id, staged)
 
     def _append(self, entries: Sequence[Payload | object]) -> int:
         """Write ``entries`` at the end of the session; return the sequence number of the last."""
         self._check_table()
-        expires_at = int(time.time()) + self.ttl if self.ttl else None
+        now = int(time.time())
+        plan = plan_write(
+            entries,  # type: ignore[arg-type]
+            uuid.uuid4().hex,
+            self._limits,
+            expires_at=now + self.ttl if self.ttl else None,
+            now=now,
+        )
+        for request in plan.staged:  # keyed by the write's id: no other writer competes
+            self._store.insert_events(self.session_id, request)
         with self._lock:
             for attempt in range(self.max_append_attempts):
                 if self._next_seq is None:
                     last = self._store.last_seq(self.session_id)
                     self._next_seq = 0 if last is None else last + 1
-                start = self._next_seq
-                plan = plan_write(
-                    entries,  # type: ignore[arg-type]
-                    start,
-                    uuid.uuid4().hex,
-                    self._limits,
-                    expires_at=expires_at,
-                )
+                final = plan.at(self._next_seq)
                 try:
-                    for request in plan:
-                        self._store.insert_events(self.session_id, request)
-                except SequenceTaken:
-                    self._next_seq = None
-                    time.sleep(random.uniform(0, min(0.25, 0.002 * 2**attempt)))
+                    self._store.insert_events(self.session_id, final)
+                except SequenceTaken as lost:
+                    # Taken numbers always form a prefix 0..n (each write goes right after a
+                    # number known to be taken), so try right after the highest one seen.
+                    # Every few losses, back off and read where the end really is.
+                    if attempt % 4 == 3:
+                        self._next_seq = None
+                        time.sleep(random.uniform(0, min(0.2, 0.004 * 2 ** (attempt // 4))))
+                    else:
+                        self._next_seq = max(lost.taken + 1, final[0].seq)
                     continue
-                last_seq = plan[-1][-1].seq
-                self._next_seq = last_seq + 1
-                return last_seq
+                self._next_seq = final[-1].seq + 1
+                return final[-1].seq
         raise ConcurrencyError(
             f"session {self.session_id!r}: other writers took the next sequence number"
             f" {self.max_append_attempts} times in a row"

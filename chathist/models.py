@@ -73,7 +73,8 @@ class EventModel(Model):
     parts = NumberAttribute(attr_name="parts", null=True)
     message_seq = NumberAttribute(attr_name="msg", null=True)
     covers = NumberAttribute(attr_name="count", null=True)
-    commit_seq = NumberAttribute(attr_name="commit", null=True)
+    stage = UnicodeAttribute(attr_name="stage", null=True)
+    staged_at = NumberAttribute(attr_name="at", null=True)
     expires_at = NumberAttribute(null=True)
 
 

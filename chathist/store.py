@@ -1,10 +1,11 @@
 """The event store: DynamoDB I/O of the event layout, and nothing else.
 
 `insert_events` writes one planned request (a conditional put, or a transaction of conditional
-puts); `select_events` queries a session newest-first (or oldest-first) across 1 MB pages;
-`delete_events` removes items in batches of 25. Each request asks for and records its consumed
-capacity. Mapping of failures: a sort key another writer already took raises `SequenceTaken`; a
-missing table `TableNotFoundError`; anything botocore gave up on, `StorageError`.
+puts); `select_events` queries a session's sequence newest-first (or oldest-first) across 1 MB
+pages, `select_staged` one stage's events; `delete_keys` removes items in batches of 25. Each
+request asks for and records its consumed capacity. Failures: a sort key another writer already
+took raises `SequenceTaken`; a missing table `TableNotFoundError`; anything botocore gave up on,
+`StorageError`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from chathist.errors import (
     TableNotFoundError,
     TableSchemaError,
 )
-from chathist.events import Event, format_seq, parse_seq
+from chathist.events import MAX_SEQ, Event, format_seq, parse_key, parse_seq, sort_key, stage_prefix
 from chathist.models import EventModel, dynamodb_client
 
 __all__ = ["EventStore", "SequenceTaken"]
@@ -35,11 +36,26 @@ BATCH_ATTEMPTS = 10
 
 
 class SequenceTaken(ChatHistoryError):
-    """Another writer already stored an event at a sequence number this write wanted."""
+    """Another writer already stored an event at a sequence number this write wanted.
+
+    ``taken`` is the highest sequence number known to be taken.
+    """
+
+    def __init__(self, message: str, taken: int) -> None:
+        super().__init__(message)
+        self.taken = taken
 
 
 def _response(exc: ClientError) -> dict[str, Any]:
     return cast(dict[str, Any], exc.response)
+
+
+def _writer_of(item: Any, writer_name: str) -> str | None:
+    """The writer id stored in a raw item returned with a failed condition, if any."""
+    if not isinstance(item, dict):
+        return None
+    value = item.get(writer_name)
+    return value.get("S") if isinstance(value, dict) else None
 
 
 def _code(exc: ClientError) -> str:
@@ -91,8 +107,8 @@ class EventStore:
         finally:
             self.meter.record(operation, response)
 
-    def _key(self, session: str, seq: int) -> dict[str, Any]:
-        return {self.hash_name: {"S": session}, self.range_name: {"S": format_seq(seq)}}
+    def _key(self, session: str, key: str) -> dict[str, Any]:
+        return {self.hash_name: {"S": session}, self.range_name: {"S": key}}
 
     # -- items <-> events -----------------------------------------------------------------------
 
@@ -101,7 +117,7 @@ class EventStore:
         body = event.body
         return self.model(
             session,
-            format_seq(event.seq),
+            sort_key(event),
             kind=event.kind,
             version=event.version,
             writer=event.writer,
@@ -111,7 +127,8 @@ class EventStore:
             parts=event.parts or None,
             message_seq=event.message_seq,
             covers=event.count or None,
-            commit_seq=event.commit_seq,
+            stage=event.stage if event.kind == "commit" else None,
+            staged_at=event.staged_at,
             expires_at=event.expires_at,
         )
 
@@ -120,15 +137,17 @@ class EventStore:
         try:
             item = self.model.from_raw_data(raw)
             body: bytes | str | None = item.text if item.text is not None else item.blob
+            stage, seq = parse_key(item.seq)
             return Event(
-                seq=parse_seq(item.seq),
+                seq=seq,
                 kind=item.kind,  # type: ignore[arg-type]
                 codec=item.codec,
                 body=body,
                 parts=int(item.parts or 0),
                 message_seq=None if item.message_seq is None else int(item.message_seq),
                 count=int(item.covers or 0),
-                commit_seq=None if item.commit_seq is None else int(item.commit_seq),
+                stage=stage if stage is not None else item.stage,
+                staged_at=None if item.staged_at is None else int(item.staged_at),
                 writer=item.writer,
                 expires_at=None if item.expires_at is None else int(item.expires_at),
                 version=int(item.version),
@@ -147,7 +166,7 @@ class EventStore:
         below: int | None = None,
         page_size: int | None = None,
     ) -> Iterator[Event]:
-        """Events of ``session`` (those numbered below ``below``), page by page."""
+        """Events of ``session``'s sequence (those numbered below ``below``), page by page."""
         request = self._query(session, newest_first, below, page_size)
         for raw in self._pages(request):
             yield self.to_event(raw)
@@ -160,33 +179,77 @@ class EventStore:
         below: int | None = None,
         page_size: int | None = None,
     ) -> Iterator[int]:
-        """Sequence numbers of ``session``'s items, reading only their keys."""
+        """Sequence numbers of ``session``'s sequence, reading only their keys."""
         request = self._query(session, newest_first, below, page_size)
         request["ProjectionExpression"] = "#h, #r"
-        request["ExpressionAttributeNames"]["#r"] = self.range_name
         for raw in self._pages(request):
             yield parse_seq(raw[self.range_name]["S"])
+
+    def select_staged(
+        self, session: str, stage: str, *, page_size: int | None = None
+    ) -> Iterator[Event]:
+        """The events of stage ``stage``, newest (highest index) first, page by page."""
+        request = self._stage_query(session, stage_prefix(stage))
+        request["ScanIndexForward"] = False
+        if page_size:
+            request["Limit"] = page_size
+        for raw in self._pages(request):
+            yield self.to_event(raw)
+
+    def select_stage_keys(self, session: str) -> Iterator[tuple[str, str, int | None]]:
+        """(sort key, stage, staged_at) of every staged item of ``session``."""
+        request = self._stage_query(session, "!")
+        request["ProjectionExpression"] = "#h, #r, #a"
+        request["ExpressionAttributeNames"]["#a"] = "at"
+        for raw in self._pages(request):
+            key = raw[self.range_name]["S"]
+            stage, _ = parse_key(key)
+            staged_at = raw.get("at", {}).get("N")
+            yield key, str(stage), None if staged_at is None else int(staged_at)
+
+    def select_commit_stages(self, session: str, below: int) -> Iterator[tuple[int, str | None]]:
+        """(seq, stage if it is a commit) of every event numbered below ``below``, oldest first."""
+        request = self._query(session, False, below, None)
+        request["ProjectionExpression"] = "#h, #r, #s"
+        request["ExpressionAttributeNames"]["#s"] = "stage"
+        for raw in self._pages(request):
+            yield parse_seq(raw[self.range_name]["S"]), raw.get("stage", {}).get("S")
+
+    def _stage_query(self, session: str, prefix: str) -> dict[str, Any]:
+        return {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "#h = :h AND begins_with(#r, :p)",
+            "ExpressionAttributeNames": {"#h": self.hash_name, "#r": self.range_name},
+            "ExpressionAttributeValues": {":h": {"S": session}, ":p": {"S": prefix}},
+            "ConsistentRead": self.consistent_read,
+        }
 
     def _query(
         self, session: str, newest_first: bool, below: int | None, page_size: int | None
     ) -> dict[str, Any]:
+        """A query of the sequence (never the staged keys, which sort before it)."""
+        high = MAX_SEQ if below is None else max(below - 1, 0)
         request: dict[str, Any] = {
             "TableName": self.table_name,
-            "KeyConditionExpression": "#h = :h",
-            "ExpressionAttributeNames": {"#h": self.hash_name},
-            "ExpressionAttributeValues": {":h": {"S": session}},
+            "KeyConditionExpression": "#h = :h AND #r BETWEEN :low AND :high",
+            "ExpressionAttributeNames": {"#h": self.hash_name, "#r": self.range_name},
+            "ExpressionAttributeValues": {
+                ":h": {"S": session},
+                ":low": {"S": format_seq(0)},
+                ":high": {"S": format_seq(high)},
+            },
             "ScanIndexForward": not newest_first,
             "ConsistentRead": self.consistent_read,
         }
-        if below is not None:
-            request["KeyConditionExpression"] = "#h = :h AND #r < :r"
-            request["ExpressionAttributeNames"]["#r"] = self.range_name
-            request["ExpressionAttributeValues"][":r"] = {"S": format_seq(below)}
+        if below is not None and below <= 0:
+            request["empty"] = True  # nothing is numbered below 0
         if page_size:
             request["Limit"] = page_size
         return request
 
     def _pages(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        if request.pop("empty", False):
+            return
         while True:
             page = self._call("Query", "query", **request)
             yield from page.get("Items", [])
@@ -219,7 +282,6 @@ class EventStore:
             )
             for e in events
         ]
-        writers = {e.writer for e in events}
         try:
             if len(puts) == 1:
                 self._call("PutItem", "put_item", **puts[0])
@@ -231,35 +293,35 @@ class EventStore:
                     ClientRequestToken=uuid.uuid4().hex,
                 )
         except ClientError as exc:
-            self._raise_conflict(exc, writers)
+            self._raise_conflict(exc, events)
 
-    def _raise_conflict(self, exc: ClientError, writers: set[str | None]) -> None:
+    def _raise_conflict(self, exc: ClientError, events: Sequence[Event]) -> None:
         code = _code(exc)
-        all_taken = True
         if code == "ConditionalCheckFailedException":
-            found = [_response(exc).get("Item") or {}]
+            reasons = [{"Code": "ConditionalCheckFailed", "Item": _response(exc).get("Item")}]
         elif code == "TransactionCanceledException":
-            reasons: list[dict[str, Any]] = _response(exc).get("CancellationReasons") or []
-            codes = {r.get("Code") for r in reasons} - {"None", None}
-            if not codes <= {"ConditionalCheckFailed", "TransactionConflict"}:
-                raise StorageError(f"transaction on {self.table_name!r} failed: {exc}") from exc
-            if "TransactionConflict" in codes:
-                raise SequenceTaken("another transaction was writing the same items") from exc
-            found = [r.get("Item") or {} for r in reasons if r.get("Code") != "None"]
-            all_taken = len(found) == len(reasons)
+            reasons = _response(exc).get("CancellationReasons") or []
         else:
             raise StorageError(f"write to {self.table_name!r} failed: {exc}") from exc
-        owners = {item.get(self.writer_name, {}).get("S") for item in found}
-        if owners and owners <= writers and (code != "TransactionCanceledException" or all_taken):
+        codes = {r.get("Code") for r in reasons} - {"None", None}
+        if not codes or not codes <= {"ConditionalCheckFailed", "TransactionConflict"}:
+            raise StorageError(f"transaction on {self.table_name!r} failed: {exc}") from exc
+        taken = [i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
+        highest = events[max(taken)].seq if taken else events[0].seq - 1
+        if "TransactionConflict" in codes:
+            raise SequenceTaken("another transaction was writing the same items", highest) from exc
+        ours = {e.writer for e in events}
+        owners = {_writer_of(reasons[i].get("Item"), self.writer_name) for i in taken}
+        if len(taken) == len(events) and owners <= ours:
             return  # our own write, applied before botocore retried it
-        raise SequenceTaken("another writer holds this sequence number") from exc
+        raise SequenceTaken("another writer holds this sequence number", highest) from exc
 
-    def delete_events(self, session: str, seqs: Iterable[int]) -> int:
-        """Delete the items numbered ``seqs`` in batches of 25; return how many were deleted."""
+    def delete_keys(self, session: str, keys: Iterable[str]) -> int:
+        """Delete the items with sort keys ``keys`` in batches of 25; return how many."""
         deleted = 0
-        batch: list[int] = []
-        for seq in seqs:
-            batch.append(seq)
+        batch: list[str] = []
+        for key in keys:
+            batch.append(key)
             if len(batch) == BATCH_ITEMS:
                 deleted += self._delete_batch(session, batch)
                 batch = []
@@ -267,9 +329,9 @@ class EventStore:
             deleted += self._delete_batch(session, batch)
         return deleted
 
-    def _delete_batch(self, session: str, seqs: list[int]) -> int:
+    def _delete_batch(self, session: str, keys: list[str]) -> int:
         requests: list[dict[str, Any]] = [
-            {"DeleteRequest": {"Key": self._key(session, s)}} for s in seqs
+            {"DeleteRequest": {"Key": self._key(session, k)}} for k in keys
         ]
         for attempt in range(BATCH_ATTEMPTS):
             try:
@@ -280,7 +342,7 @@ class EventStore:
                 raise StorageError(f"batch delete on {self.table_name!r} failed: {exc}") from exc
             requests = response.get("UnprocessedItems", {}).get(self.table_name, [])
             if not requests:
-                return len(seqs)
+                return len(keys)
             time.sleep(min(2.0, 0.05 * 2**attempt) * random.random())
         raise StorageError(
             f"{len(requests)} items of session {session!r} were still unprocessed after"

@@ -1,11 +1,13 @@
-"""Write planning: turn one append into numbered events grouped into requests. Pure code.
+"""Write planning: turn one append into events grouped into requests. Pure code.
 
-An append of n entries starting at sequence number ``start`` becomes consecutive events
-``start, start+1, ...``: a message whose payload fits one item is one event; a larger one is its
-parts followed by its message header. The events go out in as few requests as DynamoDB allows
-(100 items and ~4 MB a transaction). When they need more than one transaction, every event names
-the commit event that ends the last transaction, and readers ignore them until it exists, so a
-reader never sees part of an append, and no other writer's event can land inside it.
+An append becomes consecutive events: a message whose payload fits one item is one event; a
+larger one is its parts followed by its message header. A small write (at most
+`Limits.direct_items` events and `Limits.direct_bytes`) is one request, numbered from the
+session's next sequence number when it is sent (`Plan.at`). A larger one is *staged* (see
+`chathist.events`) in as few transactions as DynamoDB allows (100 items, ~4 MB each), and its
+final request is a single commit event: what competes with other writers for the end of the
+sequence is always small and quick. Either way the write becomes visible all at once, and no
+other writer's event can land inside it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "ITEM_LIMIT",
     "MAX_MESSAGE_BYTES",
     "Limits",
+    "Plan",
     "event_size",
     "plan_write",
 ]
@@ -57,6 +60,10 @@ class Limits:
     transaction_bytes: int = TRANSACTION_BYTES
     transaction_items: int = TRANSACTION_ITEMS
     max_message_bytes: int = MAX_MESSAGE_BYTES
+    direct_items: int = 25
+    """Most events a write appends directly at the end of the sequence (more are staged)."""
+    direct_bytes: int = 256 * 1024
+    """Most bytes a write appends directly at the end of the sequence (more are staged)."""
 
     @property
     def chunk_bytes(self) -> int:
@@ -106,30 +113,57 @@ def _events_for(entry: Payload | _Clear, seq: int, writer: str, limits: Limits) 
     return [*parts, Event(header, "message", codec=entry.codec, parts=count, writer=writer)]
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The requests of one write: ``staged`` ones first (any order), then the final one."""
+
+    staged: list[list[Event]]
+    final: list[Event]
+    """The request that appends at the end of the sequence, numbered from 0."""
+
+    def at(self, start: int) -> list[Event]:
+        """The final request numbered from sequence number ``start``."""
+        return [
+            replace(
+                e,
+                seq=start + e.seq,
+                message_seq=None if e.message_seq is None else start + e.message_seq,
+            )
+            for e in self.final
+        ]
+
+    @property
+    def requests(self) -> int:
+        return len(self.staged) + 1
+
+
 def plan_write(
     entries: Sequence[Payload | _Clear],
-    start: int,
     writer: str,
     limits: Limits,
     *,
     expires_at: int | None = None,
-) -> list[list[Event]]:
-    """The requests (each a list of events) that append ``entries`` at sequence ``start``.
+    now: int = 0,
+) -> Plan:
+    """Plan the write of ``entries``; ``writer`` is the write's unique id (and stage id).
 
-    Raises `MessageTooLargeError` before planning anything if an entry is too large.
+    ``now`` (epoch seconds) is recorded on staged events. Raises `MessageTooLargeError` before
+    planning anything if an entry is too large.
     """
     events: list[Event] = []
     for entry in entries:
-        events.extend(_events_for(entry, start + len(events), writer, limits))
+        events.extend(_events_for(entry, len(events), writer, limits))
     if expires_at is not None:
         events = [e if e.kind == "clear" else replace(e, expires_at=expires_at) for e in events]
+    size = sum(event_size(e, limits.overhead) for e in events)
+    if len(events) <= limits.direct_items and size <= limits.direct_bytes:
+        return Plan([], events)
     groups = _group(events, limits)
-    if len(groups) <= 1:
-        return groups
-    commit_seq = start + len(events)
-    events = [replace(e, commit_seq=commit_seq) for e in events]
-    commit = Event(commit_seq, "commit", count=len(events), writer=writer, expires_at=expires_at)
-    return _group([*events, commit], limits)
+    staged = [[replace(e, stage=writer, staged_at=now) for e in group] for group in groups]
+    commit = Event(
+        0, "commit", count=len(events), stage=writer, writer=writer, expires_at=expires_at
+    )
+    return Plan(staged, [commit])
 
 
 def _group(events: list[Event], limits: Limits) -> list[list[Event]]:

@@ -17,7 +17,14 @@ from chathist.fold import TailFold, fold
 from chathist.writes import CLEAR, Limits, plan_write
 
 # Tiny limits so that parts, several-request writes and commits happen with short texts.
-TINY = Limits(overhead=100, item_bytes=260, transaction_bytes=900, transaction_items=4)
+TINY = Limits(
+    overhead=100,
+    item_bytes=260,
+    transaction_bytes=900,
+    transaction_items=4,
+    direct_items=3,
+    direct_bytes=600,
+)
 
 texts = st.text(alphabet="abcdefgh", max_size=700)
 operations = st.lists(
@@ -30,9 +37,14 @@ operations = st.lists(
 )
 
 
-def play(ops: list[tuple[str, list[str]]]) -> tuple[list[Event], list[str]]:
-    """Apply ``ops`` to an event log (as the history writes it) and to a plain list model."""
+Log = tuple[list[Event], dict[str, list[Event]], list[str]]
+
+
+def play(ops: list[tuple[str, list[str]]]) -> Log:
+    """Apply ``ops`` to an event log as the history writes it (the sequence and the stages) and
+    to a plain list model. An abandoned write stages its events but never commits."""
     events: list[Event] = []
+    stages: dict[str, list[Event]] = {}
     model: list[str] = []
     for op, batch in ops:
         entries = (
@@ -40,40 +52,40 @@ def play(ops: list[tuple[str, list[str]]]) -> tuple[list[Event], list[str]]:
             if op == "clear"
             else [encode_message(HumanMessage(t), compress_threshold=None) for t in batch]
         )
-        plan = plan_write(entries, len(events), uuid.uuid4().hex, TINY)
+        writer = uuid.uuid4().hex
+        plan = plan_write(entries, writer, TINY)
+        if plan.staged:
+            stages[writer] = [e for request in plan.staged for e in request]
         if op == "abandon":
-            if len(plan) > 1:  # interrupted after its first request: never committed
-                events.extend(plan[0])
             continue
-        for request in plan:
-            events.extend(request)
+        events.extend(plan.at(len(events)))
         model = [] if op == "clear" else [*model, *batch]
-    return events, model
+    return events, stages, model
 
 
 @given(operations)
 def test_fold_equals_the_list_model(ops: list[tuple[str, list[str]]]) -> None:
-    events, model = play(ops)
-    assert [m.content for m in fold(events)] == model
+    events, stages, model = play(ops)
+    assert [m.content for m in fold(events, stages=stages)] == model
 
 
 @given(operations, st.integers(min_value=0, max_value=8))
 def test_window_equals_the_tail_of_the_list_model(
     ops: list[tuple[str, list[str]]], limit: int
 ) -> None:
-    events, model = play(ops)
-    window = [m.content for m in fold(events, limit=limit)]
+    events, stages, model = play(ops)
+    window = [m.content for m in fold(events, stages=stages, limit=limit)]
     assert window == (model[-limit:] if limit else [])
 
 
 @given(operations)
 def test_the_fold_stops_at_the_latest_clear(ops: list[tuple[str, list[str]]]) -> None:
-    events, _ = play(ops)
+    events, stages, _ = play(ops)
     tail = TailFold()
     fed = 0
     for event in reversed(events):
         fed += 1
-        if tail.feed(event):
+        if tail.feed(event, reversed(stages.get(event.stage or "", []))):
             break
     clears = [e.seq for e in events if e.kind == "clear"]
     if clears:
@@ -139,6 +151,18 @@ def test_undecodable_payload_names_the_event() -> None:
         fold([msg(0), Event(1, "message", codec="json", body="{garbage")])
 
 
+def test_a_commit_must_bring_its_whole_stage() -> None:
+    writer = uuid.uuid4().hex
+    texts = ["x" * 300] * 6
+    plan = plan_write([encode_message(HumanMessage(t)) for t in texts], writer, TINY)
+    staged = [e for request in plan.staged for e in request]
+    commit = plan.at(0)
+    assert [m.content for m in fold(commit, stages={writer: staged})] == texts
+    for broken in (staged[1:], staged[:-1], [*staged, staged[-1]], []):
+        with pytest.raises(CorruptHistoryError, match="stage"):
+            fold(commit, stages={writer: broken})
+
+
 def test_unknown_kind_is_corruption() -> None:
-    with pytest.raises(CorruptHistoryError, match="unknown kind"):
+    with pytest.raises(CorruptHistoryError, match="unexpected kind"):
         fold([Event(0, "rename", body="x")])  # type: ignore[arg-type]

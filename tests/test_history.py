@@ -180,16 +180,44 @@ def test_a_batch_too_big_for_one_transaction_is_atomic_and_contiguous(
     assert sorted(c for c in contents if str(c).startswith("other")) == sorted(
         f"other {i}" for i in range(40)
     )
-    kinds = [item["event"]["S"] for item in stored_items(boto3_client, table_name)]
-    assert kinds.count("commit") == 1
+    items = stored_items(boto3_client, table_name)
+    assert [i["event"]["S"] for i in items if not i["SK"]["S"].startswith("!")].count("commit") == 1
+    assert sum(i["SK"]["S"].startswith("!") for i in items) == len(batch)  # the staged events
+
+
+def test_a_multi_transaction_write_is_not_starved_by_a_busy_writer(history: History) -> None:
+    rng = random.Random(5)
+    batch: list[BaseMessage] = [HumanMessage(random_text(rng, 60_000)) for _ in range(80)]
+    stop = threading.Event()
+    other = history()
+    written: list[str] = []
+
+    def busy() -> None:  # ~100 appends/s: far more than the whole batch's write time allows
+        while not stop.is_set():
+            other.add_user_message(f"busy {len(written)}")
+            written.append(f"busy {len(written)}")
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    try:
+        history().add_messages(batch)
+    finally:
+        stop.set()
+        thread.join()
+    contents = [m.content for m in history().messages]
+    start = contents.index(batch[0].content)
+    assert contents[start : start + len(batch)] == [m.content for m in batch]
+    assert [c for c in contents if str(c).startswith("busy")] == written
+    assert len(written) > 10  # the busy writer really appended during the batch
 
 
 def test_history_size_returns_the_latest_messages_reading_about_that_many_items(
     history: History,
 ) -> None:
     writer = history()
-    for start in range(0, 300, 50):
-        writer.add_messages([HumanMessage(f"m{i}") for i in range(start, start + 50)])
+    for start in range(0, 300, 20):  # batches of 20 go straight into the sequence
+        writer.add_messages([HumanMessage(f"m{i}") for i in range(start, start + 20)])
     window = history(history_size=20)
     items_read: list[int] = []
     window._store.client.meta.events.register(
@@ -198,6 +226,11 @@ def test_history_size_returns_the_latest_messages_reading_about_that_many_items(
     assert [m.content for m in window.messages] == [f"m{i}" for i in range(280, 300)]
     assert sum(items_read) <= 22
     assert [m.content for m in history(history_size=0).messages][-1] == "m299"  # 0 = no limit
+
+    writer.add_messages([HumanMessage(f"s{i}") for i in range(300)])  # staged, then committed
+    items_read.clear()
+    assert [m.content for m in window.messages] == [f"s{i}" for i in range(280, 300)]
+    assert sum(items_read) <= 2 * 22  # the commit's page, then about 20 staged events
 
 
 def test_ttl_items_carry_the_expiry_and_expired_ones_are_never_returned(
@@ -219,32 +252,35 @@ def test_clear_is_logical_first_then_physical(
     history: History, boto3_client: Any, table_name: str
 ) -> None:
     h = history()
-    h.add_messages([HumanMessage(f"m{i}") for i in range(60)])
-    h.clear()
+    for i in range(60):
+        h.add_user_message(f"m{i}")  # sequence numbers 0..59
+    h.add_messages([HumanMessage(f"big{i}") for i in range(150)])  # staged, committed at 60
+    assert len(stored_items(boto3_client, table_name)) == 60 + 150 + 1
+    h.clear()  # the tombstone is 61
     assert history().messages == []
     items = stored_items(boto3_client, table_name)
     assert [i["event"]["S"] for i in items] == ["clear"]
-    assert items[0]["SK"]["S"] == str(60).zfill(SEQ_WIDTH)
+    assert items[0]["SK"]["S"] == str(61).zfill(SEQ_WIDTH)
     history().add_user_message("after")
     keys = [i["SK"]["S"] for i in stored_items(boto3_client, table_name)]
-    assert keys == [str(60).zfill(SEQ_WIDTH), str(61).zfill(SEQ_WIDTH)]  # never reused
+    assert keys == [str(61).zfill(SEQ_WIDTH), str(62).zfill(SEQ_WIDTH)]  # never reused
     assert [m.content for m in history().messages] == ["after"]
 
 
 def test_an_interrupted_clear_still_reads_empty_and_the_next_clear_finishes(
     history: History, boto3_client: Any, table_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    history().add_messages([HumanMessage(f"m{i}") for i in range(40)])
+    history().add_messages([HumanMessage(f"m{i}") for i in range(20)])
     h = history()
 
     def fail(*args: Any, **kwargs: Any) -> int:
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(h._store, "delete_events", fail)
+    monkeypatch.setattr(h._store, "delete_keys", fail)
     with pytest.raises(RuntimeError):
         h.clear()
     assert history().messages == []
-    assert len(stored_items(boto3_client, table_name)) == 41
+    assert len(stored_items(boto3_client, table_name)) == 21
     history().clear()
     assert [i["event"]["S"] for i in stored_items(boto3_client, table_name)] == ["clear"]
 
