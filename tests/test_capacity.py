@@ -25,7 +25,6 @@ from tests.test_large_messages import (
     client_of,
     history,  # noqa: F401 - the fixture
     item_size,
-    kind,
     letters,
     stored_items,
 )
@@ -38,6 +37,14 @@ class Call:
     operation: str
     params: dict[str, Any]
     consumed: Any = None
+
+    @property
+    def consumed_units(self) -> float:
+        """The CapacityUnits the response reported (summed over tables)."""
+        entries = self.consumed or []
+        if isinstance(entries, dict):
+            entries = [entries]
+        return float(sum(e["CapacityUnits"] for e in entries))
 
 
 @dataclass
@@ -92,10 +99,6 @@ def recorder(history: History) -> Iterator[Recorder]:  # noqa: F811
 
 def write_units(size: int) -> int:
     return max(1, math.ceil(size / 1024))
-
-
-def items_by_key(client: Any, table: str, session: str = "s") -> dict[str, dict[str, Any]]:
-    return {i["SK"]["S"]: i for i in stored_items(client, table, session)}
 
 
 # -- totals against the reported values --------------------------------------------------------
@@ -161,57 +164,71 @@ def test_a_put_costs_one_wcu_per_kb_of_item(
     assert h.consumed_capacity.write_units == 1 + 1 + 1 + 2 + 2 + 3 + 4
 
 
+def expected_write_units(call: Call, local: bool) -> int:
+    """Write units of one request, from the items it sent: 1 per KB of each item, twice for a
+    transaction (DynamoDB Local: twice the sum of the distinct per-item units)."""
+    if call.operation == "PutItem":
+        return write_units(item_size(call.params["Item"]))
+    assert call.operation == "TransactWriteItems"
+    units = [write_units(item_size(a["Put"]["Item"])) for a in call.params["TransactItems"]]
+    return 2 * sum(set(units) if local else units)
+
+
+def writes_since(recorder: Recorder, first: int) -> list[Call]:
+    return [c for c in recorder.calls[first:] if c.operation in {"PutItem", "TransactWriteItems"}]
+
+
 def test_a_transaction_costs_twice_its_items(
     history: History,  # noqa: F811
     recorder: Recorder,
-    table_name: str,
+    dynamodb_endpoint: str | None,
 ) -> None:
-    """Two messages of different sizes, then a message in parts (one transaction: full part,
-    partial part, header, all of different sizes, so DynamoDB Local counts them right)."""
+    """Two messages of different sizes, then a message in parts (full part, partial part and
+    header, all of different sizes, so DynamoDB Local counts them as the service does)."""
+    local = dynamodb_endpoint is not None
     h = history(compress_threshold=None)
     h.add_message(HumanMessage("warm up"))
-    client = client_of(h)
-    before = h.consumed_capacity
+    before, first = h.consumed_capacity, len(recorder.calls)
     h.add_messages([HumanMessage("a" * 500), AIMessage("b" * 2_500)])
-    small_two = stored_items(client, table_name)[1:]
-    expected = 2 * sum(write_units(item_size(i)) for i in small_two)
-    assert expected == 2 * (1 + 3)
-    assert h.consumed_capacity - before == Capacity(0.0, float(expected), 1)
+    (call,) = writes_since(recorder, first)
+    assert call.operation == "TransactWriteItems"
+    assert expected_write_units(call, local) == 2 * (1 + 3)
+    assert h.consumed_capacity - before == Capacity(0.0, 8.0, 1)
 
-    before = h.consumed_capacity
+    before, first = h.consumed_capacity, len(recorder.calls)
     h.add_message(AIMessage(letters(550 * KB, 1)))
-    new = stored_items(client, table_name)[3:]
-    assert [kind(i) for i in new] == ["part", "part", "message"]
-    expected = 2 * sum(write_units(item_size(i)) for i in new)
+    calls = writes_since(recorder, first)
+    sent = [
+        action["Put"]["Item"]
+        for call in calls
+        if call.operation == "TransactWriteItems"
+        for action in call.params["TransactItems"]
+    ]
+    assert sorted(i["event"]["S"] for i in sent) == ["message", "part", "part"]
+    expected = sum(expected_write_units(c, local) for c in calls)
     assert 1_100 < expected < 1_200
-    assert h.consumed_capacity - before == Capacity(0.0, float(expected), 1)
+    used = h.consumed_capacity - before
+    assert used.write_units == expected and used.requests >= len(calls)
 
 
 def test_a_multi_transaction_write_costs_what_each_transaction_reported(
     history: History,  # noqa: F811
     recorder: Recorder,
-    table_name: str,
     dynamodb_endpoint: str | None,
 ) -> None:
+    """5 MB in 13 parts: more than one transaction, most parts of equal size (where DynamoDB
+    Local reports less than the service would charge)."""
     h = history(compress_threshold=None)
-    h.add_message(HumanMessage(letters(5 * MB, 2)))  # 13 equal full parts and a short one
-    client = client_of(h)
-    items = items_by_key(client, table_name)
-    transactions = [c for c in recorder.calls if c.operation == "TransactWriteItems"]
-    assert len(transactions) >= 2
-    service = local = 0
-    for call in transactions:
-        keys = [action["Put"]["Item"]["SK"]["S"] for action in call.params["TransactItems"]]
-        units = [write_units(item_size(items[k])) for k in keys]
-        service += 2 * sum(units)
-        local += 2 * sum(set(units))
-        assert call.consumed[0]["CapacityUnits"] == (
-            2 * sum(units) if dynamodb_endpoint is None else 2 * sum(set(units))
-        )
+    h.add_message(HumanMessage(letters(5 * MB, 2)))
+    writes = writes_since(recorder, 0)
+    assert len([c for c in writes if c.operation == "TransactWriteItems"]) >= 2
+    for call in writes:
+        assert call.consumed_units == expected_write_units(call, dynamodb_endpoint is not None)
+    service = sum(expected_write_units(c, local=False) for c in writes)
+    local = sum(expected_write_units(c, local=True) for c in writes)
     assert service >= 2 * 5 * MB // 1024 > local
-    puts = recorder.capacity({"PutItem"}).write_units  # a commit written on its own, if any
-    transactions_cost = service if dynamodb_endpoint is None else local
-    assert h.consumed_capacity.write_units == transactions_cost + puts
+    assert h.consumed_capacity.write_units == (local if dynamodb_endpoint else service)
+    assert h.consumed_capacity == recorder.capacity(DATA_OPERATIONS)
 
 
 # -- the meter on its own ---------------------------------------------------------------------
