@@ -1,0 +1,181 @@
+"""Every code example in README.md and docs/*.md runs against DynamoDB Local, so docs cannot rot.
+
+Conventions for writers of docs:
+
+- ```` ```python ```` blocks of one file run in order, in one namespace, which starts with
+  ``url`` (the DynamoDB Local endpoint). Use ``assert`` to show a result.
+- ```` ```console ```` blocks: each ``$ chathist ...`` line runs as a subprocess with
+  ``CHATHIST_ENDPOINT_URL`` set to ``url`` (after the Python blocks above it in the file); the
+  lines under it are its expected stdout, where ``...`` matches anything within a line and a
+  line that is only ``...`` matches any number of lines. Progress and summaries (stderr) are
+  not compared. Every ``$`` line of a console block must be a ``chathist`` command.
+- A block that cannot run here (AWS only, a long-running server, ...) is preceded by the line
+  ``<!-- no-run -->``. Other languages (``bash``, ``text``, ...) are never run.
+- Tables created by a file are deleted after it, so files do not see each other's data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from chathist.tables import forget_key_schema
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
+NO_RUN = "<!-- no-run -->"
+
+
+@dataclass(frozen=True)
+class Block:
+    """One fenced code block."""
+
+    language: str
+    code: str
+    line: int
+    runs: bool
+
+
+def blocks_of(path: Path) -> list[Block]:
+    """The fenced code blocks of ``path``, in order."""
+    text = path.read_text(encoding="utf-8")
+    found = []
+    for match in FENCE.finditer(text):
+        before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1].strip()
+        line = text.count("\n", 0, match.start()) + 2
+        found.append(Block(match.group(1).lower(), match.group(2), line, before != NO_RUN))
+    return found
+
+
+def _line_matches(pattern: str, line: str) -> bool:
+    regex = ".*".join(re.escape(part) for part in pattern.split("..."))
+    return re.fullmatch(regex, line.rstrip()) is not None
+
+
+def output_matches(expected: list[str], actual: list[str]) -> bool:
+    """``actual`` lines match ``expected`` (``...`` inside a line, or alone for many lines)."""
+    if not expected:
+        return not actual
+    head, rest = expected[0], expected[1:]
+    if head.strip() == "...":
+        return any(output_matches(rest, actual[i:]) for i in range(len(actual) + 1))
+    return bool(actual) and _line_matches(head, actual[0]) and output_matches(rest, actual[1:])
+
+
+def console_commands(block: Block) -> list[tuple[str, list[str]]]:
+    """(command, expected stdout lines) of each ``$`` line of a console block."""
+    commands: list[tuple[str, list[str]]] = []
+    for line in block.code.splitlines():
+        if line.startswith("$ "):
+            commands.append((line[2:].strip(), []))
+        elif commands:
+            commands[-1][1].append(line)
+    for _, expected in commands:
+        while expected and not expected[-1].strip():
+            expected.pop()
+    return commands
+
+
+def run_console(block: Block, path: Path, url: str) -> None:
+    env = dict(os.environ, CHATHIST_ENDPOINT_URL=url)
+    for command, expected in console_commands(block):
+        argv = shlex.split(command)
+        assert argv[0] == "chathist", (
+            f"{path.name}:{block.line}: console blocks run only chathist commands (or mark the"
+            f" block {NO_RUN}): {command}"
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "chathist.cli", *argv[1:]],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            cwd=ROOT,
+        )
+        where = f"{path.name}:{block.line}: $ {command}"
+        assert result.returncode == 0, f"{where}\nexit {result.returncode}\n{result.stderr}"
+        actual = result.stdout.rstrip("\n").splitlines()
+        assert output_matches(expected, actual), (
+            f"{where}\nexpected:\n" + "\n".join(expected) + "\nactual:\n" + result.stdout
+        )
+
+
+def test_doc_files_exist() -> None:
+    names = {p.relative_to(ROOT).as_posix() for p in DOC_FILES}
+    for wanted in ("README.md", "docs/design.md", "docs/api.md", "docs/migration.md"):
+        assert wanted in names
+    assert "docs/comparison.md" in names
+
+
+def test_output_matching() -> None:
+    assert output_matches(["a ... c"], ["a b b c"])
+    assert not output_matches(["a ... c"], ["a b b d"])
+    assert output_matches(["x", "...", "z"], ["x", "1", "2", "z"])
+    assert output_matches(["..."], [])
+    assert not output_matches(["x"], ["x", "y"])
+
+
+REFERENCE = re.compile(r"\b((?:tests|benchmarks)/[\w/]+\.py)(?:::(\w+))?")
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_referenced_tests_and_benchmarks_exist(path: Path) -> None:
+    """A claim that points at ``tests/x.py::test_y`` points at a test that exists."""
+    text = path.read_text(encoding="utf-8")
+    for match in REFERENCE.finditer(text):
+        target = ROOT / match.group(1)
+        assert target.is_file(), f"{path.name} names {match.group(1)}, which does not exist"
+        name = match.group(2)
+        if name:
+            source = target.read_text(encoding="utf-8")
+            assert re.search(rf"^def {name}\(", source, re.MULTILINE), (
+                f"{path.name} names {match.group(0)}, which does not exist"
+            )
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_code_blocks_run(
+    path: Path,
+    dynamodb_endpoint: str | None,
+    boto3_client: DynamoDBClient,
+) -> None:
+    if dynamodb_endpoint is None:
+        pytest.skip("docs examples create fixed table names: run them on DynamoDB Local only")
+    blocks = [b for b in blocks_of(path) if b.runs and b.language in ("python", "console")]
+    if not blocks:
+        pytest.skip(f"{path.name} has no runnable code blocks")
+    before = set(boto3_client.list_tables()["TableNames"])
+    namespace: dict[str, Any] = {"url": dynamodb_endpoint, "__name__": f"docs.{path.stem}"}
+    try:
+        for block in blocks:
+            if block.language == "python":
+                code = compile(block.code, f"{path.relative_to(ROOT)}:{block.line}", "exec")
+                exec(code, namespace)
+            else:
+                run_console(block, path, dynamodb_endpoint)
+    finally:
+        for name in set(boto3_client.list_tables()["TableNames"]) - before:
+            with contextlib.suppress(Exception):
+                boto3_client.delete_table(TableName=name)
+        _forget_cached_schemas()
+
+
+def _forget_cached_schemas() -> None:
+    """Tables of the same names may be created again with another schema by the next file."""
+    from chathist import tables
+
+    for binding in list(tables._schemas):
+        forget_key_schema(binding)
