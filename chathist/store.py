@@ -251,7 +251,10 @@ class EventStore:
         if request.pop("empty", False):
             return
         while True:
-            page = self._call("Query", "query", **request)
+            try:
+                page = self._call("Query", "query", **request)
+            except ClientError as exc:
+                raise StorageError(f"query on {self.table_name!r} failed: {exc}") from exc
             yield from page.get("Items", [])
             last = page.get("LastEvaluatedKey")
             if not last:

@@ -21,7 +21,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
-from botocore.exceptions import ClientError, ConnectionClosedError
+from botocore.exceptions import ConnectionClosedError
 from botocore.httpsession import URLLib3Session
 from botocore.retries.standard import ExponentialBackoff
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -503,12 +503,6 @@ def test_exhausted_retries_raise_typed_errors_and_leave_history_consistent(
     setup.check(["kept1", "kept2", "later", "later1", "later2"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ClientError,
-    reason="known bug: EventStore._call re-raises botocore's ClientError for Query (reads,"
-    " last_seq) once retries run out, instead of StorageError",
-)
 def test_exhausted_read_retries_raise_storage_error(setup: Setup) -> None:
     """A read whose Query keeps failing with 503 raises StorageError; the next read works."""
     setup.history.add_message(human("kept"))
