@@ -156,7 +156,9 @@ def plan_write(
     if expires_at is not None:
         events = [e if e.kind == "clear" else replace(e, expires_at=expires_at) for e in events]
     size = sum(event_size(e, limits.overhead) for e in events)
-    if len(events) <= limits.direct_items and size <= limits.direct_bytes:
+    direct_items = min(limits.direct_items, limits.transaction_items)
+    direct_bytes = min(limits.direct_bytes, limits.transaction_bytes)
+    if len(events) <= direct_items and size <= direct_bytes:  # one request, never over a limit
         return Plan([], events)
     groups = _group(events, limits)
     staged = [[replace(e, stage=writer, staged_at=now) for e in group] for group in groups]
