@@ -116,10 +116,12 @@ def test_every_subcommand_help_has_examples_and_connection_options(
         assert option in out
 
 
-def test_usage_errors_exit_2() -> None:
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(None, "show", "only-a-table").returncode == 2
-    assert run_cli(None, "no-such-command").returncode == 2
-    assert run_cli(None).returncode == 2
+    assert main(["no-such-command"]) == 2
+    assert main([]) == 2
+    assert main(["show", "T", "s", "--last", "x"]) == 2
+    assert "usage:" in capsys.readouterr().err
 
 
 # -- create-table -------------------------------------------------------------------------------
@@ -144,7 +146,9 @@ def test_create_table_then_again_is_a_no_op(
 
 
 def test_wrong_schema_is_one_line_and_debug_shows_the_traceback(
-    dynamodb_endpoint: str | None, boto3_client: DynamoDBClient
+    dynamodb_endpoint: str | None,
+    boto3_client: DynamoDBClient,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     name = f"chathist-test-{uuid.uuid4().hex[:12]}"
     boto3_client.create_table(
@@ -156,20 +160,28 @@ def test_wrong_schema_is_one_line_and_debug_shows_the_traceback(
     try:
         line = assert_one_error_line(run_cli(dynamodb_endpoint, "create-table", name))
         assert name in line
-        debug = run_cli(dynamodb_endpoint, "create-table", name, "--debug")
-        assert debug.returncode == 1
-        assert "Traceback" in debug.stderr
-        assert "TableSchemaError" in debug.stderr
+        args = ["create-table", name, "--debug"]
+        if dynamodb_endpoint is not None:
+            args += ["--endpoint-url", dynamodb_endpoint]
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" in err and "TableSchemaError" in err
     finally:
         with contextlib.suppress(Exception):
             boto3_client.delete_table(TableName=name)
 
 
-def test_missing_table_is_one_line(dynamodb_endpoint: str | None) -> None:
+def test_missing_table_is_one_line(
+    dynamodb_endpoint: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = f"chathist-test-missing-{uuid.uuid4().hex[:8]}"
-    for args in (("show", missing, "s"), ("export", missing), ("stats", missing)):
-        line = assert_one_error_line(run_cli(dynamodb_endpoint, *args))
-        assert missing in line and "does not exist" in line
+    line = assert_one_error_line(run_cli(dynamodb_endpoint, "show", missing, "s"))
+    assert missing in line and "does not exist" in line
+    endpoint = [] if dynamodb_endpoint is None else ["--endpoint-url", dynamodb_endpoint]
+    for args in (["export", missing], ["stats", missing], ["import", missing, "-"]):
+        assert main([*args, *endpoint]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("chathist: error: ") and missing in err[0]
 
 
 # -- show ---------------------------------------------------------------------------------------
