@@ -6,26 +6,56 @@ import random
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
 from chathist.capacity import Capacity, CapacityMeter
 from chathist.codec import DEFAULT_COMPRESS_THRESHOLD, Payload, encode_message
-from chathist.errors import ConcurrencyError, ConfigurationError, InvalidSessionIdError
+from chathist.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    InvalidSessionIdError,
+    TableSchemaError,
+)
 from chathist.events import Event, format_seq
 from chathist.fold import TailFold
+from chathist.legacy import ListItem, ListStore, Outcome, commit_migration, messages_from_legacy
 from chathist.models import Binding, event_model
 from chathist.store import EventStore, SequenceTaken
 from chathist.tables import check_event_schema, describe_key_schema
-from chathist.writes import CLEAR, Limits, item_overhead, plan_write
+from chathist.writes import CLEAR, ITEM_LIMIT, Limits, item_overhead, plan_write
 
 if TYPE_CHECKING:
     import boto3
 
-__all__ = ["DynamoDBChatMessageHistory", "validate_session_id"]
+__all__ = ["DynamoDBChatMessageHistory", "Layout", "validate_session_id"]
+
+Layout = Literal["auto", "events", "list"]
+
+_warned_tables: set[Binding] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_list_layout(binding: Binding) -> None:
+    """Warn (once per table and process) that a hash-only table is used in the list layout."""
+    with _warned_lock:
+        if binding in _warned_tables:
+            return
+        _warned_tables.add(binding)
+    name = binding.table_name
+    warnings.warn(
+        f"table {name!r} has only a hash key: chathist uses LangChain's list layout there, one"
+        " item per session, which cannot grow past DynamoDB's 400 KB item limit. Move it to the"
+        f" event layout: chathist migrate --source {name} --target {name}-events",
+        UserWarning,
+        stacklevel=4,
+    )
+
 
 MAX_KEY_BYTES = 2048
 """DynamoDB's limit on a partition key value, in UTF-8 bytes."""
@@ -64,15 +94,29 @@ def _optional_count(name: str, value: object) -> int | None:
 class DynamoDBChatMessageHistory(BaseChatMessageHistory):
     """Chat message history in DynamoDB, one item per event; a drop-in for LangChain's class.
 
+    ``layout`` (keyword-only) picks the storage format:
+
+    - ``"events"``: chathist's event layout, one item per event (no size limit).
+    - ``"list"``: LangChain's list layout, one item per session holding the list of messages,
+      read and written exactly as ``langchain_community`` does (see `chathist.legacy`), but with
+      atomic appends, numbers read back as int/float, and `ItemTooLargeError` at 400 KB.
+    - ``"auto"`` (default): the list layout when ``key`` is given or the table has only a hash
+      key (then a warning, once per table and process, names the migration command); the event
+      layout on a table with a sort key. Decided on first use (the key schema is looked up once
+      per process); the constructor does no I/O.
+
     The positional arguments are those of ``langchain_community``'s
-    ``DynamoDBChatMessageHistory``. In the event layout they mean:
+    ``DynamoDBChatMessageHistory``. In the list layout they mean what they mean there
+    (``history_size`` keeps only the latest N messages in the item; ``coerce_float_to_decimal``
+    must be True to store floats). In the event layout they mean:
 
     - ``table_name``: a table with a string hash key ``primary_key_name`` and a string range key
       ``sort_key_name`` (see `create_table`).
     - ``session_id``: the partition key value; every event of the session is stored under it.
     - ``endpoint_url``, ``boto3_session``: where and as whom to connect (``region_name`` too).
     - ``primary_key_name``: the name of the table's hash key (default ``SessionId``).
-    - ``key``: addresses a single item, which the event layout does not use: refused.
+    - ``key``: addresses a single item, which the event layout does not use: refused with
+      ``layout="events"``, selects the list layout otherwise.
     - ``kms_key_id``: client-side encryption is not supported yet: refused. Use encryption at
       rest with a customer managed key instead (``create_table(..., kms_key_id=...)``).
     - ``ttl``: every item written expires ``ttl`` seconds after it was written (attribute
@@ -87,6 +131,16 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
     Keyword-only options: ``sort_key_name``, ``region_name``, ``consistent_read`` (default True:
     a writer reads its own writes), ``compress_threshold`` (bytes; None never compresses) and
     ``max_append_attempts`` (conditional-write races lost before `ConcurrencyError`).
+
+    Lazy migration from the list layout (event layout only): ``legacy_table_name`` (default: this
+    table) and ``legacy_key`` (default ``{primary_key_name: session_id}``) locate the session's
+    list-layout item, ``legacy_messages_key`` its list attribute (default
+    ``history_messages_key``). Until the first write, ``messages`` are the legacy messages
+    followed by the events (a clear among the events hides the legacy ones). The first
+    ``add_messages``/``clear`` moves the legacy messages into events in the same transaction that
+    removes the legacy item, or, with ``delete_legacy=False``, marks it migrated (chathist then
+    ignores it; LangChain's class still reads it). Concurrent writers neither lose nor duplicate
+    messages; see `chathist.legacy` for the design.
     """
 
     def __init__(
@@ -109,14 +163,27 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         consistent_read: bool = True,
         compress_threshold: int | None = DEFAULT_COMPRESS_THRESHOLD,
         max_append_attempts: int = 64,
+        layout: Layout = "auto",
+        legacy_table_name: str | None = None,
+        legacy_key: dict[str, Any] | None = None,
+        legacy_messages_key: str | None = None,
+        delete_legacy: bool = True,
     ) -> None:
         if not isinstance(table_name, str) or not table_name:
             raise ConfigurationError("table_name must be a non-empty str")
         self.session_id = validate_session_id(session_id)
-        if key is not None:
+        if layout not in ("auto", "events", "list"):
+            raise ConfigurationError(f"layout must be 'auto', 'events' or 'list', got {layout!r}")
+        if key is not None and layout == "events":
             raise ConfigurationError(
                 "key addresses one item per session (LangChain's list layout); the event layout"
                 " stores one item per event under session_id: drop key, or use layout='list'"
+            )
+        migrating = legacy_table_name is not None or legacy_key is not None
+        if migrating and (layout == "list" or key is not None):
+            raise ConfigurationError(
+                "legacy_table_name/legacy_key migrate a list-layout session into the event"
+                " layout; they do not apply to layout='list' or with key"
             )
         if kms_key_id is not None:
             raise ConfigurationError(
@@ -126,7 +193,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         if not history_messages_key:
             raise ConfigurationError("history_messages_key must be a non-empty str")
         names = {primary_key_name, sort_key_name, history_messages_key, ttl_key_name}
-        if len(names) < 4:
+        if key is None and len(names) < 4:
             raise ConfigurationError(
                 "primary_key_name, sort_key_name, history_messages_key and ttl_key_name must differ"
             )
@@ -153,12 +220,39 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         self._next_seq: int | None = None
         self._lock = threading.RLock()
         self._checked = False
+        self._layout: Layout | None = "list" if key is not None or layout == "list" else None
+        if layout == "events":
+            self._layout = "events"
+        self._list: ListStore | None = None
+        if self._layout == "list":
+            self._list = self._list_store(key or {primary_key_name: self.session_id})
+        self._legacy: ListStore | None = None
+        self._legacy_retired = False
+        self.delete_legacy = delete_legacy
+        if migrating:
+            legacy_binding = Binding(
+                legacy_table_name or table_name, endpoint_url, region_name, boto3_session
+            )
+            legacy_key = legacy_key or {primary_key_name: self.session_id}
+            if legacy_binding == self._binding and legacy_key.get(primary_key_name) == session_id:
+                raise ConfigurationError(
+                    "legacy_key must not be in the session's own partition of the event table"
+                )
+            self._legacy = ListStore(
+                legacy_binding,
+                legacy_key,
+                history_key=legacy_messages_key or history_messages_key,
+                meter=self.meter,
+            )
 
     # -- reading --------------------------------------------------------------------------------
 
     @property
     def messages(self) -> list[BaseMessage]:
         """The session's messages (the latest ``history_size`` of them), oldest first."""
+        if self._list_layout():
+            assert self._list is not None
+            return self._list.messages()
         self._check_table()
         window = self.history_size
         tail = TailFold(limit=window, now=time.time())
@@ -170,7 +264,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
                     staged = self._store.select_staged(self.session_id, event.stage, page_size=page)
                 if tail.feed(event, staged):
                     break
-        return tail.messages
+        return self._after_legacy(tail)
 
     @messages.setter
     def messages(self, value: list[BaseMessage]) -> None:
@@ -180,19 +274,29 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append ``messages`` atomically and contiguously: all or none, in this order."""
+        if self._list_layout():
+            assert self._list is not None
+            self._list.append(messages)
+            return
         payloads = [encode_message(m, compress_threshold=self.compress_threshold) for m in messages]
-        if payloads:
+        if payloads and self._migrate(payloads) is None:
             self._append(payloads)
 
     def clear(self) -> None:
         """Clear the session: a tombstone first (readers see nothing from then on), then
         delete every item below it in batches. If deletion is interrupted, readers still see an
         empty history, and the next ``clear()`` deletes what is left."""
+        if self._list_layout():
+            assert self._list is not None
+            self._list.delete()
+            return
         self._check_table()
         with self._lock:
-            if self._next_seq is None and self._store.last_seq(self.session_id) is None:
-                return
-            tombstone = self._append([CLEAR])
+            tombstone = self._migrate([CLEAR])
+            if tombstone is None:
+                if self._next_seq is None and self._store.last_seq(self.session_id) is None:
+                    return
+                tombstone = self._append([CLEAR])
         self._delete_below(tombstone)
 
     def _delete_below(self, tombstone: int) -> None:
@@ -251,6 +355,129 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         raise ConcurrencyError(
             f"session {self.session_id!r}: other writers took the next sequence number"
             f" {self.max_append_attempts} times in a row"
+        )
+
+    # -- layouts --------------------------------------------------------------------------------
+
+    def _list_store(self, key: dict[str, Any]) -> ListStore:
+        return ListStore(
+            self._binding,
+            key,
+            history_key=self.history_messages_key,
+            ttl=self.ttl,
+            ttl_key_name=self.ttl_key_name,
+            history_size=self.history_size,
+            coerce_float_to_decimal=self.coerce_float_to_decimal,
+            meter=self.meter,
+            max_attempts=self.max_append_attempts,
+        )
+
+    def _list_layout(self) -> bool:
+        """Whether this history uses the list layout; with ``layout="auto"``, decided on first
+        use from the table's (cached) key schema."""
+        if self._layout is None:
+            schema = describe_key_schema(self._binding)
+            if schema.composite:
+                self._layout = "events"
+            else:
+                if self._legacy is not None:
+                    raise ConfigurationError(
+                        f"table {self.table_name!r} has only a hash key ({schema}), so it is used"
+                        " in the list layout; legacy_table_name/legacy_key need an event table"
+                    )
+                if schema.hash_key != self.primary_key_name:
+                    raise TableSchemaError(
+                        f"table {self.table_name!r} has key schema {schema}; pass"
+                        f" primary_key_name={schema.hash_key!r}"
+                    )
+                _warn_list_layout(self._binding)
+                self._list = self._list_store({self.primary_key_name: self.session_id})
+                self._layout = "list"
+        return self._layout == "list"
+
+    # -- lazy migration -------------------------------------------------------------------------
+
+    def _pending_legacy(self) -> ListItem | None:
+        """The legacy item, unless there is none (or it was retired) any more."""
+        if self._legacy is None or self._legacy_retired:
+            return None
+        item = self._legacy.read(consistent=self.consistent_read)
+        if item.entries is None or item.migrated:
+            self._legacy_retired = True
+            return None
+        return item
+
+    def _after_legacy(self, tail: TailFold) -> list[BaseMessage]:
+        """The events' messages, after the legacy ones unless a clear or the window hides them."""
+        if tail.done:
+            return tail.messages
+        item = self._pending_legacy()
+        if item is None:
+            return tail.messages
+        assert item.entries is not None
+        combined = [*messages_from_legacy(item.entries), *tail.messages]
+        return combined[-self.history_size :] if self.history_size else combined
+
+    def _events_cleared(self) -> bool:
+        """Whether the session's events hold a clear (which hides the legacy messages)."""
+        return any(e.kind == "clear" for e in self._store.select_events(self.session_id))
+
+    def _migrate(self, entries: Sequence[Payload | object]) -> int | None:
+        """Write ``entries`` together with the move of the legacy messages into events (or, for
+        a clear, only the retirement of the legacy item); return the sequence number of the
+        last entry, or None if there is no legacy item to migrate (then nothing was written)."""
+        legacy = self._legacy
+        if legacy is None or self._legacy_retired:
+            return None
+        self._check_table()
+        clearing = any(entry is CLEAR for entry in entries)
+        with self._lock:
+            for attempt in range(self.max_append_attempts):
+                item = self._pending_legacy()
+                if item is None:
+                    return None
+                assert item.entries is not None
+                moved: list[Payload] = []
+                if not clearing and not self._events_cleared():
+                    moved = [
+                        encode_message(m, compress_threshold=self.compress_threshold)
+                        for m in messages_from_legacy(item.entries)
+                    ]
+                now = int(time.time())
+                plan = plan_write(
+                    [*moved, *entries],  # type: ignore[list-item]
+                    uuid.uuid4().hex,
+                    self._migration_limits,
+                    expires_at=now + self.ttl if self.ttl else None,
+                    now=now,
+                )
+                for request in plan.staged:
+                    self._store.insert_events(self.session_id, request)
+                if self._next_seq is None:
+                    last = self._store.last_seq(self.session_id)
+                    self._next_seq = 0 if last is None else last + 1
+                final = plan.at(self._next_seq)
+                retire = legacy.retire_action(item, delete=self.delete_legacy, now=now)
+                outcome = commit_migration(self._store, self.session_id, final, retire)
+                if outcome is Outcome.DONE:
+                    self._legacy_retired = True
+                    self._next_seq = final[-1].seq + 1
+                    return final[-1].seq
+                if outcome is Outcome.SEQUENCE_TAKEN:
+                    self._next_seq = None
+                time.sleep(random.uniform(0, min(0.2, 0.004 * 2**attempt)))
+        raise ConcurrencyError(
+            f"session {self.session_id!r}: the legacy item kept changing while it was migrated"
+            f" ({self.max_append_attempts} attempts)"
+        )
+
+    @property
+    def _migration_limits(self) -> Limits:
+        """Limits that leave room in the final transaction for the legacy item's action."""
+        return replace(
+            self._limits,
+            transaction_items=self._limits.transaction_items - 1,
+            transaction_bytes=self._limits.transaction_bytes - ITEM_LIMIT,
         )
 
     # -- the rest -------------------------------------------------------------------------------

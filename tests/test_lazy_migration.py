@@ -1,0 +1,244 @@
+"""Lazy migration: an event-layout history that still finds a session's list-layout item."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
+import chathist.history
+from chathist import ConfigurationError, DynamoDBChatMessageHistory
+from chathist.legacy import MIGRATED_ATTRIBUTE, Outcome, commit_migration
+from tests.test_list_layout import list_table, raw_item
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from langchain_community.chat_message_histories import (
+        DynamoDBChatMessageHistory as LangChainHistory,
+    )
+
+History = Callable[..., DynamoDBChatMessageHistory]
+
+
+@pytest.fixture
+def legacy_table(boto3_client: Any) -> Iterator[str]:
+    with list_table(boto3_client, prefix="legacy") as name:
+        yield name
+
+
+@pytest.fixture
+def migrating(
+    table_name: str, legacy_table: str, dynamodb_endpoint: str | None, dynamodb_region: str | None
+) -> History:
+    """Event-layout histories on ``table_name`` that migrate from ``legacy_table``."""
+
+    def make(session_id: str = "s", **options: Any) -> DynamoDBChatMessageHistory:
+        options.setdefault("legacy_table_name", legacy_table)
+        return DynamoDBChatMessageHistory(
+            table_name, session_id, dynamodb_endpoint, region_name=dynamodb_region, **options
+        )
+
+    return make
+
+
+def write_legacy(
+    table: str, endpoint: str | None, session: str, messages: list[BaseMessage], **options: Any
+) -> None:
+    LangChainHistory(table, session, endpoint, **options).add_messages(messages)
+
+
+def events_of(client: Any, table: str, session: str) -> list[dict[str, Any]]:
+    return list(
+        client.query(
+            TableName=table,
+            KeyConditionExpression="SessionId = :s",
+            ExpressionAttributeValues={":s": {"S": session}},
+            ConsistentRead=True,
+        )["Items"]
+    )
+
+
+def old_messages(n: int, tag: str = "old") -> list[BaseMessage]:
+    return [
+        (HumanMessage if i % 2 == 0 else AIMessage)(f"{tag} {i}", additional_kwargs={"i": i})
+        for i in range(n)
+    ]
+
+
+def test_legacy_session_is_read_then_moved_on_first_write(
+    migrating: History,
+    legacy_table: str,
+    table_name: str,
+    boto3_client: Any,
+    dynamodb_endpoint: str | None,
+) -> None:
+    old = old_messages(4)
+    write_legacy(legacy_table, dynamodb_endpoint, "s", old)
+    history = migrating()
+    assert history.messages == old
+    assert events_of(boto3_client, table_name, "s") == []  # reading wrote nothing
+    history.add_user_message("new")
+    assert raw_item(boto3_client, legacy_table, {"SessionId": "s"}) is None
+    assert len(events_of(boto3_client, table_name, "s")) == 5
+    assert history.messages == [*old, HumanMessage("new")]
+    fresh = migrating()
+    assert fresh.messages == [*old, HumanMessage("new")]
+    fresh.add_ai_message("more")
+    plain = DynamoDBChatMessageHistory(table_name, "s", dynamodb_endpoint)  # no legacy options
+    assert plain.messages == [*old, HumanMessage("new"), AIMessage("more")]
+
+
+def test_delete_legacy_false_marks_the_item_and_langchain_still_reads_it(
+    migrating: History, legacy_table: str, boto3_client: Any, dynamodb_endpoint: str | None
+) -> None:
+    old = old_messages(3)
+    write_legacy(legacy_table, dynamodb_endpoint, "s", old)
+    history = migrating(delete_legacy=False)
+    history.add_user_message("new")
+    item = raw_item(boto3_client, legacy_table, {"SessionId": "s"})
+    assert item is not None and MIGRATED_ATTRIBUTE in item
+    assert LangChainHistory(legacy_table, "s", dynamodb_endpoint).messages == old
+    for reader in (history, migrating(delete_legacy=False)):
+        assert reader.messages == [*old, HumanMessage("new")]  # not twice
+
+
+def test_clear_retires_the_legacy_item(
+    migrating: History, legacy_table: str, boto3_client: Any, dynamodb_endpoint: str | None
+) -> None:
+    write_legacy(legacy_table, dynamodb_endpoint, "s", old_messages(3))
+    history = migrating()
+    history.clear()
+    assert raw_item(boto3_client, legacy_table, {"SessionId": "s"}) is None
+    assert history.messages == []
+    history.add_user_message("after")
+    assert migrating().messages == [HumanMessage("after")]
+
+
+def test_a_clear_among_the_events_hides_the_legacy_messages(
+    migrating: History,
+    legacy_table: str,
+    table_name: str,
+    dynamodb_endpoint: str | None,
+    boto3_client: Any,
+) -> None:
+    write_legacy(legacy_table, dynamodb_endpoint, "s", old_messages(3))
+    plain = DynamoDBChatMessageHistory(table_name, "s", dynamodb_endpoint)
+    plain.add_user_message("event")
+    plain.clear()
+    history = migrating()
+    assert history.messages == []
+    history.add_user_message("new")
+    assert history.messages == [HumanMessage("new")]
+    assert raw_item(boto3_client, legacy_table, {"SessionId": "s"}) is None
+
+
+def test_history_size_spans_legacy_and_events(
+    migrating: History, legacy_table: str, dynamodb_endpoint: str | None
+) -> None:
+    old = old_messages(4)
+    write_legacy(legacy_table, dynamodb_endpoint, "s", old)
+    assert migrating(history_size=2).messages == old[-2:]
+    history = migrating(history_size=3)
+    history.add_user_message("new")
+    assert history.messages == [*old[-2:], HumanMessage("new")]
+
+
+def test_legacy_item_in_the_same_composite_table(
+    table_name: str, dynamodb_endpoint: str | None, boto3_client: Any
+) -> None:
+    """A composite-key list item (LangChain's ``key``) beside the events, in one table."""
+    legacy_key = {"SessionId": "legacy::s", "SK": "langchain_history"}
+    old = old_messages(2)
+    LangChainHistory(table_name, "s", dynamodb_endpoint, key=legacy_key).add_messages(old)
+    history = DynamoDBChatMessageHistory(table_name, "s", dynamodb_endpoint, legacy_key=legacy_key)
+    assert history.messages == old
+    history.add_user_message("new")
+    assert history.messages == [*old, HumanMessage("new")]
+    assert raw_item(boto3_client, table_name, legacy_key) is None
+
+
+def test_large_legacy_session_is_moved_in_staged_transactions(
+    migrating: History, legacy_table: str, table_name: str, dynamodb_endpoint: str | None
+) -> None:
+    old = old_messages(150)  # more than one transaction's 100 items
+    write_legacy(legacy_table, dynamodb_endpoint, "s", old)
+    history = migrating()
+    history.add_user_message("new")
+    assert migrating().messages == [*old, HumanMessage("new")]
+    plain = DynamoDBChatMessageHistory(table_name, "s", dynamodb_endpoint)
+    assert plain.messages == [*old, HumanMessage("new")]
+
+
+def test_legacy_options_are_checked(table_name: str, dynamodb_endpoint: str | None) -> None:
+    with pytest.raises(ConfigurationError, match="legacy"):
+        DynamoDBChatMessageHistory(
+            table_name, "s", dynamodb_endpoint, layout="list", legacy_table_name="old"
+        )
+    with pytest.raises(ConfigurationError, match="partition"):
+        DynamoDBChatMessageHistory(
+            table_name, "s", dynamodb_endpoint, legacy_key={"SessionId": "s", "SK": "x"}
+        )
+
+
+def _race(make: Callable[[int], DynamoDBChatMessageHistory], old: list[BaseMessage]) -> None:
+    """Two writers, both having read the legacy messages, write at once (three messages each)."""
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def write(writer: int) -> None:
+        history = make(writer)
+        try:
+            assert history.messages == old
+            barrier.wait()
+            history.add_messages([HumanMessage(f"{writer}:0"), AIMessage(f"{writer}:1")])
+            history.add_user_message(f"{writer}:2")
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+@pytest.mark.parametrize("delete_legacy", [True, False])
+def test_two_concurrent_writers_neither_lose_nor_duplicate(
+    migrating: History,
+    legacy_table: str,
+    dynamodb_endpoint: str | None,
+    boto3_client: Any,
+    delete_legacy: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outcomes: Counter[Outcome] = Counter()
+
+    def counted(*args: Any) -> Outcome:
+        outcome = commit_migration(*args)
+        outcomes[outcome] += 1
+        return outcome
+
+    monkeypatch.setattr(chathist.history, "commit_migration", counted)
+    for round_ in range(6):
+        session = f"race-{round_}-{uuid.uuid4().hex[:6]}"
+        old = old_messages(3 + round_, tag=session)
+        write_legacy(legacy_table, dynamodb_endpoint, session, old)
+        _race(lambda _, s=session: migrating(s, delete_legacy=delete_legacy), old)
+        messages = migrating(session, delete_legacy=delete_legacy).messages
+        assert messages[: len(old)] == old
+        new = [str(m.content) for m in messages[len(old) :]]
+        assert sorted(new) == sorted(f"{w}:{n}" for w in range(2) for n in range(3))
+        for writer in range(2):
+            mine = [text for text in new if text.startswith(f"{writer}:")]
+            assert mine == [f"{writer}:{n}" for n in range(3)]
+        item = raw_item(boto3_client, legacy_table, {"SessionId": session})
+        assert (item is None) if delete_legacy else (item is not None)
+    assert outcomes[Outcome.DONE] == 6  # one migration a session
+    assert outcomes[Outcome.LEGACY_CHANGED] + outcomes[Outcome.SEQUENCE_TAKEN] > 0  # a real race

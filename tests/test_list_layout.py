@@ -1,0 +1,353 @@
+"""The list layout (LangChain's one item per session) through chathist, against DynamoDB Local."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
+from chathist import (
+    ConfigurationError,
+    DynamoDBChatMessageHistory,
+    ItemTooLargeError,
+    TableSchemaError,
+    UnsupportedValueError,
+)
+from chathist.legacy import VERSION_ATTRIBUTE
+
+History = Callable[..., DynamoDBChatMessageHistory]
+
+
+def create_list_table(
+    client: Any, name: str, hash_key: str = "SessionId", range_key: str | None = None
+) -> None:
+    """Create a LangChain-style table: a string hash key (and optionally a string range key)."""
+    keys = [(hash_key, "HASH")] + ([(range_key, "RANGE")] if range_key else [])
+    client.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k, _ in keys],
+        KeySchema=[{"AttributeName": k, "KeyType": t} for k, t in keys],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.get_waiter("table_exists").wait(TableName=name)
+
+
+@contextlib.contextmanager
+def list_table(
+    client: Any, hash_key: str = "SessionId", range_key: str | None = None, prefix: str = "list"
+) -> Iterator[str]:
+    """A fresh LangChain-style table, deleted afterwards."""
+    name = f"chathist-test-{prefix}-{uuid.uuid4().hex[:10]}"
+    create_list_table(client, name, hash_key, range_key)
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(Exception):
+            client.delete_table(TableName=name)
+
+
+@pytest.fixture
+def hash_table(boto3_client: Any) -> Iterator[str]:
+    """A fresh hash-only table keyed by ``SessionId``, as in LangChain's docs."""
+    with list_table(boto3_client) as name:
+        yield name
+
+
+@pytest.fixture
+def listed(hash_table: str, dynamodb_endpoint: str | None, dynamodb_region: str | None) -> History:
+    """Make list-layout histories on ``hash_table``: ``listed(session_id="s", **options)``."""
+
+    def make(session_id: str = "s", **options: Any) -> DynamoDBChatMessageHistory:
+        options.setdefault("layout", "list")
+        return DynamoDBChatMessageHistory(
+            hash_table, session_id, dynamodb_endpoint, region_name=dynamodb_region, **options
+        )
+
+    return make
+
+
+def raw_item(client: Any, table: str, key: dict[str, str]) -> dict[str, Any] | None:
+    """The stored item (low-level attribute values), read consistently."""
+    raw_key = {name: {"S": value} for name, value in key.items()}
+    response = client.get_item(TableName=table, Key=raw_key, ConsistentRead=True)
+    item: dict[str, Any] | None = response.get("Item")
+    return item
+
+
+def decimals_in(value: Any) -> list[Any]:
+    """Every Decimal anywhere inside ``value``."""
+    if isinstance(value, Decimal):
+        return [value]
+    if isinstance(value, dict):
+        return [d for v in value.values() for d in decimals_in(v)]
+    if isinstance(value, (list, tuple)):
+        return [d for v in value for d in decimals_in(v)]
+    return []
+
+
+def dumped(messages: list[BaseMessage]) -> list[dict[str, Any]]:
+    return [m.model_dump() for m in messages]
+
+
+# -- the seed notebook ---------------------------------------------------------------------------
+
+
+def test_notebook_code_runs_unchanged_on_a_hash_only_table_and_warns_once(
+    boto3_client: Any, dynamodb_endpoint: str | None
+) -> None:
+    with list_table(boto3_client, prefix="SessionTable") as table:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            history = DynamoDBChatMessageHistory(
+                table_name=table, session_id="0", endpoint_url=dynamodb_endpoint
+            )
+            history.add_user_message("hi!")
+            history.add_ai_message("whats up?")
+            again = DynamoDBChatMessageHistory(
+                table_name=table, session_id="1", endpoint_url=dynamodb_endpoint
+            )
+            again.add_user_message("another session")
+            assert history.messages == [HumanMessage("hi!"), AIMessage("whats up?")]
+            assert again.messages == [HumanMessage("another session")]
+        ours = [w for w in caught if table in str(w.message)]
+        assert len(ours) == 1
+        assert "400 KB" in str(ours[0].message)
+        assert f"chathist migrate --source {table}" in str(ours[0].message)
+        item = raw_item(boto3_client, table, {"SessionId": "0"})
+        assert item is not None
+        assert [entry["M"]["type"]["S"] for entry in item["History"]["L"]] == ["human", "ai"]
+
+
+def test_auto_on_a_composite_table_without_key_is_the_event_layout(
+    table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        history = DynamoDBChatMessageHistory(
+            table_name, "s", dynamodb_endpoint, region_name=dynamodb_region
+        )
+        history.add_messages([HumanMessage("a"), AIMessage("b")])
+    items = boto3_client.query(
+        TableName=table_name,
+        KeyConditionExpression="SessionId = :s",
+        ExpressionAttributeValues={":s": {"S": "s"}},
+    )["Items"]
+    assert [i["SK"]["S"] for i in items] == [f"{n:020d}" for n in range(2)]
+    assert history.messages == [HumanMessage("a"), AIMessage("b")]
+
+
+def test_explicit_layouts(listed: History, hash_table: str, dynamodb_endpoint: str | None) -> None:
+    with pytest.raises(ConfigurationError, match="layout='list'"):
+        DynamoDBChatMessageHistory(
+            hash_table, "s", dynamodb_endpoint, key={"SessionId": "s"}, layout="events"
+        )
+    with pytest.raises(ConfigurationError, match="layout must be"):
+        DynamoDBChatMessageHistory(hash_table, "s", dynamodb_endpoint, layout="rows")  # type: ignore[arg-type]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an explicit layout="list" does not warn
+        history = listed()
+        history.add_user_message("x")
+        assert history.messages == [HumanMessage("x")]
+
+
+def test_wrong_hash_key_name_is_a_schema_error(
+    hash_table: str, dynamodb_endpoint: str | None
+) -> None:
+    history = DynamoDBChatMessageHistory(hash_table, "s", dynamodb_endpoint, primary_key_name="Id")
+    with pytest.raises(TableSchemaError, match="primary_key_name='SessionId'"):
+        history.add_user_message("x")
+
+
+# -- format and options --------------------------------------------------------------------------
+
+
+def test_reserved_word_attribute_names_work(
+    listed: History, boto3_client: Any, hash_table: str
+) -> None:
+    history = listed(history_messages_key="Data", ttl=60, ttl_key_name="ttl")
+    before = int(time.time())
+    history.add_messages([HumanMessage("one"), AIMessage("two")])
+    history.add_user_message("three")
+    assert [m.content for m in history.messages] == ["one", "two", "three"]
+    item = raw_item(boto3_client, hash_table, {"SessionId": "s"})
+    assert item is not None
+    assert len(item["Data"]["L"]) == 3
+    assert before + 60 <= int(item["ttl"]["N"]) <= int(time.time()) + 60
+    history.clear()
+    assert raw_item(boto3_client, hash_table, {"SessionId": "s"}) is None
+    assert history.messages == []
+
+
+def test_ttl_is_refreshed_on_every_write(
+    listed: History, boto3_client: Any, hash_table: str
+) -> None:
+    history = listed(ttl=3600)
+    history.add_user_message("a")
+    boto3_client.update_item(
+        TableName=hash_table,
+        Key={"SessionId": {"S": "s"}},
+        UpdateExpression="SET expireAt = :old",
+        ExpressionAttributeValues={":old": {"N": "1000"}},
+    )
+    before = int(time.time())
+    history.add_user_message("b")
+    item = raw_item(boto3_client, hash_table, {"SessionId": "s"})
+    assert item is not None
+    assert int(item["expireAt"]["N"]) >= before + 3600
+    no_ttl = listed()
+    no_ttl.add_user_message("c")
+    item = raw_item(boto3_client, hash_table, {"SessionId": "s"})
+    assert item is not None
+    assert int(item["expireAt"]["N"]) >= before + 3600  # left alone without ttl, as LangChain does
+
+
+def test_numbers_come_back_as_int_and_float_never_decimal(listed: History) -> None:
+    history = listed(coerce_float_to_decimal=True)
+    message = AIMessage(
+        "n",
+        additional_kwargs={
+            "i": 7,
+            "f": 0.1,
+            "neg": -2.5e-9,
+            "big": 12345678901234567890,
+            "b": True,
+        },
+        response_metadata={"nested": [{"x": 1.25, "y": [3, 4.5]}], "zero": 0, "none": None},
+        usage_metadata={"input_tokens": 3, "output_tokens": 4, "total_tokens": 7},
+    )
+    history.add_message(message)
+    back = history.messages
+    assert back == [message]
+    assert decimals_in(back[0].model_dump()) == []
+    kwargs = back[0].additional_kwargs
+    assert type(kwargs["i"]) is int and type(kwargs["f"]) is float and kwargs["f"] == 0.1
+    assert type(kwargs["big"]) is int and kwargs["big"] == 12345678901234567890
+    assert kwargs["b"] is True
+    nested = back[0].response_metadata["nested"][0]
+    assert type(nested["x"]) is float and nested["y"] == [3, 4.5]
+
+
+def test_floats_need_coerce_float_to_decimal(
+    listed: History, boto3_client: Any, hash_table: str
+) -> None:
+    history = listed()
+    history.add_user_message("kept")
+    with pytest.raises(UnsupportedValueError, match="coerce_float_to_decimal=True"):
+        history.add_message(HumanMessage("x", additional_kwargs={"score": 0.5}))
+    with pytest.raises(UnsupportedValueError, match="NaN"):
+        listed(coerce_float_to_decimal=True).add_message(
+            HumanMessage("x", additional_kwargs={"score": float("nan")})
+        )
+    assert history.messages == [HumanMessage("kept")]
+
+
+def test_history_size_keeps_only_the_latest_messages(
+    listed: History, boto3_client: Any, hash_table: str
+) -> None:
+    history = listed(history_size=3)
+    for n in range(5):
+        history.add_user_message(str(n))
+    history.add_messages([AIMessage("a"), AIMessage("b")])
+    assert [m.content for m in history.messages] == ["4", "a", "b"]
+    item = raw_item(boto3_client, hash_table, {"SessionId": "s"})
+    assert item is not None
+    assert len(item["History"]["L"]) == 3
+    history.add_messages([HumanMessage(str(n)) for n in range(10, 15)])  # more than history_size
+    assert [m.content for m in history.messages] == ["12", "13", "14"]
+    assert [m.content for m in listed().messages] == ["12", "13", "14"]
+
+
+def test_an_append_past_400_kb_fails_cleanly_and_leaves_the_item_intact(
+    listed: History, boto3_client: Any, hash_table: str
+) -> None:
+    history = listed()
+    chunk = "x" * 120_000
+    for n in range(3):
+        history.add_user_message(f"{n}{chunk}")
+    before = raw_item(boto3_client, hash_table, {"SessionId": "s"})
+    with pytest.raises(ItemTooLargeError, match="chathist migrate --source") as raised:
+        history.add_user_message(chunk)
+    assert "400 KB" in str(raised.value)
+    assert raw_item(boto3_client, hash_table, {"SessionId": "s"}) == before
+    assert [m.content[0] for m in history.messages] == ["0", "1", "2"]
+    truncating = listed(history_size=10)
+    with pytest.raises(ItemTooLargeError):
+        truncating.add_user_message(chunk)
+    assert raw_item(boto3_client, hash_table, {"SessionId": "s"}) == before
+
+
+def test_capacity_is_recorded(listed: History) -> None:
+    history = listed()
+    history.add_user_message("x" * 3000)
+    history.messages  # noqa: B018
+    used = history.consumed_capacity
+    assert used.requests == 2
+    assert used.write_units >= 3
+    assert used.read_units >= 0.5
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+
+
+def _hammer(make: Callable[[], DynamoDBChatMessageHistory], threads: int, each: int) -> None:
+    barrier = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def run(writer: int) -> None:
+        history = make()
+        try:
+            barrier.wait()
+            for n in range(each):
+                history.add_user_message(f"{writer}:{n}")
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(w,)) for w in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == []
+
+
+def _per_writer(contents: list[str]) -> dict[int, list[int]]:
+    found: dict[int, list[int]] = {}
+    for text in contents:
+        writer, n = text.split(":")
+        found.setdefault(int(writer), []).append(int(n))
+    return found
+
+
+def test_ten_threads_appending_lose_nothing(
+    listed: History, boto3_client: Any, hash_table: str
+) -> None:
+    _hammer(lambda: listed("race"), threads=10, each=8)
+    contents = [str(m.content) for m in listed("race").messages]
+    assert len(contents) == 80
+    assert _per_writer(contents) == {w: list(range(8)) for w in range(10)}
+    item = raw_item(boto3_client, hash_table, {"SessionId": "race"})
+    assert item is not None
+    assert item[VERSION_ATTRIBUTE]["N"] == "80"
+
+
+def test_ten_threads_appending_with_history_size_lose_nothing(
+    listed: History, boto3_client: Any, hash_table: str
+) -> None:
+    _hammer(lambda: listed("race", history_size=12), threads=10, each=4)
+    contents = [str(m.content) for m in listed("race").messages]
+    assert len(contents) == 12
+    assert len(set(contents)) == 12
+    for numbers in _per_writer(contents).values():
+        # What a writer still has in the item is the newest of what it wrote, in order.
+        assert numbers == list(range(4 - len(numbers), 4))
+    item = raw_item(boto3_client, hash_table, {"SessionId": "race"})
+    assert item is not None
+    assert item[VERSION_ATTRIBUTE]["N"] == "40"  # every write applied once, none overwritten
