@@ -14,6 +14,7 @@ spawned process imports its target by module name, and this module is light to i
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import threading
 from collections import defaultdict
@@ -46,6 +47,8 @@ class _Figures:
 
     counts: dict[tuple[str, str, str], int] = field(default_factory=lambda: defaultdict(int))
     notes: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
+    owners: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    """The pytest node ids that recorded each (section, test) row."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -58,11 +61,18 @@ def record(section: str, test: str, figure: str, amount: int = 1) -> None:
         raise KeyError(section)
     with FIGURES.lock:
         FIGURES.counts[(section, test, figure)] += amount
+        FIGURES.owners[(section, test)].add(_current_test())
+
+
+def _current_test() -> str:
+    """The node id of the running test (pytest sets it in the environment, for every thread)."""
+    return os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
 
 
 def note(section: str, test: str, text: str) -> None:
     """Attach an observation (a sentence) to a test's row of the report."""
     with FIGURES.lock:
+        FIGURES.owners[(section, test)].add(_current_test())
         if text not in FIGURES.notes[(section, test)]:
             FIGURES.notes[(section, test)].append(text)
 
@@ -130,16 +140,28 @@ def install(request: pytest.FixtureRequest) -> None:
 # -- the report ------------------------------------------------------------------------------------
 
 
+_passed: set[str] = set()
+"""Node ids of the tests that passed in this run; only their figures are reported."""
+
+
+def _counted(section: str, test: str) -> bool:
+    return FIGURES.owners[(section, test)] <= _passed
+
+
 def _rows(section: str) -> Iterator[tuple[str, dict[str, int]]]:
     tests: dict[str, dict[str, int]] = defaultdict(dict)
     for (sec, test, name), value in sorted(FIGURES.counts.items()):
-        if sec == section:
+        if sec == section and _counted(sec, test):
             tests[test][name] = value
     yield from tests.items()
 
 
 def _total(section: str, name: str) -> int:
-    return sum(v for (sec, _, n), v in FIGURES.counts.items() if sec == section and n == name)
+    return sum(
+        v
+        for (sec, test, n), v in FIGURES.counts.items()
+        if sec == section and n == name and _counted(sec, test)
+    )
 
 
 def render(outcome: dict[str, str], *, soak: bool) -> str:
@@ -149,6 +171,8 @@ def render(outcome: dict[str, str], *, soak: bool) -> str:
     tally: dict[str, int] = defaultdict(int)
     for result in outcome.values():
         tally[result] += 1
+    _passed.clear()
+    _passed.update(n for n, r in outcome.items() if r == "passed")
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Reliability figures",
@@ -161,7 +185,7 @@ def render(outcome: dict[str, str], *, soak: bool) -> str:
         f" {'with' if soak else 'without'} `--soak`). Outcomes: "
         + ", ".join(f"{n} {k}" for k, n in sorted(tally.items()))
         + ". The file is written only when every reliability test of the run passed;"
-        " every figure below was counted while the tests ran.",
+        " every figure below was counted while the tests ran, by tests that passed.",
         "",
         "## Totals",
         "",

@@ -253,6 +253,12 @@ def _one_session_under_load(
     record(SECTION, test, "append races lost and retried", races.lost + sum(o[2] for o in outcomes))
     streak = max([races.longest_streak, *(o[3] for o in outcomes)])
     record(SECTION, test, "longest losing streak of one append", streak)
+    note(
+        SECTION,
+        test,
+        f"Writers ran with max_append_attempts={LOAD_APPEND_ATTEMPTS}; with the default (64) an"
+        " append that loses more races in a row raises ConcurrencyError (nothing written).",
+    )
     check_final(test, final, appends)
     check_reads(test, reading.observed, final)
     stored = count_items(boto3_client, table_name, session)
