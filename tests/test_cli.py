@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -330,6 +332,22 @@ def test_import_plan_rule() -> None:
     assert import_plan([two], [one, two]).action == "conflict"
     assert import_plan([one, two], [one]).action == "conflict"
     assert import_plan([], []).action == "skip"
+
+
+@given(
+    wanted=st.lists(st.sampled_from(["a", "b", "c"]), max_size=6),
+    stored=st.lists(st.sampled_from(["a", "b", "c"]), max_size=6),
+)
+def test_import_plan_never_duplicates_or_overwrites(wanted: list[str], stored: list[str]) -> None:
+    def as_dicts(texts: list[str]) -> list[dict[str, object]]:
+        return messages_to_dict([HumanMessage(t) for t in texts])
+
+    outcome = import_plan(as_dicts(stored), as_dicts(wanted))
+    if outcome.action == "conflict":
+        assert stored != wanted[: len(stored)] or len(stored) > len(wanted)
+    else:
+        assert stored + wanted[outcome.start :] == wanted  # the result is exactly the file's
+        assert (outcome.action == "skip") == (stored == wanted)
 
 
 def test_item_size_follows_dynamodb_rules() -> None:

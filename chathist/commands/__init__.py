@@ -51,11 +51,14 @@ def example_epilog(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines) + "\n"
 
 
+_BAR_WIDTH = 24
+
+
 class Progress:
     """A one-line progress counter on stderr, redrawn at most a few times a second.
 
     On a terminal it rewrites one line (``\\r``); otherwise it prints a line every few seconds,
-    so a log stays readable. ``total`` (if known) adds a percentage.
+    so a log stays readable. ``total`` (if known) adds a bar and a percentage.
     """
 
     def __init__(
@@ -91,7 +94,10 @@ class Progress:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         done = f"{self.count:,}"
         if self.total:
-            done += f"/{self.total:,} ({100 * self.count / self.total:.0f}%)"
+            share = min(self.count / self.total, 1.0)
+            filled = round(share * _BAR_WIDTH)
+            bar = "#" * filled + "." * (_BAR_WIDTH - filled)
+            done = f"[{bar}] {done}/{self.total:,} ({100 * share:.0f}%)"
         if self.unit:
             done += f" {self.unit}"
         rate = self.count / elapsed
