@@ -298,3 +298,19 @@ def test_a_history_starts_at_zero_and_deltas_measure_one_operation(
     h.add_message(HumanMessage("two"))
     assert h.consumed_capacity - before == Capacity(0.0, 1.0, 1)
     assert isinstance(h, DynamoDBChatMessageHistory)
+
+
+def test_a_window_pays_for_its_messages_not_for_the_large_ones_below(
+    history: History,  # noqa: F811
+) -> None:
+    """Five 1 MB messages under two small ones: a window of the small ones reads a few KB; one
+    more message in the window reads that 1 MB message (about 256 RCU), not the other four."""
+    writer = history(compress_threshold=None)
+    for seed in range(5):
+        writer.add_message(AIMessage(letters(MB, seed)))
+    writer.add_messages([HumanMessage("small 1"), AIMessage("small 2")])
+    two, three = history(history_size=2), history(history_size=3)
+    assert [m.content for m in two.messages] == ["small 1", "small 2"]
+    assert len(three.messages) == 3
+    assert two.consumed_capacity.read_units <= 2
+    assert MB / 4096 <= three.consumed_capacity.read_units <= 1.1 * MB / 4096 + 2

@@ -27,7 +27,13 @@ import chathist.history
 from chathist import DynamoDBChatMessageHistory, MessageTooLargeError, StorageError
 from chathist.codec import CODEC_JSON, CODEC_ZLIB, DEFAULT_COMPRESS_THRESHOLD, encode_message
 from chathist.models import Binding, event_model
-from chathist.writes import ITEM_LIMIT, MAX_MESSAGE_BYTES, TRANSACTION_BYTES, item_overhead
+from chathist.writes import (
+    ITEM_LIMIT,
+    MAX_MESSAGE_BYTES,
+    TRANSACTION_BYTES,
+    Limits,
+    item_overhead,
+)
 
 KB = 1024
 MB = 1024 * KB
@@ -448,6 +454,7 @@ def boundaries_for(chunk: int) -> dict[str, int]:
     )
     return {
         "envelope": len(encode_message(HumanMessage(""), compress_threshold=None).data),
+        "direct write": Limits(overhead).direct_bytes - overhead,
         "one item": chunk,
         "two parts": 2 * chunk,
         "one transaction": one_transaction,
@@ -502,3 +509,25 @@ def test_sizes_around_every_boundary_round_trip(
             assert header["codec"]["S"] == expected
         else:
             assert ("parts" in header) == (size > boundaries["one item"])
+
+
+@pytest.mark.soak
+def test_the_largest_message_round_trips_and_one_byte_more_is_refused(
+    history: History, client: Any, table_name: str
+) -> None:
+    """32 MiB of JSON exactly, stored uncompressed (82 parts in ten transactions)."""
+    envelope = len(encode_message(HumanMessage(""), compress_threshold=None).data)
+    largest = HumanMessage(letters(MAX_MESSAGE_BYTES - envelope, 32))
+    h = history(compress_threshold=None)
+    h.add_message(largest)
+    assert dicts(history().messages) == dicts([largest])
+    items = stored_items(client, table_name)
+    assert all(item_size(i) < ITEM_LIMIT for i in items)
+    assert (
+        payload_of(items, stored_message(items, largest))
+        == encode_message(largest, compress_threshold=None).data
+    )
+    count = len(items)
+    with pytest.raises(MessageTooLargeError):
+        h.add_message(HumanMessage(letters(MAX_MESSAGE_BYTES - envelope + 1, 33)))
+    assert len(stored_items(client, table_name)) == count
