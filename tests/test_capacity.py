@@ -110,7 +110,7 @@ def test_totals_equal_what_dynamodb_reported_for_every_request(
 ) -> None:
     h = history(compress_threshold=None)
     h.add_message(HumanMessage("hello"))
-    h.add_messages([AIMessage("hi"), HumanMessage(letters(5 * MB, 1)), AIMessage("done")])
+    h.add_messages([AIMessage("hi"), HumanMessage(letters(2 * MB, 1)), AIMessage("done")])
     h.add_message(AIMessage(letters(600 * KB, 2)))
     assert len(h.messages) == 5
     calls_before = len(recorder.calls)
@@ -123,7 +123,7 @@ def test_totals_equal_what_dynamodb_reported_for_every_request(
     ours = [c for c in recorder.calls if c.operation in DATA_OPERATIONS]
     assert all(c.params.get("ReturnConsumedCapacity") == "TOTAL" for c in ours)
     assert h.consumed_capacity == recorder.capacity(DATA_OPERATIONS) - other
-    assert h.consumed_capacity.write_units > 2 * 5 * MB / 1024 / 10
+    assert h.consumed_capacity.write_units > 2 * 2 * MB / 1024 / 10
     operations = {c.operation for c in ours}
     assert {"Query", "PutItem", "TransactWriteItems", "BatchWriteItem"} <= operations
 

@@ -303,7 +303,9 @@ def test_a_small_message_stays_plain_json_and_a_compressible_one_is_compressed(
     assert third["codec"]["S"] == CODEC_ZLIB and "History" not in third
     assert len(third["blob"]["B"]) < 100 * KB
     assert json.loads(zlib.decompress(third["blob"]["B"])) == message_to_dict(compressible)
-    assert dicts(history().messages) == dicts([small, at_threshold, compressible])
+    sent = dicts([small, at_threshold, compressible])
+    assert dicts(history().messages) == sent
+    assert dicts(history(compress_threshold=None).messages) == sent  # each item says its codec
 
 
 def test_a_message_too_large_even_compressed_is_refused_and_nothing_is_written(
@@ -379,7 +381,7 @@ def test_a_batch_of_small_and_huge_messages_is_atomic_and_contiguous_while_anoth
     assert all(item_size(i) < ITEM_LIMIT for i in stored_items(client, table_name))
 
 
-@pytest.mark.parametrize("allowed", [1, 2])
+@pytest.mark.parametrize("allowed", [1, 2], ids=["after-1st-transaction", "after-2nd"])
 def test_a_write_interrupted_between_transactions_shows_nothing_and_clear_removes_it(
     history: History,
     client: Any,
@@ -391,7 +393,9 @@ def test_a_write_interrupted_between_transactions_shows_nothing_and_clear_remove
     h.add_messages([HumanMessage("one"), AIMessage(letters(500 * KB, 1))])
     kept = h.messages
     parts_before = [i for i in stored_items(client, table_name) if kind(i) == "part"]
-    huge = HumanMessage(letters(10 * MB, 2))  # 25+ parts: three transactions or more
+    # 13 parts: two staged transactions and a commit. allowed=1 breaks the second transaction,
+    # allowed=2 the commit.
+    huge = HumanMessage(letters(5 * MB, 2))
     with FailWrites(client, allowed) as failing, pytest.raises(StorageError):
         h.add_messages([AIMessage("small, same batch"), huge])
     assert failing.failed == 1
