@@ -9,11 +9,12 @@ import pstats
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.messages import BaseMessage
 
-from benchmarks.contenders import Contender, Handle
+from benchmarks.contenders import Chathist, Contender, Handle
 from benchmarks.meter import Usage
 from benchmarks.workload import (
     Sizes,
@@ -26,7 +27,9 @@ from benchmarks.workload import (
 )
 
 Log = Callable[[str], None]
-POPULATE_CHUNK = 100
+BATCHED = "@batched"
+RAW_KEY = "raw-boto3"
+"""Key suffix of the reads of a session written in ``Sizes.batch``-message calls."""
 
 
 def usage_dict(usage: Usage, per: int = 1) -> dict[str, float]:
@@ -63,27 +66,47 @@ def warm_up(contenders: Sequence[Contender], log: Log) -> None:
 # -- 1 and 2: appends one at a time ----------------------------------------------------------
 
 
-def append_run(contender: Contender, messages: Sequence[BaseMessage]) -> dict[str, Any]:
-    """Append ``messages`` one at a time to a new session until done or the first failure."""
-    handle = contender.open(session_id("append"))
-    latency: list[float] = []
-    wcu: list[float] = []
-    rcu: list[float] = []
-    failed: dict[str, Any] | None = None
-    for number, message in enumerate(messages, 1):
-        before = contender.usage()
+class AppendRun:
+    """One contender appending to one new session, one message at a time, until it fails."""
+
+    def __init__(self, contender: Contender) -> None:
+        self.contender = contender
+        self.handle = contender.open(session_id("append"))
+        self.latency: list[float] = []
+        self.wcu: list[float] = []
+        self.rcu: list[float] = []
+        self.failed: dict[str, Any] | None = None
+        self.busy_s = 0.0
+
+    def append(self, number: int, message: BaseMessage) -> None:
+        if self.failed is not None:
+            return
+        before = self.contender.usage()
         start = time.perf_counter()
         try:
-            handle.add([message])
+            self.handle.add([message])
         except Exception as exc:
-            failed = {"at": number, "error": describe_error(exc)}
-            break
+            self.failed = {
+                "at": number,
+                "error": describe_error(exc),
+                "wcu_of_last_append": self.wcu[-1] if self.wcu else None,
+            }
+            return
         elapsed = time.perf_counter() - start
-        used = contender.usage() - before
-        latency.append(elapsed * 1000)
-        wcu.append(used.wcu)
-        rcu.append(used.read_units)
-    return {"latency_ms": latency, "wcu": wcu, "rcu": rcu, "failed": failed}
+        used = self.contender.usage() - before
+        self.busy_s += elapsed
+        self.latency.append(elapsed * 1000)
+        self.wcu.append(used.wcu)
+        self.rcu.append(used.read_units)
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "latency_ms": self.latency,
+            "wcu": self.wcu,
+            "rcu": self.rcu,
+            "failed": self.failed,
+            "busy_s": self.busy_s,
+        }
 
 
 def window_bounds(point: int, reached: int, width: int) -> tuple[int, int] | None:
@@ -99,18 +122,37 @@ def window_bounds(point: int, reached: int, width: int) -> tuple[int, int] | Non
 def append_scaling(contenders: Sequence[Contender], sizes: Sizes, log: Log) -> dict[str, Any]:
     messages = make_messages(sizes.append)
     runs: dict[str, list[dict[str, Any]]] = {c.key: [] for c in contenders}
+    slow: dict[str, float] = {}
     for turn in range(sizes.repeats):
-        for contender in rotated(contenders, turn):
-            run = append_run(contender, messages)
-            runs[contender.key].append(run)
-            where = f" (failed at #{run['failed']['at']})" if run["failed"] else ""
-            log(f"  1/2 append {contender.key} repeat {turn + 1}: {len(run['latency_ms'])}{where}")
+        # Lockstep: append #i of every contender before append #i+1 of any, so all see the
+        # same machine load at the same history length.
+        active = [AppendRun(c) for c in rotated(contenders, turn) if c.key not in slow]
+        if not active:
+            break
+        for number, message in enumerate(messages, 1):
+            for run in active:
+                run.append(number, message)
+        for run in active:
+            key = run.contender.key
+            runs[key].append(run.result())
+            if run.busy_s > sizes.max_run_s:
+                slow[key] = run.busy_s
+            where = f" (failed at #{run.failed['at']})" if run.failed else ""
+            log(
+                f"  1/2 append {key} repeat {turn + 1}: {len(run.latency)}{where},"
+                f" {run.busy_s:.1f} s in appends"
+            )
     points = sorted({*(p for p in sizes.points if p < sizes.append), sizes.append})
     result: dict[str, Any] = {"points": points, "window": sizes.window, "contenders": {}}
     for contender in contenders:
         result["contenders"][contender.key] = summarize_appends(
             runs[contender.key], points, sizes.window
         )
+        if contender.key in slow:
+            result["contenders"][contender.key]["note"] = (
+                f"one run only: it took {slow[contender.key]:.0f} s (> max_run_s ="
+                f" {sizes.max_run_s:g} s)"
+            )
     return result
 
 
@@ -185,31 +227,80 @@ def conversation_cost(append: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
 # -- 3 and 4: reads ---------------------------------------------------------------------------
 
 
-def populate(contender: Contender, count: int, log: Log) -> tuple[str, int, str | None]:
-    """A new session with up to ``count`` messages, added 100 at a time; stops at a failure."""
+def populate(contender: Contender, count: int, chunk: int) -> tuple[str, int, str | None]:
+    """A new session with up to ``count`` messages, added ``chunk`` at a time (one
+    ``add_messages`` call each); stops at the first failure."""
     session = session_id("read")
     handle = contender.open(session)
     messages = make_messages(count, seed=3)
     stored = 0
-    for low in range(0, count, POPULATE_CHUNK):
-        chunk = messages[low : low + POPULATE_CHUNK]
+    for low in range(0, count, chunk):
+        part = messages[low : low + chunk]
         try:
-            handle.add(chunk)
+            handle.add(part)
         except Exception as exc:
             return session, stored, describe_error(exc)
-        stored += len(chunk)
+        stored += len(part)
     return session, stored, None
 
 
-def timed_reads(contender: Contender, handle: Handle, reads: int) -> tuple[list[float], Usage, int]:
-    latency: list[float] = []
-    before = contender.usage()
-    got = 0
-    for _ in range(reads):
+@dataclass
+class ReadTarget:
+    """One populated session of one contender, and what reading it cost."""
+
+    contender: Contender
+    key: str
+    session: str
+    stored: int
+    note: str | None
+    latency: list[float] = field(default_factory=list)
+    used: Usage = field(default_factory=Usage)
+    returned: int = 0
+
+    def read(self, handle: Handle) -> None:
+        before = self.contender.usage()
         start = time.perf_counter()
-        got = len(handle.read())
-        latency.append((time.perf_counter() - start) * 1000)
-    return latency, contender.usage() - before, got
+        self.returned = len(handle.read())
+        self.latency.append((time.perf_counter() - start) * 1000)
+        self.used = self.used + (self.contender.usage() - before)
+
+
+def interleaved_reads(
+    targets: list[ReadTarget], rounds: int, history_size: int | None
+) -> dict[str, dict[str, Any]]:
+    """Read every target once per round, in turn (so all share the machine's load), and
+    compare each round's time with the raw loop's time in the same round."""
+    handles = [t.contender.open(t.session, history_size=history_size) for t in targets]
+    for target, handle in zip(targets, handles, strict=True):
+        target.latency, target.used = [], Usage()
+        handle.read()  # first read: describe_table, connection set-up
+    for turn in range(rounds):
+        order = list(zip(targets, handles, strict=True))
+        order = order[turn % len(order) :] + order[: turn % len(order)]
+        for target, handle in order:
+            target.read(handle)
+    raw = next((t for t in targets if t.key == RAW_KEY), None)
+    out: dict[str, dict[str, Any]] = {}
+    for target, handle in zip(targets, handles, strict=True):
+        lat = spread(target.latency)
+        paired = (
+            [a / b for a, b in zip(target.latency, raw.latency, strict=True) if b]
+            if raw is not None and raw.stored == target.stored
+            else []
+        )
+        entry: dict[str, Any] = {
+            "stored": target.stored,
+            "note": target.note,
+            "messages_returned": target.returned,
+            "latency_ms": lat,
+            "messages_per_s": target.returned / (lat["median"] / 1000) if lat["median"] else None,
+            "per_read": usage_dict(target.used, rounds),
+            "vs_raw_paired": spread(paired),
+        }
+        if history_size is None:
+            entry["profile"] = profile_read(handle)
+        out[target.key] = entry
+    return out
 
 
 PROFILED = {
@@ -256,48 +347,42 @@ def profile_read(handle: Handle, top: int = 12) -> dict[str, Any]:
 
 
 def reads(contenders: Sequence[Contender], sizes: Sizes, log: Log) -> dict[str, Any]:
-    """Scenarios 3 (window of ``history_size``) and 4 (everything) on sessions of each size."""
+    """Scenarios 3 (window of ``history_size``) and 4 (everything) on sessions of each size,
+    written ``populate_chunk`` messages per call; chathist's event layout also on a session
+    written ``batch`` messages per call (staged writes and commit events)."""
     window: dict[str, Any] = {"history_size": sizes.history_size, "sizes": {}}
-    full: dict[str, Any] = {"sizes": {}}
+    full: dict[str, Any] = {
+        "sizes": {},
+        "populate_chunk": sizes.populate_chunk,
+        "batched_chunk": sizes.batch,
+    }
     for length in sizes.read:
-        window["sizes"][str(length)] = {}
-        full["sizes"][str(length)] = {}
-        for contender in contenders:
+        windows = window["sizes"][str(length)] = {}
+        fulls = full["sizes"][str(length)] = {}
+        full_reads = sizes.full_reads if length <= 10000 else max(2, sizes.full_reads // 2)
+        variants = [(c, sizes.populate_chunk, c.key) for c in contenders]
+        variants += [
+            (c, sizes.batch, f"{c.key}{BATCHED}")
+            for c in contenders
+            if isinstance(c, Chathist) and c.layout is None
+        ]
+        targets: list[ReadTarget] = []
+        for contender, chunk, key in variants:
             start = time.perf_counter()
-            session, stored, error = populate(contender, length, log)
+            session, stored, error = populate(contender, length, chunk)
             log(
-                f"  3/4 populated {contender.key}: {stored}/{length} messages in"
+                f"  3/4 populated {key}: {stored}/{length} messages, {chunk} per call, in"
                 f" {time.perf_counter() - start:.1f} s" + (f" ({error})" if error else "")
             )
             note = None if stored == length else f"holds only {stored} messages: {error}"
             if stored == 0:
-                window["sizes"][str(length)][contender.key] = {"stored": 0, "note": note}
-                full["sizes"][str(length)][contender.key] = {"stored": 0, "note": note}
+                windows[key] = fulls[key] = {"stored": 0, "note": note}
                 continue
-            handle = contender.open(session, history_size=sizes.history_size)
-            handle.read()
-            latency, used, got = timed_reads(contender, handle, sizes.window_reads)
-            window["sizes"][str(length)][contender.key] = {
-                "stored": stored,
-                "note": note,
-                "messages_returned": got,
-                "latency_ms": spread(latency),
-                "per_read": usage_dict(used, sizes.window_reads),
-            }
-            handle = contender.open(session)
-            count = sizes.full_reads if length <= 10000 else max(2, sizes.full_reads // 2)
-            latency, used, got = timed_reads(contender, handle, count)
-            lat = spread(latency)
-            entry: dict[str, Any] = {
-                "stored": stored,
-                "note": note,
-                "messages_returned": got,
-                "latency_ms": lat,
-                "messages_per_s": got / (lat["median"] / 1000) if lat["median"] else None,
-                "per_read": usage_dict(used, count),
-            }
-            entry["profile"] = profile_read(handle)
-            full["sizes"][str(length)][contender.key] = entry
+            targets.append(ReadTarget(contender, key, session, stored, note))
+        windows.update(interleaved_reads(targets, sizes.window_reads, sizes.history_size))
+        log(f"  3 window reads of {length} done")
+        fulls.update(interleaved_reads(targets, full_reads, None))
+        log(f"  4 full reads of {length} done")
     return {"window": window, "full": full}
 
 

@@ -52,6 +52,8 @@ class Sizes:
     """Scenarios 3/4: session lengths read."""
     history_size: int = 20
     """Scenario 3: the window."""
+    populate_chunk: int = 20
+    """Scenarios 3/4: messages per add_messages call when filling a session (a chat turn)."""
     window_reads: int = 20
     full_reads: int = 5
     batch: int = 100
@@ -65,6 +67,9 @@ class Sizes:
     migrate_messages: int = 20
     repeats: int = 3
     """Repeats of scenarios 1, 2, 5 and 6 (medians over them)."""
+    max_run_s: float = 60.0
+    """Scenario 1: a contender whose append run took longer than this is not repeated
+    (LangChain's class needs about 0.3 s per append near 1,000 messages)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
