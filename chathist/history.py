@@ -41,19 +41,19 @@ _warned_tables: set[Binding] = set()
 _warned_lock = threading.Lock()
 
 
-def _warn_list_layout(binding: Binding) -> None:
-    """Warn (once per table and process) that a hash-only table is used in the list layout."""
+def _warn_list_layout(binding: Binding, reason: str, stacklevel: int) -> None:
+    """Warn (once per table and process) that ``layout="auto"`` chose the list layout."""
     with _warned_lock:
         if binding in _warned_tables:
             return
         _warned_tables.add(binding)
     name = binding.table_name
     warnings.warn(
-        f"table {name!r} has only a hash key: chathist uses LangChain's list layout there, one"
-        " item per session, which cannot grow past DynamoDB's 400 KB item limit. Move it to the"
+        f"table {name!r}: {reason}, so chathist uses LangChain's list layout, one item per"
+        " session, which cannot grow past DynamoDB's 400 KB item limit. Move the table to the"
         f" event layout: chathist migrate --source {name} --target {name}-events",
         UserWarning,
-        stacklevel=4,
+        stacklevel=stacklevel + 1,
     )
 
 
@@ -226,6 +226,8 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         self._list: ListStore | None = None
         if self._layout == "list":
             self._list = self._list_store(key or {primary_key_name: self.session_id})
+        if key is not None and layout == "auto":
+            _warn_list_layout(self._binding, "a key dict addresses one item", stacklevel=2)
         self._legacy: ListStore | None = None
         self._legacy_retired = False
         self.delete_legacy = delete_legacy
@@ -370,6 +372,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
             coerce_float_to_decimal=self.coerce_float_to_decimal,
             meter=self.meter,
             max_attempts=self.max_append_attempts,
+            consistent_read=self.consistent_read,
         )
 
     def _list_layout(self) -> bool:
@@ -390,18 +393,18 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
                         f"table {self.table_name!r} has key schema {schema}; pass"
                         f" primary_key_name={schema.hash_key!r}"
                     )
-                _warn_list_layout(self._binding)
+                _warn_list_layout(self._binding, "it has only a hash key", stacklevel=4)
                 self._list = self._list_store({self.primary_key_name: self.session_id})
                 self._layout = "list"
         return self._layout == "list"
 
     # -- lazy migration -------------------------------------------------------------------------
 
-    def _pending_legacy(self) -> ListItem | None:
+    def _pending_legacy(self, *, consistent: bool = True) -> ListItem | None:
         """The legacy item, unless there is none (or it was retired) any more."""
         if self._legacy is None or self._legacy_retired:
             return None
-        item = self._legacy.read(consistent=self.consistent_read)
+        item = self._legacy.read(consistent=consistent)
         if item.entries is None or item.migrated:
             self._legacy_retired = True
             return None
@@ -411,7 +414,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         """The events' messages, after the legacy ones unless a clear or the window hides them."""
         if tail.done:
             return tail.messages
-        item = self._pending_legacy()
+        item = self._pending_legacy(consistent=self.consistent_read)
         if item is None:
             return tail.messages
         assert item.entries is not None

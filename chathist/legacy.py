@@ -3,11 +3,12 @@
 This module converts between that list and LangChain messages (pure functions, used by the
 history class and the migration commands) and does the list layout's I/O (`ListStore`).
 
-Numbers. boto3 reads every DynamoDB number as ``Decimal``; `messages_from_legacy` turns each back
-into an ``int`` when it is integral, else a ``float``. DynamoDB does not keep a number's type or
-trailing zeros, so a float stored with ``coerce_float_to_decimal=True`` that happens to be
-integral (``1.0``) reads back as the int ``1`` (equal in Python, and pydantic fields typed
-``float`` turn it back into ``1.0``).
+Numbers. boto3 reads every DynamoDB number as ``Decimal``; `messages_from_legacy` turns one
+written as an integer (digits only) into an ``int`` and any other into a ``float``. A float is
+stored as ``Decimal(str(f))`` (as LangChain does), which can be digits only when the float is
+integral (``1e16`` becomes ``10000000000000000``; ``1.0`` stays ``1.0`` unless the service trims
+it to ``1``): such floats read back as ints of the same value (equal in Python; pydantic fields
+typed ``float`` turn them back into floats). Every other float reads back exactly.
 
 Floats on write. `messages_to_legacy` stores floats only when asked to
 (``coerce_float_to_decimal=True``, as ``Decimal(str(f))``); otherwise a float is refused with an
@@ -107,12 +108,13 @@ _TOO_LARGE = Decimal("1e126")
 
 def from_dynamodb_numbers(value: Any) -> Any:
     """``value`` (as boto3's TypeDeserializer gives it) with every Decimal turned into an int
-    (when integral) or a float, sets into lists and binary into bytes, recursively."""
+    (when it is written as an integer: digits, no point, no exponent) or a float, sets into lists
+    and binary into bytes, recursively."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, Decimal):
-        if value.is_finite() and value == value.to_integral_value():
-            return int(value)
+        if str(value).lstrip("-").isdigit():
+            return int(value)  # written as an integer: digits only
         return float(value)
     if isinstance(value, dict):
         return {key: from_dynamodb_numbers(item) for key, item in value.items()}
@@ -299,6 +301,7 @@ class ListStore:
         coerce_float_to_decimal: bool = False,
         meter: CapacityMeter | None = None,
         max_attempts: int = 64,
+        consistent_read: bool = True,
     ) -> None:
         if not key:
             raise ConfigurationError("key must name at least the table's hash key")
@@ -317,6 +320,7 @@ class ListStore:
         self.coerce_float_to_decimal = coerce_float_to_decimal
         self.meter = meter if meter is not None else CapacityMeter()
         self.max_attempts = max_attempts
+        self.consistent_read = consistent_read
         self._binding = binding
         self._serializer = TypeSerializer()
         self._deserializer = TypeDeserializer()
@@ -395,7 +399,7 @@ class ListStore:
 
     def messages(self) -> list[BaseMessage]:
         """The stored messages (the latest ``history_size`` of them), oldest first."""
-        messages = messages_from_legacy(self.read().entries or [])
+        messages = messages_from_legacy(self.read(consistent=self.consistent_read).entries or [])
         if self.history_size:
             messages = messages[-self.history_size :]
         return messages
