@@ -494,6 +494,21 @@ def render_profile(length: str, per: dict[str, Any], labels: dict[str, str]) -> 
     return "\n".join(lines)
 
 
+def minor_label(value: float, _: object) -> str:
+    """Label only the 2s and 5s between the powers of ten of a log axis."""
+    text = f"{value:g}"
+    return text if text[0] in "25" else ""
+
+
+STYLES: dict[str, dict[str, Any]] = {
+    "chathist-event": {"color": "tab:blue", "linewidth": 2.0},
+    "chathist-list": {"color": "tab:orange", "linestyle": "--", "linewidth": 1.5},
+    "langchain": {"color": "tab:green", "linestyle": ":", "linewidth": 2.5},
+    "raw-boto3": {"color": "tab:red", "linestyle": "-.", "linewidth": 1.2},
+}
+"""Line styles that keep overlapping lines (equal WCU) visible."""
+
+
 def plot(results: dict[str, Any], path: Path) -> Path | None:
     """Append latency and WCU against history length, one line per contender (PNG)."""
     append = results["scenarios"].get("append_scaling")
@@ -503,6 +518,7 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 8), sharex=True)
     width = max(append["window"], 5)
@@ -525,8 +541,9 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
             ]
             for i in range(len(lat))
         ]
-        top.plot(xs, smooth, label=label)
-        bottom.plot(xs, wcu, label=label)
+        style = STYLES.get(key, {})
+        top.plot(xs, smooth, label=label, **style)
+        bottom.plot(xs, wcu, label=label, **style)
         for failure in data["failures"][:1]:
             top.axvline(failure["at"], linestyle=":", color="grey")
             top.annotate(
@@ -543,6 +560,9 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
     top.grid(True, alpha=0.3)
     bottom.set_ylabel("WCU per append")
     bottom.set_yscale("log")
+    for axis in (top, bottom):
+        axis.yaxis.set_major_formatter(ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+        axis.yaxis.set_minor_formatter(ticker.FuncFormatter(minor_label))
     bottom.set_xlabel("messages already in the session (append number)")
     bottom.grid(True, alpha=0.3)
     meta = results["meta"]
