@@ -92,12 +92,14 @@ class ReportPlugin:
     def __init__(self, items: list[pytest.Item]) -> None:
         self.nodeids = [item.nodeid for item in items if _is_ours(item)]
         self.outcome: dict[str, str] = {}
+        self.reasons: dict[str, str] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.nodeid not in self.nodeids:
             return
         if hasattr(report, "wasxfail"):
             self.outcome[report.nodeid] = "xfailed" if report.skipped else "xpassed"
+            self.reasons[report.nodeid] = str(report.wasxfail).removeprefix("reason: ")
         elif report.failed:
             self.outcome[report.nodeid] = "failed"
         elif report.skipped:
@@ -119,7 +121,7 @@ class ReportPlugin:
             return
         soak = bool(session.config.getoption("--soak", default=False))
         REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
-        REPORT_PATH.write_text(render(self.outcome, soak=soak), encoding="utf-8")
+        REPORT_PATH.write_text(render(self.outcome, self.reasons, soak=soak), encoding="utf-8")
 
 
 def _is_ours(item: pytest.Item) -> bool:
@@ -164,7 +166,7 @@ def _total(section: str, name: str) -> int:
     )
 
 
-def render(outcome: dict[str, str], *, soak: bool) -> str:
+def render(outcome: dict[str, str], reasons: dict[str, str], *, soak: bool) -> str:
     """The Markdown report of the figures recorded in this run."""
     import chathist
 
@@ -232,8 +234,8 @@ def render(outcome: dict[str, str], *, soak: bool) -> str:
         lines.append("")
     known = sorted(n for n, r in outcome.items() if r == "xfailed")
     if known:
-        lines += ["## Known bugs (tests marked xfail, failing as expected)", ""]
-        lines += [f"- `{n}`" for n in known]
+        lines += ["## Known bugs (the test met exactly the known symptom and was marked xfail)", ""]
+        lines += [f"- `{n}`: {reasons.get(n, '')}" for n in known]
         lines.append("")
     skipped = sorted(n for n, r in outcome.items() if r == "soak-skipped")
     if skipped:
@@ -274,6 +276,7 @@ def process_writer(
     ready: Any,
     go: Any,
     results: Any,
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Append ``writer``'s messages to ``session`` once ``go`` is set; put a summary on
     ``results``: (writer, error or None, races lost, longest losing streak)."""
@@ -286,6 +289,7 @@ def process_writer(
             endpoint_url=endpoint,
             region_name=region,
             max_append_attempts=LOAD_APPEND_ATTEMPTS,
+            **(options or {}),
         )
         history.messages  # noqa: B018 - checks the table before the start signal
         with RaceCounter(history._store.client) as races:

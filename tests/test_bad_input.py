@@ -289,15 +289,10 @@ def test_reserved_words_as_attribute_names_work(
     tried.accepted("reserved-word attribute name sets that worked")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: DynamoDBChatMessageHistory accepts primary_key_name/sort_key_name/"
-    "history_messages_key/ttl_key_name equal to an internal attribute name (event, v, w,"
-    " codec, blob, parts, msg, count, ...), then writes items it cannot read back",
-)
 def test_attribute_names_that_collide_with_internal_ones_are_refused(
     dynamodb_endpoint: str | None,
     dynamodb_region: str | None,
+    table_name: str,
     boto3_client: Any,
     extra_tables: list[str],
     tried: Tried,
@@ -308,18 +303,36 @@ def test_attribute_names_that_collide_with_internal_ones_are_refused(
         {"primary_key_name": "event"},
         {"sort_key_name": "count"},
     ]
-    for options in cases:
-        name = f"chathist-test-collide-{uuid.uuid4().hex[:8]}"
+    accepted = []
+    for number, options in enumerate(cases):
+        name, session = table_name, f"collide-{number}"
         keys = {k: v for k, v in options.items() if k in ("primary_key_name", "sort_key_name")}
-        create_table(name, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region, **keys)
-        extra_tables.append(name)
-        with pytest.raises(ConfigurationError):
+        if keys:
+            name = f"chathist-test-collide-{uuid.uuid4().hex[:8]}"
+            create_table(name, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region, **keys)
+            extra_tables.append(name)
+        try:
             history = DynamoDBChatMessageHistory(
-                name, "s", endpoint_url=dynamodb_endpoint, region_name=dynamodb_region, **options
+                name,
+                session,
+                endpoint_url=dynamodb_endpoint,
+                region_name=dynamodb_region,
+                **options,
             )
-            history.add_message(HumanMessage("x"))
-        assert scan_count(boto3_client, name) == 0
-        tried.refused("attribute names colliding with internal names")
+        except ConfigurationError:
+            tried.refused("attribute names colliding with internal names")
+            assert scan_count(boto3_client, name) == 0
+            continue
+        history.add_message(HumanMessage("x"))
+        with pytest.raises(CorruptHistoryError):  # what it wrote cannot be read back
+            history.messages  # noqa: B018
+        accepted.append(options)
+    if accepted:
+        pytest.xfail(
+            "known bug: DynamoDBChatMessageHistory accepts attribute names equal to an internal"
+            f" one (event, v, w, codec, blob, parts, msg, count, ...): {accepted}, then writes"
+            " items it cannot read back"
+        )
 
 
 # -- messages --------------------------------------------------------------------------------------

@@ -52,13 +52,16 @@ CI_LOAD = Load(threads=16, processes=4, readers=3, per_writer=20)
 SOAK_LOAD = Load(threads=16, processes=4, readers=4, per_writer=150)
 
 
-def _history(table: str, endpoint: str | None, region: str | None, session: str) -> Any:
+def _history(
+    table: str, endpoint: str | None, region: str | None, session: str, **options: Any
+) -> Any:
     return DynamoDBChatMessageHistory(
         table,
         session,
         endpoint_url=endpoint,
         region_name=region,
         max_append_attempts=LOAD_APPEND_ATTEMPTS,
+        **options,
     )
 
 
@@ -189,6 +192,7 @@ def _one_session_under_load(
     region: str | None,
     boto3_client: Any,
     processes: list[multiprocessing.process.BaseProcess],
+    **options: Any,
 ) -> None:
     session = f"load-{uuid.uuid4().hex[:8]}"
     context = multiprocessing.get_context("spawn")
@@ -212,6 +216,7 @@ def _one_session_under_load(
                 ready,
                 go,
                 results,
+                options,
             ),
         )
         process.start()
@@ -221,7 +226,7 @@ def _one_session_under_load(
     for t in range(load.threads):
         writer = f"t{t}"
         appends[writer] = writer_messages(writer, load.per_writer)
-        history = _history(table_name, endpoint, region, session)
+        history = _history(table_name, endpoint, region, session, **options)
 
         def write(history: DynamoDBChatMessageHistory = history, writer: str = writer) -> None:
             go.wait()
@@ -232,7 +237,9 @@ def _one_session_under_load(
 
     for _ in range(load.processes):
         ready.get(timeout=120)  # every process has imported chathist and checked the table
-    readers = [_history(table_name, endpoint, region, session) for _ in range(load.readers)]
+    readers = [
+        _history(table_name, endpoint, region, session, **options) for _ in range(load.readers)
+    ]
     client = readers[0]._store.client  # the threads' shared client
     with RaceCounter(client) as races, Readers(readers) as reading:
         go.set()
@@ -245,7 +252,7 @@ def _one_session_under_load(
     failed = [o for o in outcomes if o[1] is not None]
     assert not failed, failed
 
-    final = _contents(_history(table_name, endpoint, region, session))
+    final = _contents(_history(table_name, endpoint, region, session, **options))
     record(SECTION, test, "writer threads", load.threads)
     record(SECTION, test, "writer processes", load.processes)
     record(SECTION, test, "reader threads", load.readers)
@@ -253,17 +260,22 @@ def _one_session_under_load(
     record(SECTION, test, "append races lost and retried", races.lost + sum(o[2] for o in outcomes))
     streak = max([races.longest_streak, *(o[3] for o in outcomes)])
     record(SECTION, test, "longest losing streak of one append", streak)
-    note(
-        SECTION,
-        test,
-        f"Writers ran with max_append_attempts={LOAD_APPEND_ATTEMPTS}; with the default (64) an"
-        " append that loses more races in a row raises ConcurrencyError (nothing written).",
-    )
+    if options.get("layout") == "list":
+        note(SECTION, test, "Each append is one atomic list_append update: no race to lose.")
+    else:
+        note(
+            SECTION,
+            test,
+            f"Writers ran with max_append_attempts={LOAD_APPEND_ATTEMPTS}; with the default (64)"
+            " an append that loses more races in a row raises ConcurrencyError (nothing"
+            " written).",
+        )
     check_final(test, final, appends)
     check_reads(test, reading.observed, final)
     stored = count_items(boto3_client, table_name, session)
-    record(SECTION, test, "items left over", stored - len(final))
-    assert stored == len(final)  # one item per message: no orphan, no half write
+    wanted = 1 if options.get("layout") == "list" else len(final)  # one item, or one a message
+    record(SECTION, test, "items left over", stored - wanted)
+    assert stored == wanted  # no orphan, no half write
 
 
 def test_threads_and_processes_append_to_one_session(
@@ -422,3 +434,39 @@ def test_readers_during_clear_see_all_or_nothing(
     record(SECTION, test, "non-prefix reads", len(bad))
     assert not bad, bad[:3]
     assert _contents(history) == new
+
+
+@pytest.fixture
+def list_table(boto3_client: Any) -> Iterator[str]:
+    """A fresh hash-key-only table (LangChain's list layout), deleted after the test."""
+    name = f"chathist-test-list-{uuid.uuid4().hex[:8]}"
+    boto3_client.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "SessionId", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "SessionId", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    try:
+        yield name
+    finally:
+        boto3_client.delete_table(TableName=name)
+
+
+def test_list_layout_threads_and_processes_append_to_one_session(
+    list_table: str,
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    boto3_client: Any,
+    processes: list[multiprocessing.process.BaseProcess],
+) -> None:
+    """The same load on the list layout (one item per session, atomic list_append)."""
+    _one_session_under_load(
+        CI_LOAD,
+        "list layout: one session, threads + processes + readers",
+        list_table,
+        dynamodb_endpoint,
+        dynamodb_region,
+        boto3_client,
+        processes,
+        layout="list",
+    )
