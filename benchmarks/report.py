@@ -35,6 +35,13 @@ def times(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}x"
 
 
+def short(error: str | None, limit: int = 110) -> str:
+    """An error message cut for a table cell (results.json has the longer text)."""
+    if not error:
+        return ""
+    return error if len(error) <= limit else error[: limit - 3] + "..."
+
+
 def paired(entry: dict[str, Any]) -> str:
     """A read's time over the raw loop's in the same round: median (IQR), or n/a."""
     stats = entry.get("vs_raw_paired") or {}
@@ -394,7 +401,7 @@ def render(results: dict[str, Any]) -> str:
                 for k in keys
             },
         )
-        table.row("error", {k: data[k]["error"] or "" for k in keys})
+        table.row("error", {k: short(data[k]["error"]) for k in keys})
         parts.append(table.render())
 
     conc = scenarios.get("concurrency")
@@ -464,7 +471,7 @@ def render(results: dict[str, Any]) -> str:
                     if k in per and not per[k]["error"]
                 },
             )
-            table.row("error", {k: per[k]["error"] or "" for k in keys if k in per})
+            table.row("error", {k: short(per[k]["error"]) for k in keys if k in per})
             parts.append(table.render())
 
     notes = [f"- {c['label']}: {c['note']}" for c in contenders.values() if c["note"]]

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.messages import BaseMessage
 
@@ -27,6 +27,7 @@ from benchmarks.workload import (
 )
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 BATCHED = "@batched"
 RAW_KEY = "raw-boto3"
 """Key suffix of the reads of a session written in ``Sizes.batch``-message calls."""
@@ -44,10 +45,10 @@ def usage_dict(usage: Usage, per: int = 1) -> dict[str, float]:
     }
 
 
-def rotated(contenders: Sequence[Contender], turn: int) -> list[Contender]:
-    """The contenders in a different order each repeat, so none always runs first."""
-    shift = turn % len(contenders) if contenders else 0
-    return list(contenders[shift:]) + list(contenders[:shift])
+def rotated(items: Sequence[T], turn: int) -> list[T]:
+    """``items`` in a different order each turn, so none always runs first."""
+    shift = turn % len(items) if items else 0
+    return list(items[shift:]) + list(items[:shift])
 
 
 def warm_up(contenders: Sequence[Contender], log: Log) -> None:
@@ -125,12 +126,14 @@ def append_scaling(contenders: Sequence[Contender], sizes: Sizes, log: Log) -> d
     slow: dict[str, float] = {}
     for turn in range(sizes.repeats):
         # Lockstep: append #i of every contender before append #i+1 of any, so all see the
-        # same machine load at the same history length.
-        active = [AppendRun(c) for c in rotated(contenders, turn) if c.key not in slow]
+        # same machine load at the same history length; the order rotates with i, so each
+        # contender follows each other one equally often (a 400 KB rewrite keeps DynamoDB
+        # Local busy for a moment after it returns).
+        active = [AppendRun(c) for c in contenders if c.key not in slow]
         if not active:
             break
         for number, message in enumerate(messages, 1):
-            for run in active:
+            for run in rotated(active, number + turn):
                 run.append(number, message)
         for run in active:
             key = run.contender.key

@@ -54,8 +54,8 @@ class Sizes:
     """Scenario 3: the window."""
     populate_chunk: int = 20
     """Scenarios 3/4: messages per add_messages call when filling a session (a chat turn)."""
-    window_reads: int = 20
-    full_reads: int = 5
+    window_reads: int = 30
+    full_reads: int = 9
     batch: int = 100
     """Scenario 5: messages per add_messages call."""
     writers: int = 8
@@ -83,7 +83,7 @@ PRESETS: dict[str, Sizes] = {
         conversation=120,
         read=[300],
         window_reads=5,
-        full_reads=2,
+        full_reads=3,
         batch=100,
         writers=8,
         per_writer=5,
@@ -98,12 +98,13 @@ PRESETS: dict[str, Sizes] = {
         append=5000,
         points=[10, 100, 1000],
         read=[10000, 50000],
-        full_reads=5,
+        full_reads=9,
         per_writer=100,
         large_repeats=3,
         migrate_sessions=200,
         migrate_messages=50,
         repeats=5,
+        max_run_s=1e9,
     ),
 }
 
