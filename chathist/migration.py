@@ -246,7 +246,7 @@ class WriteLimiter:
             with self._lock:
                 self._refill()
                 need = min(units, self.burst)
-                if self._tokens >= need:
+                if self._tokens >= need - 1e-6:  # (float rounding must not stall it)
                     self._tokens -= units
                     self.largest = max(self.largest, units)
                     return
@@ -463,7 +463,7 @@ def read_session(
     below = None if upto is None else upto + 1
     events = list(store.select_events(session, newest_first=False, below=below))
     stages = {
-        e.stage: store.select_staged(session, e.stage)
+        e.stage: sorted(store.select_staged(session, e.stage), key=lambda staged: staged.seq)
         for e in events
         if e.kind == "commit" and e.stage is not None
     }
@@ -608,7 +608,17 @@ class _Migrator:
             report.add(empty=1)
             return
         plan = plan_session(session, messages, expires_at, self.store.attribute_names)
-        state = self._state(session, plan)
+        checking = config.verify or config.delete_source
+        stored: tuple[list[Event], dict[str, list[Event]]] | None = None
+        if checking:
+            try:  # one read serves both the state and the check of a finished session
+                stored = read_session(self.store, session)
+            except ChatHistoryError as exc:
+                report.problem("differences", session, f"unreadable: {exc}")
+                return
+            state = _state_of(stored[0], plan)
+        else:
+            state = self._state(session, plan)
         if state == "conflict":
             report.problem("conflicts", session, "the target partition already holds other events")
             return
@@ -622,6 +632,7 @@ class _Migrator:
                 payload_bytes=plan.payload_bytes,
                 estimated_wcu=sum(plan.estimate(r) for r in plan.requests),
             )
+            return  # nothing stored to verify or delete
         else:
             for request in plan.requests:
                 estimate = plan.estimate(request)
@@ -635,10 +646,9 @@ class _Migrator:
                 items_written=plan.items,
                 payload_bytes=plan.payload_bytes,
             )
-        if state != "done" and config.dry_run:
-            return  # nothing stored to verify or delete after
-        if config.verify or config.delete_source:
-            difference = self._verify(session, messages, expires_at, plan)
+            stored = None  # read back what was written
+        if checking:
+            difference = self._verify(session, messages, expires_at, plan, stored)
             if difference is not None:
                 report.problem("differences", session, difference)
                 return
@@ -647,7 +657,8 @@ class _Migrator:
             self._delete_source(session, raw)
 
     def _state(self, session: str, plan: SessionPlan) -> str:
-        """``new`` (maybe with stages of an interrupted run), ``done`` or ``conflict``."""
+        """``new`` (maybe with stages of an interrupted run), ``done`` or ``conflict``, from the
+        newest event of the partition (one small read)."""
         newest = _newest_event(self.store, session)
         if newest is None:
             return "new"
@@ -664,13 +675,19 @@ class _Migrator:
         messages: Sequence[BaseMessage],
         expires_at: int | None,
         plan: SessionPlan,
+        stored: tuple[list[Event], dict[str, list[Event]]] | None,
     ) -> str | None:
+        """None if the session's events up to the plan's last equal the source, else why not."""
         try:
-            events, stages = read_session(self.store, session, plan.last_seq)
-            stored = fold(events, stages=stages)
+            if stored is None:
+                events, stages = read_session(self.store, session, plan.last_seq)
+            else:
+                events = [e for e in stored[0] if e.seq <= plan.last_seq]
+                stages = {e.stage: stored[1][e.stage] for e in events if e.stage in stored[1]}
+            found = fold(events, stages=stages)
         except ChatHistoryError as exc:
             return f"unreadable: {exc}"
-        difference = compare_messages(messages, stored)
+        difference = compare_messages(messages, found)
         if difference is not None:
             return difference
         for event in [*events, *(e for staged in stages.values() for e in staged)]:
@@ -713,6 +730,17 @@ class _Migrator:
                 return
             raise
         self.report.add(deleted_sources=1)
+
+
+def _state_of(events: Sequence[Event], plan: SessionPlan) -> str:
+    """``new``, ``done`` or ``conflict`` from the whole sequence of the target partition: done
+    when the plan's last event is there and ours (the final request is written atomically)."""
+    if not events:
+        return "new"
+    for event in events:
+        if event.seq == plan.last_seq:
+            return "done" if event.writer == plan.writer else "conflict"
+    return "conflict"
 
 
 def _describe_key(raw: dict[str, Any], schema: KeySchema) -> str:

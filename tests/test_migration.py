@@ -1,0 +1,662 @@
+"""Bulk migration (``chathist migrate`` / ``chathist rollback``) against DynamoDB Local.
+
+Source tables hold sessions in the exact format LangChain's ``DynamoDBChatMessageHistory``
+writes: ``{"SessionId": sid, "History": messages_to_dict(...)}`` with floats as ``Decimal``
+(its ``coerce_float_to_decimal``), written through boto3's resource layer (``Table.put_item``
+or its batch writer, which serializes the same way), and an optional ``expireAt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import random
+import signal
+import string
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+    message_to_dict,
+    messages_to_dict,
+)
+
+from chathist import DynamoDBChatMessageHistory, create_table
+from chathist.capacity import CapacityMeter
+from chathist.events import parse_seq
+from chathist.fold import fold
+from chathist.migration import MigrationConfig, WriteLimiter, item_size, migrate_list_to_events
+from chathist.models import Binding, event_model
+from chathist.store import EventStore
+
+REPO = Path(__file__).resolve().parent.parent
+HAVE_CLI = (REPO / "chathist" / "cli.py").is_file()
+needs_cli = pytest.mark.skipif(not HAVE_CLI, reason="chathist/cli.py is not there yet")
+
+BULK_SESSIONS = 2000
+EXPIRED_SESSIONS = 10
+
+
+# -- building legacy tables ---------------------------------------------------------------------
+
+
+def legacy_history(messages: list[BaseMessage]) -> list[dict[str, Any]]:
+    """``messages`` as LangChain's class stores them (floats coerced to Decimal)."""
+    return json.loads(json.dumps(messages_to_dict(messages)), parse_float=Decimal)
+
+
+def plain(value: Any) -> Any:
+    """``value`` with every Decimal turned into a float (values compare equal)."""
+    return json.loads(json.dumps(value, default=float))
+
+
+def random_text(rng: random.Random, size: int) -> str:
+    alphabet = string.ascii_letters + string.digits + " äéß€中文😀"
+    return "".join(rng.choices(alphabet, k=size))
+
+
+def make_session(rng: random.Random, index: int) -> list[BaseMessage]:
+    """A conversation of mixed size and message types; a few near the 400 KB item limit."""
+    if index % 500 == 7:  # near 400 KB, in three messages
+        return [HumanMessage(random_text(rng, 40_000) + "x" * 85_000) for _ in range(3)]
+    if index % 500 == 11:  # near 400 KB in one message
+        return [AIMessage("q" * 200_000 + random_text(rng, 60_000))]
+    if index % 500 == 13:  # more than one transaction holds: staged write
+        return [HumanMessage(f"m{k}") for k in range(130)]
+    messages: list[BaseMessage] = [SystemMessage("You are terse.")]
+    for turn in range(rng.randint(0, 6)):
+        messages.append(HumanMessage(f"q{index}.{turn} " + random_text(rng, rng.randint(1, 200))))
+        if rng.random() < 0.3:
+            call = {"name": "lookup", "args": {"x": turn, "w": 0.25}, "id": f"c{turn}"}
+            messages.append(AIMessage("", tool_calls=[call]))
+            messages.append(ToolMessage(f"result {turn}", tool_call_id=f"c{turn}"))
+        size = 30_000 if index % 40 == 0 else rng.randint(1, 300)
+        messages.append(
+            AIMessage(random_text(rng, size), additional_kwargs={"score": round(rng.random(), 3)})
+        )
+    return messages
+
+
+def create_list_table(
+    client: Any, name: str, hash_key: str = "SessionId", range_key: str | None = None
+) -> None:
+    definitions = [{"AttributeName": hash_key, "AttributeType": "S"}]
+    schema = [{"AttributeName": hash_key, "KeyType": "HASH"}]
+    if range_key:
+        definitions.append({"AttributeName": range_key, "AttributeType": "S"})
+        schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
+    client.create_table(
+        TableName=name,
+        AttributeDefinitions=definitions,
+        KeySchema=schema,
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+def resource_table(endpoint: str | None, region: str | None, name: str) -> Any:
+    return boto3.resource("dynamodb", endpoint_url=endpoint, region_name=region).Table(name)
+
+
+@pytest.fixture
+def new_table(boto3_client: Any) -> Iterator[Any]:
+    """``new_table(kind)`` gives a fresh table name; every table is deleted after the test."""
+    names: list[str] = []
+
+    def make(prefix: str = "mig") -> str:
+        name = f"chathist-test-{prefix}-{uuid.uuid4().hex[:8]}"
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        with contextlib.suppress(Exception):
+            boto3_client.delete_table(TableName=name)
+
+
+def fill(
+    endpoint: str | None,
+    region: str | None,
+    table: str,
+    sessions: dict[str, list[BaseMessage]],
+    expiries: dict[str, int] | None = None,
+) -> None:
+    expiries = expiries or {}
+    with resource_table(endpoint, region, table).batch_writer() as batch:
+        for sid, messages in sessions.items():
+            item: dict[str, Any] = {"SessionId": sid, "History": legacy_history(messages)}
+            if sid in expiries:
+                item["expireAt"] = expiries[sid]
+            batch.put_item(Item=item)
+
+
+def small_sessions(count: int, seed: int = 1) -> dict[str, list[BaseMessage]]:
+    rng = random.Random(seed)
+    return {f"s{i:03d}": make_session(rng, i + 1) for i in range(count)}
+
+
+# -- running the commands -----------------------------------------------------------------------
+
+
+def cli(*argv: str) -> tuple[int, str]:
+    """Run ``chathist`` in-process; return the exit code and stdout."""
+    from chathist.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(list(argv))
+    return code, out.getvalue()
+
+
+def cli_json(*argv: str) -> tuple[int, dict[str, Any]]:
+    code, out = cli(*argv, "--json", "--quiet")
+    return code, json.loads(out)
+
+
+def endpoint_args(endpoint: str | None, region: str | None) -> list[str]:
+    args = []
+    if endpoint:
+        args += ["--endpoint-url", endpoint]
+    if region:
+        args += ["--region", region]
+    return args
+
+
+# -- reading the event table back, independently of the migration's own check ----------------
+
+
+def event_partitions(client: Any, table: str) -> dict[str, list[dict[str, Any]]]:
+    """Every item of an event table, grouped by session."""
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    request: dict[str, Any] = {"TableName": table}
+    while True:
+        page = client.scan(**request)
+        for item in page["Items"]:
+            grouped[item["SessionId"]["S"]].append(item)
+        if "LastEvaluatedKey" not in page:
+            return grouped
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def check_exactly_once(
+    store: EventStore, items: list[dict[str, Any]], expected: list[BaseMessage]
+) -> None:
+    """The partition holds the session once: sequence 0..n-1 by one migration writer (plus that
+    writer's stage, if any), folding to exactly the expected messages."""
+    sequence = sorted(
+        (i for i in items if not i["SK"]["S"].startswith("!")), key=lambda i: i["SK"]["S"]
+    )
+    staged = sorted((i for i in items if i["SK"]["S"].startswith("!")), key=lambda i: i["SK"]["S"])
+    assert [parse_seq(i["SK"]["S"]) for i in sequence] == list(range(len(sequence)))
+    writers = {i["w"]["S"] for i in items}
+    assert len(writers) == 1 and next(iter(writers)).startswith("mig1.")
+    events = [store.to_event(i) for i in sequence]
+    stages: dict[str, list[Any]] = defaultdict(list)
+    for raw in staged:
+        event = store.to_event(raw)
+        assert event.stage is not None
+        stages[event.stage].append(event)
+    got = fold(events, stages=stages)
+    assert [message_to_dict(m) for m in got] == [message_to_dict(m) for m in expected]
+
+
+# -- the bulk run: thousands of sessions, killed part-way, then resumed ------------------------
+
+
+@needs_cli
+def test_bulk_migration_killed_and_resumed_is_exactly_once(
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    boto3_client: Any,
+    new_table: Any,
+) -> None:
+    rng = random.Random(20261124)
+    sessions = {f"user-{i:05d}": make_session(rng, i) for i in range(BULK_SESSIONS)}
+    now = int(time.time())
+    expiries = {sid: now + 86_400 * (1 + i % 30) for i, sid in enumerate(sessions) if i % 5 == 0}
+    expired = [sid for i, sid in enumerate(sessions) if i % 5 == 1][:EXPIRED_SESSIONS]
+    expiries.update({sid: now - 60 for sid in expired})
+    largest = max(
+        item_size({"SessionId": sid, "History": legacy_history(m)}) for sid, m in sessions.items()
+    )
+    assert 380_000 < largest < 409_600  # some sessions really are near the item limit
+
+    source, target = new_table("list"), new_table("events")
+    create_list_table(boto3_client, source)
+    create_table(target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    fill(dynamodb_endpoint, dynamodb_region, source, sessions, expiries)
+
+    argv = [
+        "migrate",
+        "--source",
+        source,
+        "--target",
+        target,
+        "--segments",
+        "4",
+        *endpoint_args(dynamodb_endpoint, dynamodb_region),
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chathist.cli", *argv, "--quiet"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            count = boto3_client.describe_table(TableName=target)["Table"]["ItemCount"]
+            if count >= 400:
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL, process.stderr.read() if process.stderr else ""
+    partial = event_partitions(boto3_client, target)
+    assert 0 < len(partial) < BULK_SESSIONS - EXPIRED_SESSIONS
+
+    code, report = cli_json(*argv, "--verify")
+    assert code == 0, report["problems"]
+    live = BULK_SESSIONS - EXPIRED_SESSIONS
+    assert report["sessions"] == BULK_SESSIONS
+    assert report["expired"] == EXPIRED_SESSIONS
+    assert report["already"] > 0 and report["migrated"] > 0
+    assert report["migrated"] + report["already"] == live
+    assert report["verified"] == live
+    assert report["conflicts"] == report["failures"] == report["differences"] == 0
+    assert report["consumed_wcu"] > 0 and report["consumed_rcu"] > 0
+
+    partitions = event_partitions(boto3_client, target)
+    assert set(partitions) == set(sessions) - set(expired)
+    model = event_model(Binding(target, dynamodb_endpoint, dynamodb_region))
+    store = EventStore(model, meter=CapacityMeter())
+    for sid, items in partitions.items():
+        check_exactly_once(store, items, sessions[sid])
+        for raw in items:
+            assert raw.get("expireAt", {}).get("N") == (
+                str(expiries[sid]) if sid in expiries else None
+            )
+    for sid in random.Random(1).sample(sorted(partitions), 25):  # the public reader agrees
+        history = DynamoDBChatMessageHistory(
+            target, sid, dynamodb_endpoint, region_name=dynamodb_region
+        )
+        assert messages_to_dict(history.messages) == messages_to_dict(sessions[sid])
+
+
+# -- smaller behaviours ------------------------------------------------------------------------
+
+
+@needs_cli
+def test_dry_run_writes_nothing(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    source, target = new_table("list"), new_table("events")
+    create_list_table(boto3_client, source)
+    create_table(target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    sessions = small_sessions(40)
+    fill(dynamodb_endpoint, dynamodb_region, source, sessions)
+    before = boto3_client.scan(TableName=source)["Items"]
+
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "migrations.0001_list_to_events",
+            "migrate",
+            "--source",
+            source,
+            "--target",
+            target,
+            "--dry-run",
+            "--verify",
+            "--json",
+            *endpoint_args(dynamodb_endpoint, dynamodb_region),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)
+    assert report["dry_run"] is True
+    assert report["migrated"] == len(sessions)  # would migrate
+    assert report["messages"] == sum(len(m) for m in sessions.values())
+    assert report["items_written"] >= report["messages"]
+    assert report["estimated_wcu"] >= report["items_written"]
+    assert report["consumed_wcu"] == 0
+    assert boto3_client.scan(TableName=target, Select="COUNT")["Count"] == 0
+    assert boto3_client.scan(TableName=source)["Items"] == before
+
+    code, text = cli(
+        "migrate",
+        "--source",
+        source,
+        "--target",
+        target,
+        "--dry-run",
+        "--quiet",
+        *endpoint_args(dynamodb_endpoint, dynamodb_region),
+    )
+    assert code == 0
+    assert "DRY RUN" in text and f"sessions would migrate  {len(sessions)}" in text
+    assert boto3_client.scan(TableName=target, Select="COUNT")["Count"] == 0
+
+
+@needs_cli
+def test_verify_detects_a_tampered_event(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    source, target = new_table("list"), new_table("events")
+    create_list_table(boto3_client, source)
+    create_table(target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    sessions = small_sessions(20)
+    fill(dynamodb_endpoint, dynamodb_region, source, sessions)
+    argv = [
+        "migrate",
+        "--source",
+        source,
+        "--target",
+        target,
+        *endpoint_args(dynamodb_endpoint, dynamodb_region),
+    ]
+    code, report = cli_json(*argv, "--verify")
+    assert code == 0 and report["verified"] == 20
+
+    victim = "s007"
+    key = {"SessionId": {"S": victim}, "SK": {"S": "00000000000000000001"}}
+    item = boto3_client.get_item(TableName=target, Key=key)["Item"]
+    payload = json.loads(item["History"]["S"])
+    payload["data"]["content"] = payload["data"]["content"] + " (edited)"
+    boto3_client.update_item(
+        TableName=target,
+        Key=key,
+        UpdateExpression="SET History = :h",
+        ExpressionAttributeValues={":h": {"S": json.dumps(payload)}},
+    )
+
+    code, report = cli_json(*argv, "--verify")
+    assert code == 3
+    assert report["differences"] == 1
+    assert [p[0] for p in report["problems"]["differences"]] == [victim]
+    assert "message 1 differs" in report["problems"]["differences"][0][1]
+    assert report["verified"] == 19
+
+    code, text = cli(*argv, "--verify", "--quiet")  # the text report names it too
+    assert code == 3
+    assert "differences found by --verify: 1" in text and victim in text
+
+    code, report = cli_json(*argv)  # without --verify the content is not compared
+    assert code == 0 and report["already"] == 20
+
+
+@needs_cli
+def test_rollback_round_trip_readable_by_langchain(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    from langchain_community.chat_message_histories import (
+        DynamoDBChatMessageHistory as LangChainHistory,
+    )
+
+    source, events, back = new_table("list"), new_table("events"), new_table("back")
+    create_list_table(boto3_client, source)
+    create_list_table(boto3_client, back)
+    create_table(events, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    sessions = small_sessions(30, seed=7)
+    expiry = int(time.time()) + 3600
+    expiries = {sid: expiry for sid in list(sessions)[::3]}
+    fill(dynamodb_endpoint, dynamodb_region, source, sessions, expiries)
+    connection = endpoint_args(dynamodb_endpoint, dynamodb_region)
+    code, _ = cli_json("migrate", "--source", source, "--target", events, *connection)
+    assert code == 0
+
+    # One session that only the event layout can hold, and one that grew after migrating.
+    large = DynamoDBChatMessageHistory(
+        events, "too-large", dynamodb_endpoint, region_name=dynamodb_region
+    )
+    large.add_messages([HumanMessage("z" * 150_000) for _ in range(3)])
+    grown = DynamoDBChatMessageHistory(
+        events, "s003", dynamodb_endpoint, region_name=dynamodb_region
+    )
+    grown.add_messages([AIMessage("added after the migration", additional_kwargs={"p": 0.5})])
+    sessions["s003"] = [*sessions["s003"], *grown.messages[-1:]]
+
+    code, report = cli_json(
+        "rollback", "--source", events, "--target", back, "--verify", *connection
+    )
+    assert code == 1  # the too-large session is reported, not truncated
+    assert report["too_large"] == 1
+    assert [p[0] for p in report["problems"]["too_large"]] == ["too-large"]
+    assert report["migrated"] == len(sessions) and report["verified"] == len(sessions)
+    assert report["differences"] == report["conflicts"] == report["failures"] == 0
+    stored = {item["SessionId"]["S"] for item in boto3_client.scan(TableName=back)["Items"]}
+    assert stored == set(sessions)
+
+    for sid, messages in sessions.items():
+        history = LangChainHistory(table_name=back, session_id=sid, endpoint_url=dynamodb_endpoint)
+        # LangChain's class hands numbers back as Decimal; compare them by value.
+        assert plain(messages_to_dict(history.messages)) == messages_to_dict(messages)
+    item = resource_table(dynamodb_endpoint, dynamodb_region, back).get_item(
+        Key={"SessionId": "s000"}
+    )["Item"]
+    assert item["expireAt"] == expiry
+    assert item["History"] == legacy_history(sessions["s000"])  # LangChain's exact format
+
+    code, report = cli_json("rollback", "--source", events, "--target", back, *connection)
+    assert report["already"] == len(sessions) and report["migrated"] == 0
+
+
+@needs_cli
+def test_same_table_migration_then_delete_source(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    """A composite table used by LangChain with ``key={"PK": sid, "SK": "langchain_history"}``
+    migrates in place; the list items are recognised, not mistaken for events."""
+    table = new_table("same")
+    create_table(
+        table,
+        endpoint_url=dynamodb_endpoint,
+        region_name=dynamodb_region,
+        primary_key_name="PK",
+        sort_key_name="SK",
+    )
+    sessions = small_sessions(25, seed=3)
+    resource = resource_table(dynamodb_endpoint, dynamodb_region, table)
+    for sid, messages in sessions.items():
+        resource.put_item(
+            Item={"PK": sid, "SK": "langchain_history", "History": legacy_history(messages)}
+        )
+    connection = endpoint_args(dynamodb_endpoint, dynamodb_region)
+    argv = ["migrate", "--source", table, "--target", table, *connection]
+    code, report = cli_json(*argv, "--verify")
+    assert code == 0 and report["migrated"] == 25 and report["verified"] == 25
+    for sid in ("s000", "s011", "s024"):
+        history = DynamoDBChatMessageHistory(
+            table,
+            sid,
+            dynamodb_endpoint,
+            primary_key_name="PK",
+            sort_key_name="SK",
+            region_name=dynamodb_region,
+        )
+        assert messages_to_dict(history.messages) == messages_to_dict(sessions[sid])
+
+    code, report = cli_json(*argv, "--delete-source")
+    assert code == 0 and report["already"] == 25 and report["deleted_sources"] == 25
+    remaining = boto3_client.scan(TableName=table)["Items"]
+    assert not [i for i in remaining if i["SK"]["S"] == "langchain_history"]
+    code, report = cli_json(*argv)
+    assert code == 0 and report["sessions"] == 0
+
+
+@needs_cli
+def test_custom_names_and_reserved_words(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    source, target = new_table("list"), new_table("events")
+    create_list_table(boto3_client, source, hash_key="id")
+    create_table(
+        target,
+        endpoint_url=dynamodb_endpoint,
+        region_name=dynamodb_region,
+        primary_key_name="id",
+        sort_key_name="seq",
+    )
+    sessions = small_sessions(5, seed=9)
+    expiry = int(time.time()) + 600
+    resource = resource_table(dynamodb_endpoint, dynamodb_region, source)
+    for sid, messages in sessions.items():
+        resource.put_item(Item={"id": sid, "data": legacy_history(messages), "ttl": expiry})
+    code, report = cli_json(
+        "migrate",
+        "--source",
+        source,
+        "--target",
+        target,
+        "--primary-key-name",
+        "id",
+        "--history-key",
+        "data",
+        "--ttl-key-name",
+        "ttl",
+        "--verify",
+        *endpoint_args(dynamodb_endpoint, dynamodb_region),
+    )
+    assert code == 0 and report["verified"] == 5
+    history = DynamoDBChatMessageHistory(
+        target,
+        "s002",
+        dynamodb_endpoint,
+        primary_key_name="id",
+        sort_key_name="seq",
+        history_messages_key="data",
+        ttl_key_name="ttl",
+        region_name=dynamodb_region,
+    )
+    assert messages_to_dict(history.messages) == messages_to_dict(sessions["s002"])
+
+
+def test_conflicting_partition_is_reported_not_duplicated(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    source, target = new_table("list"), new_table("events")
+    create_list_table(boto3_client, source)
+    create_table(target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    sessions = small_sessions(6, seed=5)
+    fill(dynamodb_endpoint, dynamodb_region, source, sessions)
+    other = DynamoDBChatMessageHistory(
+        target, "s004", dynamodb_endpoint, region_name=dynamodb_region
+    )
+    other.add_messages([HumanMessage("written by the new application first")])
+
+    config = MigrationConfig(
+        source, target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region, verify=True
+    )
+    report = migrate_list_to_events(config)
+    assert report.migrated == 5 and report.conflicts == 1
+    assert [p[0] for p in report.problems["conflicts"]] == ["s004"]
+    assert [m.content for m in other.messages] == ["written by the new application first"]
+
+
+# -- the write limiter ---------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += seconds
+
+
+def test_limiter_accounting_with_a_fake_clock() -> None:
+    clock = FakeClock()
+    limiter = WriteLimiter(50, clock=clock, sleep=clock.sleep)
+    rng = random.Random(4)
+    for _ in range(400):
+        estimate = float(rng.randint(1, 20))
+        limiter.acquire(estimate)
+        actual = estimate * rng.choice([0.5, 1.0, 1.0, 2.0])
+        limiter.settle(estimate, actual)
+        elapsed = clock.now - limiter.started
+        assert limiter.consumed <= limiter.burst + 50 * elapsed + limiter.largest
+    assert limiter.consumed > 2000
+    elapsed = clock.now - limiter.started
+    assert limiter.consumed / elapsed == pytest.approx(50, rel=0.15)
+    assert clock.slept == pytest.approx(limiter.waited)
+
+
+def test_limiter_passes_requests_larger_than_its_burst() -> None:
+    clock = FakeClock()
+    limiter = WriteLimiter(10, clock=clock, sleep=clock.sleep)
+    for _ in range(5):
+        limiter.acquire(400.0)  # one 400 KB item at 10 WCU/s: must not wait forever
+        limiter.settle(400.0, 400.0)
+    assert clock.now - limiter.started == pytest.approx(4 * 400 / 10, rel=0.01)
+
+
+@needs_cli
+def test_max_wcu_caps_the_reported_write_rate(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    source, target = new_table("list"), new_table("events")
+    create_list_table(boto3_client, source)
+    create_table(target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    rng = random.Random(2)
+    sessions = {f"w{i:02d}": [HumanMessage(random_text(rng, 3000))] for i in range(60)}
+    fill(dynamodb_endpoint, dynamodb_region, source, sessions)
+    code, report = cli_json(
+        "migrate",
+        "--source",
+        source,
+        "--target",
+        target,
+        "--max-wcu",
+        "100",
+        *endpoint_args(dynamodb_endpoint, dynamodb_region),
+    )
+    assert code == 0 and report["migrated"] == 60
+    # Every write went through the limiter, and it let through no more than its rate allows.
+    assert report["limiter_units"] == report["consumed_wcu"] >= 180
+    assert report["limiter_wait_seconds"] > 0
+    assert report["limiter_units"] <= 100 * report["elapsed"] + 100 + 10
+
+
+def test_item_size_matches_dynamodb_limit(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    """The size rule used to refuse oversize rollbacks agrees with DynamoDB at the limit."""
+    table = new_table("size")
+    create_list_table(boto3_client, table)
+    resource = resource_table(dynamodb_endpoint, dynamodb_region, table)
+    base = {"SessionId": "x", "History": legacy_history([HumanMessage("a", id="1")])}
+    pad = 409_600 - item_size(base)
+    fits = {"SessionId": "x", "History": legacy_history([HumanMessage("a" * (1 + pad), id="1")])}
+    assert item_size(fits) == 409_600
+    resource.put_item(Item=fits)
+    over = {"SessionId": "x", "History": legacy_history([HumanMessage("a" * (2 + pad), id="1")])}
+    with pytest.raises(Exception, match="size"):
+        resource.put_item(Item=over)
