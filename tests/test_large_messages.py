@@ -291,19 +291,21 @@ def test_a_small_message_stays_plain_json_and_a_compressible_one_is_compressed(
     history: History, client: Any, table_name: str
 ) -> None:
     small = HumanMessage("hello, plain and readable in the console")
-    at_threshold = AIMessage(prose(DEFAULT_COMPRESS_THRESHOLD - 200, 1))
+    under_threshold = AIMessage(prose(DEFAULT_COMPRESS_THRESHOLD - 200, 1))
     compressible = AIMessage(prose(300 * KB, 2))
-    history().add_messages([small, at_threshold, compressible])
+    history().add_messages([small, under_threshold, compressible])
 
     items = stored_items(client, table_name)
-    first, second, third = (stored_message(items, m) for m in (small, at_threshold, compressible))
-    for plain, message in ((first, small), (second, at_threshold)):
+    first, second, third = (
+        stored_message(items, m) for m in (small, under_threshold, compressible)
+    )
+    for plain, message in ((first, small), (second, under_threshold)):
         assert plain["codec"]["S"] == CODEC_JSON and "blob" not in plain
         assert json.loads(plain["History"]["S"]) == message_to_dict(message)
     assert third["codec"]["S"] == CODEC_ZLIB and "History" not in third
     assert len(third["blob"]["B"]) < 100 * KB
     assert json.loads(zlib.decompress(third["blob"]["B"])) == message_to_dict(compressible)
-    sent = dicts([small, at_threshold, compressible])
+    sent = dicts([small, under_threshold, compressible])
     assert dicts(history().messages) == sent
     assert dicts(history(compress_threshold=None).messages) == sent  # each item says its codec
 
@@ -432,7 +434,7 @@ def test_history_size_windows_with_large_messages_inside_and_at_the_edge(
         AIMessage(letters(MB, 1)),
         HumanMessage("m2"),
         AIMessage(letters(450 * KB, 3)),
-        HumanMessage(image_block(2 * MB, 4)),
+        HumanMessage(image_block(MB, 4)),
         AIMessage("m5"),
         AIMessage(letters(900 * KB, 6)),
     ]
