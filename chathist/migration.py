@@ -94,7 +94,7 @@ class MigrationConfig:
     ttl_key_name: str = "expireAt"
     legacy_sort_value: str | None = None
     """Rollback into a composite-key table: the range key value of each session's list item."""
-    segments: int = 4
+    segments: int = 8
     dry_run: bool = False
     verify: bool = False
     delete_source: bool = False

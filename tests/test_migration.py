@@ -247,7 +247,7 @@ def test_bulk_migration_killed_and_resumed_is_exactly_once(
         "--target",
         target,
         "--segments",
-        "4",
+        "8",
         *endpoint_args(dynamodb_endpoint, dynamodb_region),
     ]
     process = subprocess.Popen(

@@ -114,7 +114,7 @@ def _add_shared(parser: argparse.ArgumentParser) -> None:
     )
     run = parser.add_argument_group("run")
     run.add_argument(
-        "--segments", type=_positive_int, default=4, metavar="N", help="parallel scan segments (4)"
+        "--segments", type=_positive_int, default=8, metavar="N", help="parallel scan segments (8)"
     )
     run.add_argument(
         "--max-wcu",
