@@ -224,6 +224,14 @@ def render(outcome: dict[str, str], reasons: dict[str, str], *, soak: bool) -> s
         f" **{_total('isolation', 'secrets at INFO+')}** |",
         "",
     ]
+    kinds: dict[str, int] = defaultdict(int)
+    for (sec, test, name), value in FIGURES.counts.items():
+        injected = name.endswith(" injected") and name != "faults injected"
+        if sec == "faults" and injected and _counted(sec, test):
+            kinds[name.removesuffix(" injected")] += value
+    lines += ["## Faults injected, by kind", "", "| kind | injected |", "|---|---|"]
+    lines += [f"| {kind} | {n} |" for kind, n in sorted(kinds.items())]
+    lines.append("")
     for section, title in SECTIONS.items():
         lines += [f"## {title}", ""]
         for test, figures in _rows(section):
