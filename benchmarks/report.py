@@ -529,6 +529,7 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 8), sharex=True)
     width = max(append["window"], 5)
+    failed_at: dict[int, list[str]] = {}
     for key, data in append["contenders"].items():
         label = results["contenders"][key]["label"]
         runs = data["runs"]
@@ -552,15 +553,19 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
         top.plot(xs, smooth, label=label, **style)
         bottom.plot(xs, wcu, label=label, **style)
         for failure in data["failures"][:1]:
-            top.axvline(failure["at"], linestyle=":", color="grey")
-            top.annotate(
-                f"{label} fails at #{failure['at']}",
-                (failure["at"], max(smooth)),
-                fontsize=8,
-                rotation=90,
-                va="top",
-                ha="right",
-            )
+            failed_at.setdefault(failure["at"], []).append(label)
+    for at, names in sorted(failed_at.items()):
+        for axis in (top, bottom):
+            axis.axvline(at, linestyle=":", color="grey")
+        bottom.annotate(
+            f"#{at}: {', '.join(names)} fail (400 KB item)",
+            (at, 1.0),
+            xytext=(-6, 4),
+            textcoords="offset points",
+            fontsize=8,
+            ha="right",
+            va="bottom",
+        )
     top.set_ylabel(f"append latency, ms (median of {width})")
     top.set_yscale("log")
     top.legend(fontsize=8)
