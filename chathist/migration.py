@@ -115,6 +115,9 @@ class Report:
     verify: bool = False
     format_version: int = FORMAT_VERSION
     estimated_items: int | None = None
+    """The scanned table's item count as DynamoDB last refreshed it (every few hours)."""
+    estimated_sessions: int | None = None
+    """Sessions expected (the list table's item count, when it holds nothing else)."""
     scanned_items: int = 0
     sessions: int = 0
     """Sessions seen in the source (every outcome)."""
@@ -171,6 +174,7 @@ class Report:
             "verify",
             "format_version",
             "estimated_items",
+            "estimated_sessions",
             "scanned_items",
             "sessions",
             "migrated",
@@ -306,8 +310,16 @@ def compare_messages(expected: Sequence[BaseMessage], found: Sequence[BaseMessag
     if len(expected) != len(found):
         return f"{len(found)} messages instead of {len(expected)}"
     for index, (want, got) in enumerate(zip(expected, found, strict=True)):
-        if message_to_dict(want) != message_to_dict(got):
-            return f"message {index} differs ({want.type} in the source, {got.type} stored)"
+        want_dict, got_dict = message_to_dict(want), message_to_dict(got)
+        if want_dict != got_dict:
+            if want_dict["type"] != got_dict["type"]:
+                return f"message {index} is a {got.type} message, the source has a {want.type}"
+            fields = sorted(
+                name
+                for name in set(want_dict["data"]) | set(got_dict["data"])
+                if want_dict["data"].get(name) != got_dict["data"].get(name)
+            )
+            return f"message {index} ({want.type}) differs in {', '.join(fields)}"
     return None
 
 
@@ -620,7 +632,15 @@ class _Migrator:
         else:
             state = self._state(session, plan)
         if state == "conflict":
-            report.problem("conflicts", session, "the target partition already holds other events")
+            if not self._holds_source(session, messages, stored):
+                report.problem(
+                    "conflicts", session, "the target partition already holds other events"
+                )
+                return
+            # Another writer (lazy migration, or the application) already stored these messages.
+            report.add(already=1, verified=int(checking))
+            if config.delete_source and not config.dry_run:
+                self._delete_source(session, raw)
             return
         if state == "done":
             report.add(already=1)
@@ -655,6 +675,20 @@ class _Migrator:
             report.add(verified=1)
         if config.delete_source and not config.dry_run:
             self._delete_source(session, raw)
+
+    def _holds_source(
+        self,
+        session: str,
+        messages: Sequence[BaseMessage],
+        stored: tuple[list[Event], dict[str, list[Event]]] | None,
+    ) -> bool:
+        """True if the partition's history starts with exactly the source's messages."""
+        try:
+            events, stages = stored if stored is not None else read_session(self.store, session)
+            found = fold(events, stages=stages)
+        except ChatHistoryError:
+            return False
+        return compare_messages(messages, found[: len(messages)]) is None
 
     def _state(self, session: str, plan: SessionPlan) -> str:
         """``new`` (maybe with stages of an interrupted run), ``done`` or ``conflict``, from the
@@ -768,6 +802,8 @@ def migrate_list_to_events(
     run = _Run(config, report, on_progress)
     probe = _Migrator(run, source_key, event_names)
     report.estimated_items = _table_items(probe.source_client, config.source)
+    if config.source != config.target:
+        report.estimated_sessions = report.estimated_items
     workers = [probe] + [
         _Migrator(run, source_key, event_names) for _ in range(config.segments - 1)
     ]

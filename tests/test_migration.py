@@ -219,6 +219,7 @@ def check_exactly_once(
 
 @needs_cli
 def test_bulk_migration_killed_and_resumed_is_exactly_once(
+    tmp_path: Path,
     dynamodb_endpoint: str | None,
     dynamodb_region: str | None,
     boto3_client: Any,
@@ -252,7 +253,7 @@ def test_bulk_migration_killed_and_resumed_is_exactly_once(
     ]
     process = subprocess.Popen(
         [sys.executable, "-m", "chathist.cli", *argv, "--quiet"],
-        cwd=REPO,
+        cwd=tmp_path,  # outside the repository: the installed packages must resolve
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -357,7 +358,7 @@ def test_dry_run_writes_nothing(
         *endpoint_args(dynamodb_endpoint, dynamodb_region),
     )
     assert code == 0
-    assert "DRY RUN" in text and f"sessions would migrate  {len(sessions)}" in text
+    assert "DRY RUN" in text and f"sessions would be migrated  {len(sessions)}" in text
     assert boto3_client.scan(TableName=target, Select="COUNT")["Count"] == 0
 
 
@@ -397,7 +398,7 @@ def test_verify_detects_a_tampered_event(
     assert code == 3
     assert report["differences"] == 1
     assert [p[0] for p in report["problems"]["differences"]] == [victim]
-    assert "message 1 differs" in report["problems"]["differences"][0][1]
+    assert "message 1 (human) differs in content" in report["problems"]["differences"][0][1]
     assert report["verified"] == 19
 
     code, text = cli(*argv, "--verify", "--quiet")  # the text report names it too
@@ -567,13 +568,27 @@ def test_conflicting_partition_is_reported_not_duplicated(
     )
     other.add_messages([HumanMessage("written by the new application first")])
 
-    config = MigrationConfig(
-        source, target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region, verify=True
+    same = DynamoDBChatMessageHistory(
+        target, "s001", dynamodb_endpoint, region_name=dynamodb_region
     )
-    report = migrate_list_to_events(config)
-    assert report.migrated == 5 and report.conflicts == 1
-    assert [p[0] for p in report.problems["conflicts"]] == ["s004"]
+    same.add_messages(sessions["s001"])  # the same content, stored by another writer
+
+    for verify in (False, True):
+        config = MigrationConfig(
+            source,
+            target,
+            endpoint_url=dynamodb_endpoint,
+            region_name=dynamodb_region,
+            verify=verify,
+        )
+        report = migrate_list_to_events(config)
+        assert report.conflicts == 1 and report.already == 1 + 4 * verify
+        assert report.migrated == 4 * (not verify)
+        assert [p[0] for p in report.problems["conflicts"]] == ["s004"]
     assert [m.content for m in other.messages] == ["written by the new application first"]
+    assert messages_to_dict(same.messages) == messages_to_dict(sessions["s001"])
+    items = event_partitions(boto3_client, target)
+    assert len(items["s001"]) == len(sessions["s001"])  # not written twice
 
 
 # -- the write limiter ---------------------------------------------------------------------------

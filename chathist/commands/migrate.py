@@ -230,7 +230,7 @@ class ProgressLine:
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.interval = 0.25 if self.tty else 5.0
-        self._last = 0.0
+        self._last = time.monotonic()  # the first line after one interval, with real rates
         self._drawn = False
         self._report: Report | None = None
 
@@ -250,15 +250,18 @@ class ProgressLine:
             f"{report.messages:,} messages ({report.messages / elapsed:,.0f}/s)",
             f"{report.capacity.write_units:,.0f} WCU",
         ]
-        total = report.estimated_items
-        if total:
-            done = min(report.scanned_items / total, 1.0)
-            parts.append(f"{100 * done:.0f}% scanned")
+        done = None
+        if report.estimated_sessions:
+            done = min(report.sessions / report.estimated_sessions, 1.0)
+        elif report.estimated_items:
+            done = min(report.scanned_items / report.estimated_items, 1.0)
+        if done is not None:
+            parts.append(f"{100 * done:.0f}%")
             if done > 0:
                 parts.append(f"ETA {_duration(elapsed * (1 - done) / done)}")
         problems = report.conflicts + report.failures + report.differences + report.too_large
         if problems:
-            parts.append(f"{problems:,} problems")
+            parts.append(f"problems: {problems:,}")
         return " | ".join(parts)
 
     def _draw(self, report: Report) -> None:
@@ -309,7 +312,8 @@ def render_report(report: Report, script: Any = None, *, show: int = 20) -> str:
     if report.dry_run:
         head += "  DRY RUN: nothing written"
     elapsed = max(report.elapsed, 1e-9)
-    done = "would migrate" if report.dry_run else "migrated"
+    verb = "migrated" if report.direction == "list-to-events" else "rolled back"
+    done = f"would be {verb}" if report.dry_run else verb
     rows = [
         ("sessions seen", f"{report.sessions:,}"),
         (f"sessions {done}", f"{report.migrated:,}"),
@@ -328,7 +332,7 @@ def render_report(report: Report, script: Any = None, *, show: int = 20) -> str:
     rows += [
         ("messages", f"{report.messages:,}"),
         ("items written" if not report.dry_run else "items to write", f"{report.items_written:,}"),
-        ("bytes written", _bytes(report.payload_bytes)),
+        ("bytes to write" if report.dry_run else "bytes written", _bytes(report.payload_bytes)),
         ("source bytes", _bytes(report.source_bytes)),
     ]
     if report.dry_run:
