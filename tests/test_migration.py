@@ -40,7 +40,13 @@ from chathist import DynamoDBChatMessageHistory, create_table
 from chathist.capacity import CapacityMeter
 from chathist.events import parse_seq
 from chathist.fold import fold
-from chathist.migration import MigrationConfig, WriteLimiter, item_size, migrate_list_to_events
+from chathist.migration import (
+    MigrationConfig,
+    WriteLimiter,
+    item_size,
+    migrate_list_to_events,
+    plan_session,
+)
 from chathist.models import Binding, event_model
 from chathist.store import EventStore
 
@@ -675,3 +681,51 @@ def test_item_size_matches_dynamodb_limit(
     over = {"SessionId": "x", "History": legacy_history([HumanMessage("a" * (2 + pad), id="1")])}
     with pytest.raises(Exception, match="size"):
         resource.put_item(Item=over)
+
+
+def test_resume_after_a_kill_between_stage_and_commit(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    """A session too large for one transaction is staged first; a run killed after writing the
+    stage (before its commit) is finished by the next run, which writes no second copy."""
+    source, target = new_table("list"), new_table("events")
+    create_list_table(boto3_client, source)
+    create_table(target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    messages: list[BaseMessage] = [HumanMessage(f"m{k}") for k in range(230)]
+    fill(dynamodb_endpoint, dynamodb_region, source, {"big": messages})
+    model = event_model(Binding(target, dynamodb_endpoint, dynamodb_region))
+    store = EventStore(model, meter=CapacityMeter())
+    plan = plan_session("big", messages, None, store.attribute_names)
+    assert len(plan.requests) >= 3  # stages, then the commit
+    for request in plan.requests[:-1]:  # what the killed run had written
+        store.insert_events("big", request)
+    assert (
+        DynamoDBChatMessageHistory(
+            target, "big", dynamodb_endpoint, region_name=dynamodb_region
+        ).messages
+        == []
+    )  # a stage without its commit is invisible
+
+    config = MigrationConfig(
+        source, target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region, verify=True
+    )
+    report = migrate_list_to_events(config)
+    assert report.migrated == 1 and report.verified == 1 and report.ok
+    items = event_partitions(boto3_client, target)["big"]
+    check_exactly_once(store, items, messages)
+    assert len(items) == plan.items
+    again = migrate_list_to_events(config)
+    assert again.already == 1 and again.migrated == 0
+
+
+def test_progress_line_shows_rates_and_eta() -> None:
+    from chathist.commands.migrate import ProgressLine
+    from chathist.migration import Report
+
+    stream = io.StringIO()
+    line = ProgressLine("migrate", stream)
+    report = Report("list-to-events", "a", "b", sessions=250, messages=5000, elapsed=10.0)
+    report.estimated_sessions = 1000
+    text = line.line(report)
+    assert text.startswith("migrate: 250 sessions (25/s) | 5,000 messages (500/s)")
+    assert "25%" in text and "ETA 0:30" in text
