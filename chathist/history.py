@@ -406,7 +406,8 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
             return None
         item = self._legacy.read(consistent=consistent)
         if item.entries is None or item.migrated:
-            self._legacy_retired = True
+            # Only a strongly consistent read proves it gone (an eventual one may lag).
+            self._legacy_retired = self._legacy_retired or consistent
             return None
         return item
 
@@ -466,8 +467,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
                     self._legacy_retired = True
                     self._next_seq = final[-1].seq + 1
                     return final[-1].seq
-                if outcome is Outcome.SEQUENCE_TAKEN:
-                    self._next_seq = None
+                self._next_seq = None  # the winner may have taken those numbers
                 time.sleep(random.uniform(0, min(0.2, 0.004 * 2**attempt)))
         raise ConcurrencyError(
             f"session {self.session_id!r}: the legacy item kept changing while it was migrated"

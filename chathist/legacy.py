@@ -27,7 +27,10 @@ reads the item, keeps the latest ``history_size`` entries and writes them back o
 the counter is unchanged (on an item LangChain wrote, which has no counter: that the list still
 has the length read), retrying a bounded number of times (`ConcurrencyError`). A write that would
 take the item past 400 KB is refused by DynamoDB before anything changes, and surfaces as
-`ItemTooLargeError` naming the migration command.
+`ItemTooLargeError` naming the migration command. Each write also stores its random id
+(`WRITER_ATTRIBUTE`) and is conditional on the stored id not being its own, so when botocore
+resends a write whose answer was lost after DynamoDB applied it, the resend is recognised and
+nothing is appended twice (unless another writer wrote in between the two sends).
 
 Lazy migration (the event-layout history's ``legacy_*`` options). The session's legacy item is
 read (consistently) together with its counter, or its list length when LangChain wrote it last.
@@ -55,6 +58,13 @@ action (one item, 400 KB). A loser's staged events are never committed and stay 
 Reading: the legacy messages come first, then the events; a clear among the events hides the
 legacy messages (a migration never moves messages that a clear hides). A legacy item that is
 absent, has no list, or carries the migration mark is ignored.
+
+Limits. Give every writer of a session the legacy location until its data is migrated: the
+moved messages go at the end of the event sequence, so events written before the migration by a
+history without the legacy options would end up before them. LangChain's class writing the
+legacy item after it was migrated (a fleet still switching) writes a new legacy item that a
+later write migrates again, after the events; and with ``delete_legacy=False`` such writes to a
+marked item are ignored.
 """
 
 from __future__ import annotations
@@ -92,6 +102,7 @@ from chathist.store import EventStore
 __all__ = [
     "MIGRATED_ATTRIBUTE",
     "VERSION_ATTRIBUTE",
+    "WRITER_ATTRIBUTE",
     "ListItem",
     "ListStore",
     "Outcome",
@@ -237,6 +248,8 @@ def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+WRITER_ATTRIBUTE: Final = "chathistWriter"
+"""The id of the last write chathist applied to a list item, to recognise a resent write."""
 MIGRATED_ATTRIBUTE: Final = "chathistMigrated"
 """Set (to epoch seconds) on a legacy item whose messages a lazy migration moved into events but
 was asked to keep (``delete_legacy=False``); chathist then ignores the item."""
@@ -305,7 +318,13 @@ class ListStore:
     ) -> None:
         if not key:
             raise ConfigurationError("key must name at least the table's hash key")
-        names = [*key, history_key, VERSION_ATTRIBUTE, *([ttl_key_name] if ttl else [])]
+        names = [
+            *key,
+            history_key,
+            VERSION_ATTRIBUTE,
+            WRITER_ATTRIBUTE,
+            *([ttl_key_name] if ttl else []),
+        ]
         if len(set(names)) < len(names):
             raise ConfigurationError(
                 f"the key attributes, history_messages_key ({history_key!r}) and ttl_key_name"
@@ -425,13 +444,14 @@ class ListStore:
         if not entries:
             return
         new: dict[str, Any] = dict(self._serializer.serialize(entries))
+        write_id = uuid.uuid4().hex
         limit = self.history_size
         if limit is None or len(entries) <= limit:
             room = None if limit is None else limit - len(entries)
-            if self._list_append(new, room):
+            if self._list_append(new, room, write_id):
                 return
         for attempt in range(self.max_attempts):
-            if self._replace(entries, limit):
+            if self._replace(entries, limit, write_id):
                 return
             time.sleep(random.uniform(0, min(0.25, 0.002 * 2**attempt)))
         raise ConcurrencyError(
@@ -439,7 +459,7 @@ class ListStore:
             " in a row while a truncating write was retried"
         )
 
-    def _list_append(self, new: dict[str, Any], room: int | None) -> bool:
+    def _list_append(self, new: dict[str, Any], room: int | None, write_id: str) -> bool:
         """``list_append`` ``new``; with ``room``, only if the list holds at most that many."""
         request: dict[str, Any] = {
             "Key": self._raw_key,
@@ -448,18 +468,34 @@ class ListStore:
         }
         ttl = self._set_ttl(request, time.time())
         request["UpdateExpression"] = (
-            f"SET #h = list_append(if_not_exists(#h, :empty), :new){ttl} ADD #v :one"
+            f"SET #h = list_append(if_not_exists(#h, :empty), :new){ttl}, #w = :w ADD #v :one"
         )
+        condition = None
         if room is not None:
-            request["ConditionExpression"] = "attribute_not_exists(#h) OR size(#h) <= :room"
+            condition = "(attribute_not_exists(#h) OR size(#h) <= :room)"
             request["ExpressionAttributeValues"][":room"] = {"N": str(room)}
+        return self._update_once(request, condition, write_id)
+
+    def _update_once(self, request: dict[str, Any], condition: str | None, write_id: str) -> bool:
+        """Send the update (which sets the writer attribute to ``write_id``) on ``condition``;
+        False if the condition failed. Idempotent: if botocore resends an update that DynamoDB
+        had applied (its answer lost), the resend fails its condition, and the stored writer id
+        shows the write is in."""
+        request["ExpressionAttributeNames"]["#w"] = WRITER_ATTRIBUTE
+        request["ExpressionAttributeValues"][":w"] = {"S": write_id}
+        not_applied = "(attribute_not_exists(#w) OR #w <> :w)"
+        request["ConditionExpression"] = (
+            f"{condition} AND {not_applied}" if condition else not_applied
+        )
+        request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
         try:
             self._call("UpdateItem", "update_item", **request)
-        except ClientError:  # only a failed condition gets here
-            return False
+        except ClientError as exc:  # only a failed condition gets here
+            old = cast(dict[str, Any], exc.response).get("Item") or {}
+            return bool(old.get(WRITER_ATTRIBUTE, {}).get("S") == write_id)
         return True
 
-    def _replace(self, entries: list[dict[str, Any]], limit: int | None) -> bool:
+    def _replace(self, entries: list[dict[str, Any]], limit: int | None, write_id: str) -> bool:
         """Read, append, keep the latest ``limit``, write back if unchanged; False if changed."""
         current = self.read()
         stored, version = current.entries, current.version
@@ -475,16 +511,11 @@ class ListStore:
             },
         }
         ttl = self._set_ttl(request, time.time())
-        request["UpdateExpression"] = f"SET #h = :h, #v = :next{ttl}"
+        request["UpdateExpression"] = f"SET #h = :h, #v = :next{ttl}, #w = :w"
         condition, names, values = current.condition(self.history_key)
-        request["ConditionExpression"] = condition
         request["ExpressionAttributeNames"].update(names)
         request["ExpressionAttributeValues"].update(values)
-        try:
-            self._call("UpdateItem", "update_item", **request)
-        except ClientError:
-            return False
-        return True
+        return self._update_once(request, f"({condition})", write_id)
 
     def delete(self) -> None:
         """Delete the session's item (as LangChain's ``clear`` does)."""
