@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 import warnings
 from collections import Counter
@@ -242,3 +243,44 @@ def test_two_concurrent_writers_neither_lose_nor_duplicate(
         assert (item is None) if delete_legacy else (item is not None)
     assert outcomes[Outcome.DONE] == 6  # one migration a session
     assert outcomes[Outcome.LEGACY_CHANGED] + outcomes[Outcome.SEQUENCE_TAKEN] > 0  # a real race
+
+
+def test_a_legacy_item_changed_during_the_migration_is_migrated_again(
+    migrating: History,
+    legacy_table: str,
+    dynamodb_endpoint: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LangChain's class (a fleet still switching) appends between the read and the commit:
+    the transaction's condition fails, and the retry moves the changed list."""
+    old = old_messages(2)
+    write_legacy(legacy_table, dynamodb_endpoint, "s", old)
+    outcomes: list[Outcome] = []
+
+    def interleaved(*args: Any) -> Outcome:
+        if not outcomes:
+            write_legacy(legacy_table, dynamodb_endpoint, "s", [AIMessage("late")])
+        outcome = commit_migration(*args)
+        outcomes.append(outcome)
+        return outcome
+
+    monkeypatch.setattr(chathist.history, "commit_migration", interleaved)
+    history = migrating()
+    history.add_user_message("new")
+    assert outcomes == [Outcome.LEGACY_CHANGED, Outcome.DONE]
+    assert migrating().messages == [*old, AIMessage("late"), HumanMessage("new")]
+
+
+def test_moved_messages_get_the_ttl_of_new_events(
+    migrating: History,
+    legacy_table: str,
+    table_name: str,
+    dynamodb_endpoint: str | None,
+    boto3_client: Any,
+) -> None:
+    write_legacy(legacy_table, dynamodb_endpoint, "s", old_messages(2))
+    before = int(time.time())
+    migrating(ttl=600).add_user_message("new")
+    expiries = [int(item["expireAt"]["N"]) for item in events_of(boto3_client, table_name, "s")]
+    assert len(expiries) == 3
+    assert all(before + 600 <= e <= int(time.time()) + 600 for e in expiries)
