@@ -255,7 +255,7 @@ class WriteLimiter:
                     self.largest = max(self.largest, units)
                     return
                 delay = (need - self._tokens) / self.rate
-            self.waited += delay
+                self.waited += delay
             self._sleep(delay)
 
     def settle(self, estimated: float, actual: float) -> None:
@@ -886,7 +886,7 @@ class _RollbackWorker:
         if expires_at is not None:
             item[config.ttl_key_name] = expires_at
         size = item_size(item)
-        report.add(source_bytes=sum(_body_bytes(e) for e in events))
+        report.add(source_bytes=sum(_body_bytes(e) for e in [*events, *staged]))
         if size > ITEM_LIMIT:
             report.problem(
                 "too_large",

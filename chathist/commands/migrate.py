@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
@@ -232,16 +233,16 @@ class ProgressLine:
         self.interval = 0.25 if self.tty else 5.0
         self._last = time.monotonic()  # the first line after one interval, with real rates
         self._drawn = False
-        self._report: Report | None = None
+        self._lock = threading.Lock()
 
     def update(self, report: Report) -> None:
         """Called by the workers after each session; draws at most every ``interval``."""
-        now = time.monotonic()
-        if now - self._last < self.interval:
-            return
-        self._last = now
-        self._report = report
-        self._draw(report)
+        with self._lock:  # workers call this concurrently
+            now = time.monotonic()
+            if now - self._last < self.interval:
+                return
+            self._last = now
+            self._draw(report)
 
     def line(self, report: Report) -> str:
         elapsed = max(report.elapsed, 1e-9)
