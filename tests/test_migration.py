@@ -513,6 +513,25 @@ def test_same_table_migration_then_delete_source(
     code, report = cli_json(*argv)
     assert code == 0 and report["sessions"] == 0
 
+    # And back, into the same table, where LangChain's class finds it under its key dict.
+    from langchain_community.chat_message_histories import (
+        DynamoDBChatMessageHistory as LangChainHistory,
+    )
+
+    back = ["rollback", "--source", table, "--target", table, *connection]
+    code, out = cli(*back)
+    assert code == 1 and out == ""  # a composite target needs the list items' range key value
+    code, report = cli_json(*back, "--legacy-sort-value", "langchain_history", "--verify")
+    assert code == 0 and report["migrated"] == 25 and report["verified"] == 25
+    for sid in ("s000", "s011", "s024"):
+        legacy = LangChainHistory(
+            table_name=table,
+            session_id=sid,
+            endpoint_url=dynamodb_endpoint,
+            key={"PK": sid, "SK": "langchain_history"},
+        )
+        assert plain(messages_to_dict(legacy.messages)) == messages_to_dict(sessions[sid])
+
 
 @needs_cli
 def test_custom_names_and_reserved_words(
