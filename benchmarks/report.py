@@ -152,9 +152,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(
             {
                 "target": f"N = {n} messages: LangChain's total WCU / chathist's",
-                "goal": "≥ 100x" + ("" if n == 900 else " (the issue's N is 900)"),
+                "goal": "≥ 100x" + ("" if n == 900 else " at N = 900 (n/a at this N)"),
                 "measured": f"{times(factor)} ({num(theirs)} vs {num(ours)} WCU)",
-                "pass": None if factor is None else factor >= 100,
+                "pass": None if factor is None or n < 900 else factor >= 100,
             }
         )
     return out

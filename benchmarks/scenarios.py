@@ -29,8 +29,8 @@ from benchmarks.workload import (
 Log = Callable[[str], None]
 T = TypeVar("T")
 BATCHED = "@batched"
-RAW_KEY = "raw-boto3"
 """Key suffix of the reads of a session written in ``Sizes.batch``-message calls."""
+RAW_KEY = "raw-boto3"
 
 
 def usage_dict(usage: Usage, per: int = 1) -> dict[str, float]:
