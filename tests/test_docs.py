@@ -6,9 +6,10 @@ Conventions for writers of docs:
   ``url`` (the DynamoDB Local endpoint). Use ``assert`` to show a result.
 - ```` ```console ```` blocks: each ``$ chathist ...`` line runs as a subprocess with
   ``CHATHIST_ENDPOINT_URL`` set to ``url`` (after the Python blocks above it in the file); the
-  lines under it are its expected stdout, where ``...`` matches anything within a line and a
-  line that is only ``...`` matches any number of lines. Progress and summaries (stderr) are
-  not compared. Every ``$`` line of a console block must be a ``chathist`` command.
+  lines under it are its expected stdout, where ``...`` matches anything within a line, a
+  line that is only ``...`` matches any number of lines, and runs of spaces count as one.
+  Progress and summaries (stderr) are not compared. Every ``$`` line of a console block must
+  be a ``chathist`` command.
 - A block that cannot run here (AWS only, a long-running server, ...) is preceded by the line
   ``<!-- no-run -->``. Other languages (``bash``, ``text``, ...) are never run.
 - Tables created by a file are deleted after it, so files do not see each other's data.
@@ -60,9 +61,14 @@ def blocks_of(path: Path) -> list[Block]:
     return found
 
 
+def _squeeze(text: str) -> str:
+    return " ".join(text.split())
+
+
 def _line_matches(pattern: str, line: str) -> bool:
-    regex = ".*".join(re.escape(part) for part in pattern.split("..."))
-    return re.fullmatch(regex, line.rstrip()) is not None
+    """Runs of spaces count as one (column widths may change); ``...`` matches anything."""
+    regex = ".*".join(re.escape(_squeeze(part)) for part in pattern.split("..."))
+    return re.fullmatch(regex, _squeeze(line)) is not None
 
 
 def output_matches(expected: list[str], actual: list[str]) -> bool:
@@ -126,6 +132,8 @@ def test_output_matching() -> None:
     assert output_matches(["x", "...", "z"], ["x", "1", "2", "z"])
     assert output_matches(["..."], [])
     assert not output_matches(["x"], ["x", "y"])
+    assert output_matches(["  sessions seen      3"], ["  sessions seen         3"])
+    assert not output_matches(["sessions seen 3"], ["sessions seen 30"])
 
 
 REFERENCE = re.compile(r"\b((?:tests|benchmarks)/[\w/]+\.py)(?:::(\w+))?")
