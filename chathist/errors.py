@@ -19,6 +19,8 @@ exception as ``__cause__``::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = [
     "ChatHistoryError",
     "ConcurrencyError",
@@ -74,12 +76,20 @@ class ConcurrencyError(ChatHistoryError):
 class CorruptHistoryError(ChatHistoryError):
     """Stored items that cannot be folded into messages.
 
-    ``key`` names the offending item (partition and sort key) where one is known.
+    ``key`` names the offending item (partition and sort key) where one is known; ``at`` is the
+    (stage or None, sequence number) of the offending event, as the fold knows it.
     """
 
-    def __init__(self, message: str, *, key: dict[str, object] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: Mapping[str, object] | None = None,
+        at: tuple[str | None, int] | None = None,
+    ) -> None:
         super().__init__(message if key is None else f"{message} (item {key})")
         self.key = key
+        self.at = at
 
 
 class ItemTooLargeError(ChatHistoryError):
@@ -87,4 +97,8 @@ class ItemTooLargeError(ChatHistoryError):
 
 
 class StorageError(ChatHistoryError):
-    """A DynamoDB request failed after botocore's retries; nothing was half-written."""
+    """A DynamoDB request failed after botocore's retries; nothing was half-written.
+
+    A write is applied whole or not at all, but when answers were lost it may have been applied
+    before the error: read the history before sending the same messages again.
+    """

@@ -39,7 +39,7 @@ class TailFold:
             raise ValueError("limit must be >= 0")
         self.limit = limit
         self.now = now
-        self._found: list[tuple[int, str, bytes | str]] = []  # (seq, codec, payload), newest first
+        self._found: list[tuple[Event, bytes | str]] = []  # (header, payload), newest first
         self._previous: Event | None = None
         self._pending: _Pending | None = None
         self.cleared_at: int | None = None
@@ -107,11 +107,13 @@ class TailFold:
             header = self._pending.header
             raise CorruptHistoryError(f"message {header.seq} is missing some of its parts")
         result = []
-        for seq, codec, payload in reversed(self._found):
+        for header, payload in reversed(self._found):
             try:
-                result.append(decode_message(codec, payload))
+                result.append(decode_message(header.codec or "", payload))
             except CorruptHistoryError as exc:
-                raise CorruptHistoryError(f"event {seq}: {exc}") from exc
+                raise CorruptHistoryError(
+                    f"event {header.seq}: {exc}", at=(header.stage, header.seq)
+                ) from exc
         return result
 
     def _check_order(self, event: Event) -> None:
@@ -161,8 +163,7 @@ class TailFold:
     def _keep(self, header: Event, payload: bytes | str) -> None:
         if self._expired(header):
             return
-        assert header.codec is not None
-        self._found.append((header.seq, header.codec, payload))
+        self._found.append((header, payload))
         if self.limit is not None and len(self._found) >= self.limit:
             self.done = True
 

@@ -19,16 +19,17 @@ from chathist.codec import DEFAULT_COMPRESS_THRESHOLD, Payload, encode_message
 from chathist.errors import (
     ConcurrencyError,
     ConfigurationError,
+    CorruptHistoryError,
     InvalidSessionIdError,
     TableSchemaError,
 )
-from chathist.events import Event, format_seq
+from chathist.events import Event, format_seq, sort_key
 from chathist.fold import TailFold
 from chathist.legacy import ListItem, ListStore, Outcome, commit_migration, messages_from_legacy
-from chathist.models import Binding, event_model
+from chathist.models import INTERNAL_NAMES, Binding, event_model
 from chathist.store import EventStore, SequenceTaken
 from chathist.tables import check_event_schema, describe_key_schema
-from chathist.writes import CLEAR, ITEM_LIMIT, Limits, item_overhead, plan_write
+from chathist.writes import CLEAR, ITEM_LIMIT, Limits, Plan, item_overhead, plan_write
 
 if TYPE_CHECKING:
     import boto3
@@ -129,8 +130,14 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
       as JSON, and read back as floats, so there is nothing to coerce.
 
     Keyword-only options: ``sort_key_name``, ``region_name``, ``consistent_read`` (default True:
-    a writer reads its own writes), ``compress_threshold`` (bytes; None never compresses) and
-    ``max_append_attempts`` (conditional-write races lost before `ConcurrencyError`).
+    a writer reads its own writes), ``compress_threshold`` (bytes; None never compresses),
+    ``max_append_attempts`` and ``append_timeout`` (seconds): an append that has lost this many
+    races for the next sequence number, or for this long, raises `ConcurrencyError` having
+    written nothing visible; ``capacity_meter``: a `CapacityMeter` to add this history's
+    consumed capacity to (share one between histories for application-wide totals).
+    The names ``primary_key_name``, ``sort_key_name``, ``history_messages_key`` and
+    ``ttl_key_name`` must differ from each other and from chathist's own attribute names
+    (`chathist.models.INTERNAL_NAMES`: event, v, w, codec, blob, parts, msg, count, stage, at).
 
     Lazy migration from the list layout (event layout only): ``legacy_table_name`` (default: this
     table) and ``legacy_key`` (default ``{primary_key_name: session_id}``) locate the session's
@@ -162,7 +169,9 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         region_name: str | None = None,
         consistent_read: bool = True,
         compress_threshold: int | None = DEFAULT_COMPRESS_THRESHOLD,
-        max_append_attempts: int = 64,
+        max_append_attempts: int = 1000,
+        append_timeout: float = 30.0,
+        capacity_meter: CapacityMeter | None = None,
         layout: Layout = "auto",
         legacy_table_name: str | None = None,
         legacy_key: dict[str, Any] | None = None,
@@ -197,8 +206,13 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
             raise ConfigurationError(
                 "primary_key_name, sort_key_name, history_messages_key and ttl_key_name must differ"
             )
-        if max_append_attempts < 1:
-            raise ConfigurationError("max_append_attempts must be at least 1")
+        clashes = sorted(names & INTERNAL_NAMES)
+        if key is None and layout != "list" and clashes:
+            raise ConfigurationError(
+                f"attribute name(s) {clashes} are used by chathist's event items; choose others"
+            )
+        if max_append_attempts < 1 or append_timeout <= 0:
+            raise ConfigurationError("max_append_attempts and append_timeout must be positive")
         self.table_name = table_name
         self.ttl = _optional_count("ttl", ttl)
         self.ttl_key_name = ttl_key_name
@@ -210,7 +224,8 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         self.consistent_read = consistent_read
         self.compress_threshold = compress_threshold
         self.max_append_attempts = max_append_attempts
-        self.meter = CapacityMeter()
+        self.append_timeout = append_timeout
+        self.meter = capacity_meter if capacity_meter is not None else CapacityMeter()
         self._binding = Binding(table_name, endpoint_url, region_name, boto3_session)
         model = event_model(
             self._binding, primary_key_name, sort_key_name, history_messages_key, ttl_key_name
@@ -258,15 +273,28 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         self._check_table()
         window = self.history_size
         tail = TailFold(limit=window, now=time.time())
-        if not tail.done:
-            page = None if window is None else window + 2
-            for event in self._store.select_events(self.session_id, page_size=page):
-                staged: Iterator[Event] = iter(())
-                if event.kind == "commit" and event.stage is not None:
-                    staged = self._store.select_staged(self.session_id, event.stage, page_size=page)
-                if tail.feed(event, staged):
-                    break
-        return self._after_legacy(tail)
+        event: Event | None = None
+        try:
+            if not tail.done:
+                page = None if window is None else window + 2
+                for event in self._store.select_events(self.session_id, page_size=page):
+                    staged: Iterator[Event] = iter(())
+                    if event.kind == "commit" and event.stage is not None:
+                        staged = self._store.select_staged(
+                            self.session_id, event.stage, page_size=page
+                        )
+                    if tail.feed(event, staged):
+                        break
+            return self._after_legacy(tail)
+        except CorruptHistoryError as exc:
+            if exc.key is not None or (event is None and exc.at is None):
+                raise
+            if exc.at is not None:
+                stage, seq = exc.at
+                event = Event(seq, "message", stage=stage)
+            assert event is not None
+            key = {self.primary_key_name: self.session_id, self.sort_key_name: sort_key(event)}
+            raise CorruptHistoryError(f"session {self.session_id!r}: {exc}", key=key) from exc
 
     @messages.setter
     def messages(self, value: list[BaseMessage]) -> None:
@@ -301,6 +329,21 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
                 tombstone = self._append([CLEAR])
         self._delete_below(tombstone)
 
+    def repair(self, older_than: float = ABANDONED_AFTER) -> int:
+        """Delete what interrupted writes left behind: the staged events of writes that never
+        committed, staged more than ``older_than`` seconds ago. Returns how many items it
+        deleted. Readers never see such leftovers; this only frees their storage (``clear()``
+        does it too). Event layout only."""
+        if self._list_layout():
+            raise ConfigurationError("repair() applies to the event layout only")
+        self._check_table()
+        committed = {
+            stage
+            for _, stage in self._store.select_commit_stages(self.session_id, None)
+            if stage is not None
+        }
+        return self._delete_stages(committed, older_than)
+
     def _delete_below(self, tombstone: int) -> None:
         """Delete every item the tombstone at ``tombstone`` hides: the events numbered below it,
         the stages of their commits, and stages abandoned more than `ABANDONED_AFTER` ago."""
@@ -313,29 +356,58 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
                 yield format_seq(seq)
 
         self._store.delete_keys(self.session_id, sequence_keys())
-        abandoned = time.time() - ABANDONED_AFTER
+        self._delete_stages(committed, ABANDONED_AFTER, uncommitted_only=False)
+
+    def _delete_stages(
+        self, committed: set[str], older_than: float, *, uncommitted_only: bool = True
+    ) -> int:
+        """Delete staged items of uncommitted stages staged over ``older_than`` seconds ago,
+        and (unless ``uncommitted_only``) those of the ``committed`` stages."""
+        abandoned = time.time() - older_than
         staged = (
             key
             for key, stage, staged_at in self._store.select_stage_keys(self.session_id)
-            if stage in committed or (staged_at is not None and staged_at < abandoned)
+            if (stage in committed and not uncommitted_only)
+            or (stage not in committed and (staged_at is None or staged_at < abandoned))
         )
-        self._store.delete_keys(self.session_id, staged)
+        return self._store.delete_keys(self.session_id, staged)
 
-    def _append(self, entries: Sequence[Payload | object]) -> int:
-        """Write ``entries`` at the end of the session; return the sequence number of the last."""
-        self._check_table()
+    def _attempts(self, what: str) -> Iterator[int]:
+        """Attempt numbers, until `max_append_attempts` or `append_timeout` runs out; then
+        `ConcurrencyError`."""
+        deadline = time.monotonic() + self.append_timeout
+        for attempt in range(self.max_append_attempts):
+            if attempt and time.monotonic() > deadline:
+                break
+            yield attempt
+        raise ConcurrencyError(
+            f"session {self.session_id!r}: {what} (gave up after {attempt + 1} attempts,"
+            f" {self.append_timeout:g} s budget); nothing was appended"
+        )
+
+    def _plan(self, entries: Sequence[Payload | object], limits: Limits) -> tuple[Plan, float]:
+        """Plan a write and store its staged requests; return the plan and when it was made."""
         now = int(time.time())
         plan = plan_write(
             entries,  # type: ignore[arg-type]
             uuid.uuid4().hex,
-            self._limits,
+            limits,
             expires_at=now + self.ttl if self.ttl else None,
             now=now,
         )
         for request in plan.staged:  # keyed by the write's id: no other writer competes
             self._store.insert_events(self.session_id, request)
+        return plan, time.time()
+
+    def _append(self, entries: Sequence[Payload | object]) -> int:
+        """Write ``entries`` at the end of the session; return the sequence number of the last."""
+        self._check_table()
+        plan, planned = self._plan(entries, self._limits)
         with self._lock:
-            for attempt in range(self.max_append_attempts):
+            for attempt in self._attempts("other writers kept taking the next sequence number"):
+                if plan.staged and time.time() - planned > ABANDONED_AFTER / 2:
+                    # A clear elsewhere may soon delete this stage as abandoned: stage anew.
+                    plan, planned = self._plan(entries, self._limits)
                 if self._next_seq is None:
                     last = self._store.last_seq(self.session_id)
                     self._next_seq = 0 if last is None else last + 1
@@ -354,10 +426,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
                     continue
                 self._next_seq = final[-1].seq + 1
                 return final[-1].seq
-        raise ConcurrencyError(
-            f"session {self.session_id!r}: other writers took the next sequence number"
-            f" {self.max_append_attempts} times in a row"
-        )
+        raise AssertionError("unreachable: _attempts raises when it runs out")
 
     # -- layouts --------------------------------------------------------------------------------
 
@@ -436,7 +505,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         self._check_table()
         clearing = any(entry is CLEAR for entry in entries)
         with self._lock:
-            for attempt in range(self.max_append_attempts):
+            for attempt in self._attempts("the legacy item kept changing while it was migrated"):
                 item = self._pending_legacy()
                 if item is None:
                     return None
@@ -447,16 +516,8 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
                         encode_message(m, compress_threshold=self.compress_threshold)
                         for m in messages_from_legacy(item.entries)
                     ]
-                now = int(time.time())
-                plan = plan_write(
-                    [*moved, *entries],  # type: ignore[list-item]
-                    uuid.uuid4().hex,
-                    self._migration_limits,
-                    expires_at=now + self.ttl if self.ttl else None,
-                    now=now,
-                )
-                for request in plan.staged:
-                    self._store.insert_events(self.session_id, request)
+                plan, planned = self._plan([*moved, *entries], self._migration_limits)
+                now = int(planned)
                 if self._next_seq is None:
                     last = self._store.last_seq(self.session_id)
                     self._next_seq = 0 if last is None else last + 1
@@ -469,10 +530,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
                     return final[-1].seq
                 self._next_seq = None  # the winner may have taken those numbers
                 time.sleep(random.uniform(0, min(0.2, 0.004 * 2**attempt)))
-        raise ConcurrencyError(
-            f"session {self.session_id!r}: the legacy item kept changing while it was migrated"
-            f" ({self.max_append_attempts} attempts)"
-        )
+        raise AssertionError("unreachable: _attempts raises when it runs out")
 
     @property
     def _migration_limits(self) -> Limits:
@@ -487,8 +545,13 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
 
     @property
     def consumed_capacity(self) -> Capacity:
-        """Running totals of read units, write units and requests this history has used."""
+        """Running totals of read units, write units and requests this history has used (with a
+        shared ``capacity_meter``: every history that shares it)."""
         return self.meter.total
+
+    def reset_consumed_capacity(self) -> Capacity:
+        """Zero the running totals; return what they were (atomically)."""
+        return self.meter.reset()
 
     def _check_table(self) -> None:
         if not self._checked:

@@ -19,7 +19,7 @@ from pynamodb.models import Model
 if TYPE_CHECKING:
     import boto3
 
-__all__ = ["Binding", "EventModel", "dynamodb_client", "event_model"]
+__all__ = ["INTERNAL_NAMES", "Binding", "EventModel", "dynamodb_client", "event_model"]
 
 LOCAL_DEFAULT_REGION = "us-east-1"
 MAX_RETRY_ATTEMPTS = 8
@@ -86,7 +86,14 @@ def _retry_config() -> Config:
     )
 
 
-@lru_cache(maxsize=256)
+INTERNAL_NAMES = frozenset(
+    attribute.attr_name
+    for name, attribute in EventModel.get_attributes().items()
+    if name not in ("session", "seq", "text", "expires_at")
+)
+"""Attribute names chathist uses itself; the configurable names must be none of these."""
+
+
 def event_model(
     binding: Binding,
     primary_key_name: str = "SessionId",
@@ -94,7 +101,19 @@ def event_model(
     payload_name: str = "History",
     ttl_key_name: str = "expireAt",
 ) -> type[EventModel]:
-    """The model class of the event items of ``binding``'s table, built once and cached."""
+    """The model class of the event items of ``binding``'s table, built once and cached: the
+    same arguments, however they are passed, give the same class (and botocore client)."""
+    return _event_model(binding, primary_key_name, sort_key_name, payload_name, ttl_key_name)
+
+
+@lru_cache(maxsize=256)
+def _event_model(
+    binding: Binding,
+    primary_key_name: str,
+    sort_key_name: str,
+    payload_name: str,
+    ttl_key_name: str,
+) -> type[EventModel]:
     meta: dict[str, Any] = {
         "table_name": binding.table_name,
         "host": binding.endpoint_url,

@@ -153,7 +153,11 @@ class EventStore:
                 version=int(item.version),
             )
         except Exception as exc:
-            key = {k: v for k, v in raw.items() if k in (self.hash_name, self.range_name)}
+            key = {
+                name: next(iter(value.values()), None) if isinstance(value, dict) else value
+                for name, value in raw.items()
+                if name in (self.hash_name, self.range_name)
+            }
             raise CorruptHistoryError(f"unreadable event item: {exc!r}", key=key) from exc
 
     # -- reads ----------------------------------------------------------------------------------
@@ -207,7 +211,9 @@ class EventStore:
             staged_at = raw.get("at", {}).get("N")
             yield key, str(stage), None if staged_at is None else int(staged_at)
 
-    def select_commit_stages(self, session: str, below: int) -> Iterator[tuple[int, str | None]]:
+    def select_commit_stages(
+        self, session: str, below: int | None
+    ) -> Iterator[tuple[int, str | None]]:
         """(seq, stage if it is a commit) of every event numbered below ``below``, oldest first."""
         request = self._query(session, False, below, None)
         request["ProjectionExpression"] = "#h, #r, #s"

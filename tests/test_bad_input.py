@@ -490,7 +490,7 @@ GARBAGE: list[tuple[str, Callable[[Any, str, dict[str, Any]], Any]]] = [
 def _names_item(error: CorruptHistoryError, session: str, sort_keys: list[str]) -> bool:
     """Does the error say which item is corrupt (its key, or its sequence number)?"""
     key = error.key or {}
-    if key.get("SessionId", {}).get("S") == session and key.get("SK", {}).get("S") in sort_keys:
+    if key.get("SessionId") == session and key.get("SK") in sort_keys:
         return True
     numbers = [int(k) for k in sort_keys if k.isdigit()]
     return any(re.search(rf"\b{n}\b", str(error)) for n in numbers)

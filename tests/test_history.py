@@ -435,3 +435,89 @@ def test_runnable_with_message_history_sees_the_first_exchange(history: History)
         "who am I?",
         "you are Ada",
     ]
+
+
+def test_repair_deletes_only_old_uncommitted_stages(
+    history: History, boto3_client: Any, table_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = history()
+    h.add_messages([HumanMessage(f"kept{i}") for i in range(30)])  # staged and committed
+    broken = history()
+
+    def lose_commit(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("crash before the commit")
+
+    original = broken._store.insert_events
+    monkeypatch.setattr(
+        broken._store,
+        "insert_events",
+        lambda session, events: (
+            lose_commit() if events[0].kind == "commit" else original(session, events)
+        ),
+    )
+    with pytest.raises(RuntimeError):
+        broken.add_messages([HumanMessage(f"lost{i}") for i in range(30)])
+    staged = [i for i in stored_items(boto3_client, table_name) if i["SK"]["S"].startswith("!")]
+    assert len(staged) == 60
+    assert h.repair() == 0  # young: it may still be committed
+    assert h.repair(older_than=-1) == 30
+    assert [m.content for m in history().messages] == [f"kept{i}" for i in range(30)]
+    left = [i for i in stored_items(boto3_client, table_name) if i["SK"]["S"].startswith("!")]
+    assert len(left) == 30
+
+
+def test_a_stage_older_than_half_the_abandon_age_is_staged_anew_before_its_commit(
+    history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import chathist.history as module
+
+    h = history()
+    h.add_user_message("first")
+    rival = history()
+    original = h._store.insert_events
+    stagings: list[str] = []
+
+    def commit_after_a_rival(session: str, events: Any) -> None:
+        if events[0].stage and events[0].kind != "commit":
+            stagings.append(events[0].stage)
+        elif events[0].kind == "commit" and len(stagings) == 1:
+            rival.add_user_message("rival")  # the commit loses a race, then is retried
+            monkeypatch.setattr(module, "ABANDONED_AFTER", 0)  # ...after "a long pause"
+        original(session, events)
+
+    monkeypatch.setattr(h._store, "insert_events", commit_after_a_rival)
+    h.add_messages([HumanMessage(f"m{i}") for i in range(30)])
+    assert len(set(stagings)) >= 2  # the stale stage was written again under a new id
+    contents = [m.content for m in history().messages]
+    assert contents[:2] == ["first", "rival"] and contents[2:] == [f"m{i}" for i in range(30)]
+
+
+def test_capacity_totals_reset_and_share_a_meter(history: History) -> None:
+    from chathist.capacity import CapacityMeter
+
+    shared = CapacityMeter()
+    a, b = history(capacity_meter=shared), history(capacity_meter=shared)
+    a.add_user_message("x")
+    b.add_user_message("y")
+    assert a.consumed_capacity == b.consumed_capacity == shared.total
+    assert shared.total.write_units == 2
+    before = a.reset_consumed_capacity()
+    assert before.requests >= 2 and a.consumed_capacity.requests == 0
+
+
+def test_a_corrupt_item_is_named_in_the_error(
+    history: History, boto3_client: Any, table_name: str
+) -> None:
+    from chathist import CorruptHistoryError
+
+    history().add_messages([HumanMessage("a"), HumanMessage("b")])
+    boto3_client.update_item(
+        TableName=table_name,
+        Key={"SessionId": {"S": "s"}, "SK": {"S": "1".zfill(SEQ_WIDTH)}},
+        UpdateExpression="SET History = :g",
+        ExpressionAttributeValues={":g": {"S": "{not json"}},
+    )
+    with pytest.raises(CorruptHistoryError) as caught:
+        _ = history().messages
+    assert caught.value.key == {"SessionId": "s", "SK": "1".zfill(SEQ_WIDTH)}
+    assert "'s'" in str(caught.value) and "1".zfill(SEQ_WIDTH) in str(caught.value)
