@@ -8,6 +8,9 @@ after a clear. The kinds:
 ``part``     one slice of a large message's payload; ``message_seq`` names its message.
 ``clear``    a tombstone: every event below it is cleared.
 ``commit``   appends the ``count`` events of stage ``stage`` at this point of the sequence.
+``erased``   what ``clear()`` leaves of an event below its tombstone: no content, only the key,
+             so that the number stays taken (a writer holding a stale "next number" must never
+             be able to write into the cleared range, where no reader would see it).
 
 A write too large for one transaction (100 items, 4 MB) is *staged*: its events are stored first
 under sort keys ``!<stage>#<index>`` (which sort before every sequence number, so a read of the
@@ -41,8 +44,8 @@ SEQ_WIDTH: Final = 20
 """Digits of a sort key: enough for every unsigned 64-bit number."""
 MAX_SEQ: Final = 2**64 - 1
 
-EventKind = Literal["message", "part", "clear", "commit"]
-KINDS: Final = frozenset({"message", "part", "clear", "commit"})
+EventKind = Literal["message", "part", "clear", "commit", "erased"]
+KINDS: Final = frozenset({"message", "part", "clear", "commit", "erased"})
 
 
 def format_seq(seq: int) -> str:

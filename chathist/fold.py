@@ -67,6 +67,8 @@ class TailFold:
             )
         if self._pending is not None:
             self._take_part(event)
+        elif event.kind == "erased":
+            pass  # content cleared; only ever below a tombstone
         elif event.kind not in KINDS or event.kind == "commit":
             raise CorruptHistoryError(f"event {event.seq} has unexpected kind {event.kind!r}")
         elif event.kind == "clear":

@@ -23,7 +23,7 @@ from chathist.errors import (
     InvalidSessionIdError,
     TableSchemaError,
 )
-from chathist.events import Event, format_seq, sort_key
+from chathist.events import Event, sort_key
 from chathist.fold import TailFold
 from chathist.legacy import ListItem, ListStore, Outcome, commit_migration, messages_from_legacy
 from chathist.models import INTERNAL_NAMES, Binding, event_model
@@ -62,6 +62,10 @@ MAX_KEY_BYTES = 2048
 """DynamoDB's limit on a partition key value, in UTF-8 bytes."""
 ABANDONED_AFTER = 3600
 """Seconds after which `clear` deletes a stage that was never committed."""
+ERASED_TTL = 7 * 24 * 3600
+"""Seconds after which an ``erased`` event may expire (where the table has TTL turned on)."""
+TRUST_NEXT_SEQ = 300
+"""Seconds a history trusts the next sequence number it remembers before reading it again."""
 
 
 def validate_session_id(session_id: object) -> str:
@@ -233,6 +237,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         self._store = EventStore(model, consistent_read=consistent_read, meter=self.meter)
         self._limits = Limits(item_overhead(self._store.attribute_names, self.session_id))
         self._next_seq: int | None = None
+        self._next_seq_at = 0.0
         self._lock = threading.RLock()
         self._checked = False
         self._layout: Layout | None = "list" if key is not None or layout == "list" else None
@@ -339,23 +344,26 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         self._check_table()
         committed = {
             stage
-            for _, stage in self._store.select_commit_stages(self.session_id, None)
+            for _, _, stage in self._store.select_kinds(self.session_id, None)
             if stage is not None
         }
         return self._delete_stages(committed, older_than)
 
     def _delete_below(self, tombstone: int) -> None:
-        """Delete every item the tombstone at ``tombstone`` hides: the events numbered below it,
-        the stages of their commits, and stages abandoned more than `ABANDONED_AFTER` ago."""
+        """Erase what the tombstone at ``tombstone`` hides: overwrite the events numbered below it
+        with content-free ``erased`` events (their numbers must stay taken), and delete the
+        stages of their commits and stages abandoned more than `ABANDONED_AFTER` ago."""
         committed: set[str] = set()
 
-        def sequence_keys() -> Iterator[str]:
-            for seq, stage in self._store.select_commit_stages(self.session_id, tombstone):
+        def to_erase() -> Iterator[int]:
+            for seq, kind, stage in self._store.select_kinds(self.session_id, tombstone):
                 if stage is not None:
                     committed.add(stage)
-                yield format_seq(seq)
+                if kind != "erased":
+                    yield seq
 
-        self._store.delete_keys(self.session_id, sequence_keys())
+        expires_at = int(time.time()) + ERASED_TTL
+        self._store.erase(self.session_id, to_erase(), expires_at=expires_at)
         self._delete_stages(committed, ABANDONED_AFTER, uncommitted_only=False)
 
     def _delete_stages(
@@ -371,6 +379,19 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
             or (stage not in committed and (staged_at is None or staged_at < abandoned))
         )
         return self._store.delete_keys(self.session_id, staged)
+
+    def _start_seq(self) -> int:
+        """The next sequence number: remembered (for up to `TRUST_NEXT_SEQ` seconds), else
+        read from the end of the sequence."""
+        if self._next_seq is None or time.monotonic() - self._next_seq_at > TRUST_NEXT_SEQ:
+            last = self._store.last_seq(self.session_id)
+            self._remember(0 if last is None else last + 1)
+        assert self._next_seq is not None
+        return self._next_seq
+
+    def _remember(self, next_seq: int | None) -> None:
+        self._next_seq = next_seq
+        self._next_seq_at = time.monotonic()
 
     def _attempts(self, what: str) -> Iterator[int]:
         """Attempt numbers, until `max_append_attempts` or `append_timeout` runs out; then
@@ -408,10 +429,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
                 if plan.staged and time.time() - planned > ABANDONED_AFTER / 2:
                     # A clear elsewhere may soon delete this stage as abandoned: stage anew.
                     plan, planned = self._plan(entries, self._limits)
-                if self._next_seq is None:
-                    last = self._store.last_seq(self.session_id)
-                    self._next_seq = 0 if last is None else last + 1
-                final = plan.at(self._next_seq)
+                final = plan.at(self._start_seq())
                 try:
                     self._store.insert_events(self.session_id, final)
                 except SequenceTaken as lost:
@@ -419,12 +437,12 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
                     # number known to be taken), so try right after the highest one seen.
                     # Every few losses, back off and read where the end really is.
                     if attempt % 4 == 3:
-                        self._next_seq = None
+                        self._remember(None)
                         time.sleep(random.uniform(0, min(0.2, 0.004 * 2 ** (attempt // 4))))
                     else:
-                        self._next_seq = max(lost.taken + 1, final[0].seq)
+                        self._remember(max(lost.taken + 1, final[0].seq))
                     continue
-                self._next_seq = final[-1].seq + 1
+                self._remember(final[-1].seq + 1)
                 return final[-1].seq
         raise AssertionError("unreachable: _attempts raises when it runs out")
 
@@ -518,17 +536,14 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
                     ]
                 plan, planned = self._plan([*moved, *entries], self._migration_limits)
                 now = int(planned)
-                if self._next_seq is None:
-                    last = self._store.last_seq(self.session_id)
-                    self._next_seq = 0 if last is None else last + 1
-                final = plan.at(self._next_seq)
+                final = plan.at(self._start_seq())
                 retire = legacy.retire_action(item, delete=self.delete_legacy, now=now)
                 outcome = commit_migration(self._store, self.session_id, final, retire)
                 if outcome is Outcome.DONE:
                     self._legacy_retired = True
-                    self._next_seq = final[-1].seq + 1
+                    self._remember(final[-1].seq + 1)
                     return final[-1].seq
-                self._next_seq = None  # the winner may have taken those numbers
+                self._remember(None)  # the winner may have taken those numbers
                 time.sleep(random.uniform(0, min(0.2, 0.004 * 2**attempt)))
         raise AssertionError("unreachable: _attempts raises when it runs out")
 

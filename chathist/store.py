@@ -2,7 +2,7 @@
 
 `insert_events` writes one planned request (a conditional put, or a transaction of conditional
 puts); `select_events` queries a session's sequence newest-first (or oldest-first) across 1 MB
-pages, `select_staged` one stage's events; `delete_keys` removes items in batches of 25. Each
+pages, `select_staged` one stage's events; `erase` and `delete_keys` work in batches of 25. Each
 request asks for and records its consumed capacity. Failures: a sort key another writer already
 took raises `SequenceTaken`; a missing table `TableNotFoundError`; anything botocore gave up on,
 `StorageError`.
@@ -211,15 +211,20 @@ class EventStore:
             staged_at = raw.get("at", {}).get("N")
             yield key, str(stage), None if staged_at is None else int(staged_at)
 
-    def select_commit_stages(
+    def select_kinds(
         self, session: str, below: int | None
-    ) -> Iterator[tuple[int, str | None]]:
-        """(seq, stage if it is a commit) of every event numbered below ``below``, oldest first."""
+    ) -> Iterator[tuple[int, str | None, str | None]]:
+        """(seq, kind, stage if it is a commit) of every event numbered below ``below``, oldest
+        first, reading only keys and those two small attributes."""
         request = self._query(session, False, below, None)
-        request["ProjectionExpression"] = "#h, #r, #s"
-        request["ExpressionAttributeNames"]["#s"] = "stage"
+        request["ProjectionExpression"] = "#h, #r, #s, #e"
+        request["ExpressionAttributeNames"].update({"#s": "stage", "#e": "event"})
         for raw in self._pages(request):
-            yield parse_seq(raw[self.range_name]["S"]), raw.get("stage", {}).get("S")
+            yield (
+                parse_seq(raw[self.range_name]["S"]),
+                raw.get("event", {}).get("S"),
+                raw.get("stage", {}).get("S"),
+            )
 
     def _stage_query(self, session: str, prefix: str) -> dict[str, Any]:
         return {
@@ -327,31 +332,45 @@ class EventStore:
 
     def delete_keys(self, session: str, keys: Iterable[str]) -> int:
         """Delete the items with sort keys ``keys`` in batches of 25; return how many."""
-        deleted = 0
-        batch: list[str] = []
-        for key in keys:
-            batch.append(key)
+        return self._write_batches(
+            session, ({"DeleteRequest": {"Key": self._key(session, k)}} for k in keys)
+        )
+
+    def erase(self, session: str, seqs: Iterable[int], *, expires_at: int | None) -> int:
+        """Overwrite the events numbered ``seqs`` with content-free ``erased`` events, in
+        batches of 25; return how many. Their numbers stay taken."""
+        return self._write_batches(
+            session,
+            (
+                {"PutRequest": {"Item": self.to_item(session, marker).serialize()}}
+                for marker in (Event(s, "erased", expires_at=expires_at) for s in seqs)
+            ),
+        )
+
+    def _write_batches(self, session: str, requests: Iterable[dict[str, Any]]) -> int:
+        done = 0
+        batch: list[dict[str, Any]] = []
+        for request in requests:
+            batch.append(request)
             if len(batch) == BATCH_ITEMS:
-                deleted += self._delete_batch(session, batch)
+                done += self._write_batch(session, batch)
                 batch = []
         if batch:
-            deleted += self._delete_batch(session, batch)
-        return deleted
+            done += self._write_batch(session, batch)
+        return done
 
-    def _delete_batch(self, session: str, keys: list[str]) -> int:
-        requests: list[dict[str, Any]] = [
-            {"DeleteRequest": {"Key": self._key(session, k)}} for k in keys
-        ]
+    def _write_batch(self, session: str, requests: list[dict[str, Any]]) -> int:
+        count = len(requests)
         for attempt in range(BATCH_ATTEMPTS):
             try:
                 response = self._call(
                     "BatchWriteItem", "batch_write_item", RequestItems={self.table_name: requests}
                 )
             except ClientError as exc:
-                raise StorageError(f"batch delete on {self.table_name!r} failed: {exc}") from exc
+                raise StorageError(f"batch write on {self.table_name!r} failed: {exc}") from exc
             requests = response.get("UnprocessedItems", {}).get(self.table_name, [])
             if not requests:
-                return len(keys)
+                return count
             time.sleep(min(2.0, 0.05 * 2**attempt) * random.random())
         raise StorageError(
             f"{len(requests)} items of session {session!r} were still unprocessed after"

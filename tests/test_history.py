@@ -248,7 +248,15 @@ def test_ttl_items_carry_the_expiry_and_expired_ones_are_never_returned(
     assert len(stored_items(boto3_client, table_name)) == 3
 
 
-def test_clear_is_logical_first_then_physical(
+CONTENT = {"History", "blob", "codec", "parts", "msg", "count", "stage"}
+
+
+def erased_and_tombstones(items: list[dict[str, Any]]) -> tuple[list[str], set[str]]:
+    """The kinds of ``items`` and every content attribute any of them still holds."""
+    return [i["event"]["S"] for i in items], set().union(*(i.keys() & CONTENT for i in items))
+
+
+def test_clear_is_logical_first_then_erases_everything_below(
     history: History, boto3_client: Any, table_name: str
 ) -> None:
     h = history()
@@ -259,12 +267,29 @@ def test_clear_is_logical_first_then_physical(
     h.clear()  # the tombstone is 61
     assert history().messages == []
     items = stored_items(boto3_client, table_name)
-    assert [i["event"]["S"] for i in items] == ["clear"]
-    assert items[0]["SK"]["S"] == str(61).zfill(SEQ_WIDTH)
+    kinds, content = erased_and_tombstones(items)
+    assert kinds == ["erased"] * 61 + ["clear"]  # the stage is deleted; numbers stay taken
+    assert content == set()  # nothing of any message is left
+    assert all(int(i["expireAt"]["N"]) > time.time() for i in items[:-1])
+    assert items[-1]["SK"]["S"] == str(61).zfill(SEQ_WIDTH)
     history().add_user_message("after")
     keys = [i["SK"]["S"] for i in stored_items(boto3_client, table_name)]
-    assert keys == [str(61).zfill(SEQ_WIDTH), str(62).zfill(SEQ_WIDTH)]  # never reused
+    assert keys[-2:] == [str(61).zfill(SEQ_WIDTH), str(62).zfill(SEQ_WIDTH)]  # never reused
     assert [m.content for m in history().messages] == ["after"]
+    h.clear()  # a second clear erases only what is not erased yet
+    kinds, content = erased_and_tombstones(stored_items(boto3_client, table_name))
+    assert kinds == ["erased"] * 63 + ["clear"] and content == set()
+
+
+def test_a_writer_with_a_stale_next_number_is_not_lost_after_another_clears(
+    history: History,
+) -> None:
+    a, b = history(), history()
+    a.add_user_message("a1")
+    b.add_user_message("b1")
+    b.clear()
+    a.add_user_message("a2")  # a remembers number 1, which the clear erased but did not free
+    assert [m.content for m in history().messages] == ["a2"]
 
 
 def test_an_interrupted_clear_still_reads_empty_and_the_next_clear_finishes(
@@ -276,13 +301,14 @@ def test_an_interrupted_clear_still_reads_empty_and_the_next_clear_finishes(
     def fail(*args: Any, **kwargs: Any) -> int:
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(h._store, "delete_keys", fail)
+    monkeypatch.setattr(h._store, "erase", fail)
     with pytest.raises(RuntimeError):
         h.clear()
     assert history().messages == []
     assert len(stored_items(boto3_client, table_name)) == 21
     history().clear()
-    assert [i["event"]["S"] for i in stored_items(boto3_client, table_name)] == ["clear"]
+    kinds, content = erased_and_tombstones(stored_items(boto3_client, table_name))
+    assert kinds == ["erased"] * 21 + ["clear"] and content == set()  # and the first tombstone
 
 
 def test_clearing_an_empty_session_writes_nothing(

@@ -161,7 +161,9 @@ def test_expired_messages_are_never_returned(
         ExpressionAttributeValues={":s": {"S": "ttl"}},
         ConsistentRead=True,
     )["Items"]
-    assert len(items) == 1 and "expireAt" not in items[0]  # the tombstone, forever
+    assert [i["event"]["S"] for i in items] == ["erased"] * 3 + ["clear"]  # 1 was deleted
+    assert "expireAt" not in items[-1]  # the tombstone, forever
+    assert not any("History" in i for i in items)  # nothing of a message is left
     record(SECTION, test, "expired messages returned", 0)
     record(SECTION, test, "sessions", 1)
 
