@@ -266,9 +266,9 @@ def _one_session_under_load(
         note(
             SECTION,
             test,
-            f"Writers ran with max_append_attempts={LOAD_APPEND_ATTEMPTS}; with the default (64)"
-            " an append that loses more races in a row raises ConcurrencyError (nothing"
-            " written).",
+            f"Writers ran with max_append_attempts={LOAD_APPEND_ATTEMPTS} (the default) and the"
+            " default 30 s append_timeout; past either an append raises ConcurrencyError"
+            " (nothing written).",
         )
     check_final(test, final, appends)
     check_reads(test, reading.observed, final)
