@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
+
+from botocore import xform_name
+from botocore.exceptions import ClientError
 
 __all__ = ["Capacity", "CapacityMeter"]
 
@@ -66,6 +69,20 @@ class CapacityMeter:
         usage = reported(operation, response)
         with self._lock:
             self._total = self._total + usage
+
+    def call(self, client: Any, operation: str, **kwargs: Any) -> dict[str, Any]:
+        """Send ``operation`` (e.g. ``"PutItem"``) with ``ReturnConsumedCapacity=TOTAL`` and record
+        what it consumed, also when it fails (a failed condition is charged too)."""
+        kwargs.setdefault("ReturnConsumedCapacity", "TOTAL")
+        response: dict[str, Any] | None = None
+        try:
+            response = cast(dict[str, Any], getattr(client, xform_name(operation))(**kwargs))
+            return response
+        except ClientError as exc:
+            response = cast(dict[str, Any], exc.response)
+            raise
+        finally:
+            self.record(operation, response)
 
     @property
     def total(self) -> Capacity:

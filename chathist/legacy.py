@@ -355,16 +355,11 @@ class ListStore:
 
     # -- requests -------------------------------------------------------------------------------
 
-    def _call(self, operation: str, method: str, **kwargs: Any) -> dict[str, Any]:
+    def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         kwargs.setdefault("TableName", self.table_name)
-        kwargs.setdefault("ReturnConsumedCapacity", "TOTAL")
-        response: dict[str, Any] | None = None
         try:
-            response = getattr(self.client, method)(**kwargs)
-            assert response is not None
-            return response
+            return self.meter.call(self.client, operation, **kwargs)
         except ClientError as exc:
-            response = cast(dict[str, Any], exc.response)
             code = _error_code(exc)
             text = str(exc)
             if code == "ResourceNotFoundException":
@@ -388,8 +383,6 @@ class ListStore:
             raise StorageError(f"{operation} on {self.table_name!r} failed: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"{operation} on {self.table_name!r} failed: {exc}") from exc
-        finally:
-            self.meter.record(operation, response)
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -397,7 +390,6 @@ class ListStore:
         """The stored item's list, version counter and migration mark (all None if absent)."""
         response = self._call(
             "GetItem",
-            "get_item",
             Key=self._raw_key,
             ConsistentRead=consistent,
             ProjectionExpression="#h, #v, #m",
@@ -489,7 +481,7 @@ class ListStore:
         )
         request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
         try:
-            self._call("UpdateItem", "update_item", **request)
+            self._call("UpdateItem", **request)
         except ClientError as exc:  # only a failed condition gets here
             old = cast(dict[str, Any], exc.response).get("Item") or {}
             return bool(old.get(WRITER_ATTRIBUTE, {}).get("S") == write_id)
@@ -519,7 +511,7 @@ class ListStore:
 
     def delete(self) -> None:
         """Delete the session's item (as LangChain's ``clear`` does)."""
-        self._call("DeleteItem", "delete_item", Key=self._raw_key)
+        self._call("DeleteItem", Key=self._raw_key)
 
     # -- lazy migration -------------------------------------------------------------------------
 
@@ -561,12 +553,12 @@ def commit_migration(
         {"Put": store.to_item(session, e).get_save_kwargs_from_instance(condition=condition)}
         for e in events
     ]
-    response: dict[str, Any] | None = None
     try:
-        response = store.client.transact_write_items(
+        store.meter.call(
+            store.client,
+            "TransactWriteItems",
             TransactItems=[*puts, retire],
             ClientRequestToken=uuid.uuid4().hex,
-            ReturnConsumedCapacity="TOTAL",
         )
     except ClientError as exc:
         response = cast(dict[str, Any], exc.response)
@@ -583,6 +575,4 @@ def commit_migration(
         return Outcome.SEQUENCE_TAKEN
     except BotoCoreError as exc:
         raise StorageError(f"lazy migration of session {session!r} failed: {exc}") from exc
-    finally:
-        store.meter.record("TransactWriteItems", response)
     return Outcome.DONE

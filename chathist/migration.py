@@ -38,7 +38,7 @@ from langchain_core.messages import BaseMessage, message_to_dict
 from chathist.capacity import Capacity, CapacityMeter
 from chathist.codec import Payload, encode_message, write_units
 from chathist.errors import ChatHistoryError, ConfigurationError, TableError, TableSchemaError
-from chathist.events import FORMAT_VERSION, Event, format_seq, parse_seq, sort_key
+from chathist.events import FORMAT_VERSION, Event, sort_key
 from chathist.fold import fold
 from chathist.history import validate_session_id
 from chathist.legacy import messages_from_legacy, messages_to_legacy
@@ -398,11 +398,7 @@ class _Run:
         request = dict(request, Segment=segment, TotalSegments=self.config.segments)
         request["ReturnConsumedCapacity"] = "TOTAL"
         while not self.stop.is_set():
-            page: dict[str, Any] | None = None
-            try:
-                page = client.scan(**request)
-            finally:
-                meter.record("Scan", page)
+            page = meter.call(client, "Scan", **request)
             self.report.add(scanned_items=int(page.get("ScannedCount", 0)))
             yield from page.get("Items", [])
             last = page.get("LastEvaluatedKey")
@@ -480,32 +476,6 @@ def read_session(
         if e.kind == "commit" and e.stage is not None
     }
     return events, stages
-
-
-def _newest_event(store: EventStore, session: str) -> tuple[int, str | None] | None:
-    """Sequence number and writer of the newest sequence event of ``session``, if any."""
-    request = store._query(session, True, None, 1)
-    request["ProjectionExpression"] = "#r, #w"
-    request["ExpressionAttributeNames"]["#w"] = store.writer_name
-    page = store._call("Query", "query", **request)
-    for raw in page.get("Items", []):
-        return parse_seq(raw[store.range_name]["S"]), raw.get(store.writer_name, {}).get("S")
-    return None
-
-
-def _writer_of(store: EventStore, session: str, seq: int) -> str | None:
-    page = store._call(
-        "GetItem",
-        "get_item",
-        TableName=store.table_name,
-        Key=store._key(session, format_seq(seq)),
-        ProjectionExpression="#w",
-        ExpressionAttributeNames={"#w": store.writer_name},
-        ConsistentRead=True,
-    )
-    item = page.get("Item") or {}
-    writer = item.get(store.writer_name, {}).get("S")
-    return writer if isinstance(writer, str) else None
 
 
 def fingerprint(session: str, payloads: Sequence[Payload], expires_at: int | None) -> str:
@@ -693,13 +663,13 @@ class _Migrator:
     def _state(self, session: str, plan: SessionPlan) -> str:
         """``new`` (maybe with stages of an interrupted run), ``done`` or ``conflict``, from the
         newest event of the partition (one small read)."""
-        newest = _newest_event(self.store, session)
+        newest = self.store.newest(session)
         if newest is None:
             return "new"
         seq, writer = newest
         if writer == plan.writer and seq == plan.last_seq:
             return "done"
-        if seq > plan.last_seq and _writer_of(self.store, session, plan.last_seq) == plan.writer:
+        if seq > plan.last_seq and self.store.writer_of(session, plan.last_seq) == plan.writer:
             return "done"  # migrated earlier; the application has appended since
         return "conflict"
 
@@ -741,17 +711,9 @@ class _Migrator:
             "ExpressionAttributeValues": {":hist": raw[self.config.history_key]},
             "ReturnConsumedCapacity": "TOTAL",
         }
-        response: dict[str, Any] | None = None
 
         def send() -> None:
-            nonlocal response
-            try:
-                response = self.source_client.delete_item(**request)
-            except ClientError as exc:
-                response = dict(exc.response)
-                raise
-            finally:
-                self.meter.record("DeleteItem", response)
+            self.meter.call(self.source_client, "DeleteItem", **request)
 
         estimate = float(write_units(item_size({"h": raw})))
         try:
@@ -928,16 +890,13 @@ class _RollbackWorker:
 
     def _read_target(self, session: str) -> dict[str, Any] | None:
         key = {k: _serializer.serialize(v) for k, v in self._key(session).items()}
-        response: dict[str, Any] | None = None
-        try:
-            response = self.target_client.get_item(
-                TableName=self.config.target,
-                Key=key,
-                ConsistentRead=True,
-                ReturnConsumedCapacity="TOTAL",
-            )
-        finally:
-            self.meter.record("GetItem", response)
+        response = self.meter.call(
+            self.target_client,
+            "GetItem",
+            TableName=self.config.target,
+            Key=key,
+            ConsistentRead=True,
+        )
         raw = response.get("Item")
         return None if raw is None else {k: _deserializer.deserialize(v) for k, v in raw.items()}
 
@@ -962,17 +921,9 @@ class _RollbackWorker:
             "ExpressionAttributeNames": {"#h": self.target_key.hash_key},
             "ReturnConsumedCapacity": "TOTAL",
         }
-        response: dict[str, Any] | None = None
 
         def send() -> None:
-            nonlocal response
-            try:
-                response = self.target_client.put_item(**request)
-            except ClientError as exc:
-                response = dict(exc.response)
-                raise
-            finally:
-                self.meter.record("PutItem", response)
+            self.meter.call(self.target_client, "PutItem", **request)
 
         estimate = float(write_units(size))
         try:

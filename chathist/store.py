@@ -81,14 +81,10 @@ class EventStore:
 
     # -- requests -------------------------------------------------------------------------------
 
-    def _call(self, operation: str, method: str, **kwargs: Any) -> dict[str, Any]:
-        kwargs.setdefault("ReturnConsumedCapacity", "TOTAL")
-        response: dict[str, Any] | None = None
+    def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            response = getattr(self.client, method)(**kwargs)
-            return response
+            return self.meter.call(self.client, operation, **kwargs)
         except ClientError as exc:
-            response = _response(exc)
             code = _code(exc)
             if code == "ResourceNotFoundException":
                 raise TableNotFoundError(f"table {self.table_name!r} does not exist") from exc
@@ -104,8 +100,6 @@ class EventStore:
             raise
         except BotoCoreError as exc:
             raise StorageError(f"{operation} on {self.table_name!r} failed: {exc}") from exc
-        finally:
-            self.meter.record(operation, response)
 
     def _key(self, session: str, key: str) -> dict[str, Any]:
         return {self.hash_name: {"S": session}, self.range_name: {"S": key}}
@@ -263,7 +257,7 @@ class EventStore:
             return
         while True:
             try:
-                page = self._call("Query", "query", **request)
+                page = self._call("Query", **request)
             except ClientError as exc:
                 raise StorageError(f"query on {self.table_name!r} failed: {exc}") from exc
             yield from page.get("Items", [])
@@ -274,9 +268,29 @@ class EventStore:
 
     def last_seq(self, session: str) -> int | None:
         """The newest sequence number of ``session``, or None if it has no items."""
-        for seq in self.select_seqs(session, page_size=1):
-            return seq
+        newest = self.newest(session)
+        return None if newest is None else newest[0]
+
+    def newest(self, session: str) -> tuple[int, str | None] | None:
+        """(sequence number, writer id) of the newest event of ``session``, or None."""
+        request = self._query(session, True, None, 1)
+        request["ProjectionExpression"] = "#h, #r, #w"
+        request["ExpressionAttributeNames"]["#w"] = self.writer_name
+        for raw in self._pages(request):
+            return parse_seq(raw[self.range_name]["S"]), _writer_of(raw, self.writer_name)
         return None
+
+    def writer_of(self, session: str, seq: int) -> str | None:
+        """The writer id of the event numbered ``seq``, or None if there is no such event."""
+        page = self._call(
+            "GetItem",
+            TableName=self.table_name,
+            Key=self._key(session, format_seq(seq)),
+            ProjectionExpression="#w",
+            ExpressionAttributeNames={"#w": self.writer_name},
+            ConsistentRead=True,
+        )
+        return _writer_of(page.get("Item"), self.writer_name)
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -298,11 +312,10 @@ class EventStore:
         ]
         try:
             if len(puts) == 1:
-                self._call("PutItem", "put_item", **puts[0])
+                self._call("PutItem", **puts[0])
             else:
                 self._call(
                     "TransactWriteItems",
-                    "transact_write_items",
                     TransactItems=[{"Put": p} for p in puts],
                     ClientRequestToken=uuid.uuid4().hex,
                 )
@@ -363,9 +376,7 @@ class EventStore:
         count = len(requests)
         for attempt in range(BATCH_ATTEMPTS):
             try:
-                response = self._call(
-                    "BatchWriteItem", "batch_write_item", RequestItems={self.table_name: requests}
-                )
+                response = self._call("BatchWriteItem", RequestItems={self.table_name: requests})
             except ClientError as exc:
                 raise StorageError(f"batch write on {self.table_name!r} failed: {exc}") from exc
             requests = response.get("UnprocessedItems", {}).get(self.table_name, [])

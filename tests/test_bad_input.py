@@ -41,6 +41,7 @@ from chathist import (
     UnsupportedValueError,
     create_table,
 )
+from tests.helpers import partition_items
 from tests.reliability import install, record
 
 SECTION = "bad_input"
@@ -72,19 +73,7 @@ def scan_count(client: Any, table: str) -> int:
 
 def session_items(client: Any, table: str, session: str) -> list[dict[str, Any]]:
     """Every raw item stored under ``session``."""
-    found: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "KeyConditionExpression": "SessionId = :s",
-        "ExpressionAttributeValues": {":s": {"S": session}},
-        "ConsistentRead": True,
-    }
-    while True:
-        page = client.query(**kwargs)
-        found += page["Items"]
-        if "LastEvaluatedKey" not in page:
-            return found
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return partition_items(client, table, session)
 
 
 class Tried:

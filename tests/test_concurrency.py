@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from chathist import DynamoDBChatMessageHistory
+from tests.helpers import partition_items
 from tests.reliability import (
     LOAD_APPEND_ATTEMPTS,
     RaceCounter,
@@ -109,20 +110,7 @@ def check_reads(test: str, observed: list[list[str]], final: list[str]) -> None:
 
 def count_items(boto3_client: Any, table: str, session: str) -> int:
     """Items stored under ``session`` (every kind of event)."""
-    total = 0
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "KeyConditionExpression": "SessionId = :s",
-        "ExpressionAttributeValues": {":s": {"S": session}},
-        "Select": "COUNT",
-        "ConsistentRead": True,
-    }
-    while True:
-        page = boto3_client.query(**kwargs)
-        total += page["Count"]
-        if "LastEvaluatedKey" not in page:
-            return total
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return len(partition_items(boto3_client, table, session))
 
 
 class Readers:

@@ -27,6 +27,7 @@ from botocore.retries.standard import ExponentialBackoff
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from chathist import ConcurrencyError, DynamoDBChatMessageHistory, StorageError
+from tests.helpers import partition_items
 from tests.reliability import install, note, record
 
 SECTION = "faults"
@@ -287,19 +288,7 @@ class Setup:
 
     def items(self, boto3_client: Any) -> list[dict[str, Any]]:
         """Every item of the session, raw."""
-        found: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "SessionId = :s",
-            "ExpressionAttributeValues": {":s": {"S": self.session}},
-            "ConsistentRead": True,
-        }
-        while True:
-            page = boto3_client.query(**kwargs)
-            found += page["Items"]
-            if "LastEvaluatedKey" not in page:
-                return found
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return partition_items(boto3_client, self.table, self.session)
 
     def check(self, expected: list[str]) -> list[str]:
         """Record lost and duplicated messages against ``expected``; assert the exact history."""

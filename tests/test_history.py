@@ -24,6 +24,7 @@ from chathist import (
 )
 from chathist.events import SEQ_WIDTH
 from chathist.models import Binding, dynamodb_client, event_model
+from tests.helpers import partition_items
 from tests.test_codec import every_message_type
 
 History = Callable[..., DynamoDBChatMessageHistory]
@@ -42,20 +43,8 @@ def history(table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str
 
 
 def stored_items(client: Any, table: str, session: str = "s") -> list[dict[str, Any]]:
-    """Every item of ``session``'s partition, oldest first, read straight from DynamoDB."""
-    items: list[dict[str, Any]] = []
-    request: dict[str, Any] = {
-        "TableName": table,
-        "KeyConditionExpression": "SessionId = :s",
-        "ExpressionAttributeValues": {":s": {"S": session}},
-        "ConsistentRead": True,
-    }
-    while True:
-        page = client.query(**request)
-        items += page["Items"]
-        if "LastEvaluatedKey" not in page:
-            return items
-        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    """Every item of ``session``'s partition, in sort key order, read straight from DynamoDB."""
+    return partition_items(client, table, session)
 
 
 def random_text(rng: random.Random, size: int) -> str:

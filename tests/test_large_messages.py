@@ -12,6 +12,7 @@ import math
 import random
 import string
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from chathist.writes import (
     Limits,
     item_overhead,
 )
+from tests.helpers import partition_items
 
 KB = 1024
 MB = 1024 * KB
@@ -100,19 +102,7 @@ def client(history: History) -> Any:
 
 def stored_items(client: Any, table: str, session: str = "s") -> list[dict[str, Any]]:
     """Every item of ``session``'s partition, in sort key order, read straight from DynamoDB."""
-    items: list[dict[str, Any]] = []
-    request: dict[str, Any] = {
-        "TableName": table,
-        "KeyConditionExpression": "SessionId = :s",
-        "ExpressionAttributeValues": {":s": {"S": session}},
-        "ConsistentRead": True,
-    }
-    while True:
-        page = client.query(**request)
-        items += page["Items"]
-        if "LastEvaluatedKey" not in page:
-            return items
-        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return partition_items(client, table, session)
 
 
 def chunk_bytes(client_fixture_args: tuple[str, str | None, str | None], session: str = "s") -> int:
@@ -348,8 +338,9 @@ def test_a_batch_of_small_and_huge_messages_is_atomic_and_contiguous_while_anoth
 
     def writer_b_loop() -> None:
         nonlocal b_count
-        while not stop.is_set() and b_count < 40:
+        while not stop.is_set() and (not waited or b_count < 40):  # keep going until A waited
             writer_b.add_message(AIMessage(f"b-{b_count}"))
+            time.sleep(0.005)
             with b_wrote:
                 b_count += 1
                 b_wrote.notify_all()
