@@ -78,6 +78,7 @@ class EventStore:
         self.range_name: str = attrs["seq"].attr_name
         self.writer_name: str = attrs["writer"].attr_name
         self.attribute_names = [a.attr_name for a in attrs.values()]
+        self._names = {field: attribute.attr_name for field, attribute in attrs.items()}
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -127,32 +128,50 @@ class EventStore:
         )
 
     def to_event(self, raw: dict[str, Any]) -> Event:
-        """The event stored in ``raw`` (a DynamoDB item); `CorruptHistoryError` if it is not one."""
+        """The event stored in ``raw`` (a DynamoDB item); `CorruptHistoryError` if it is not one.
+
+        Decoded straight from the attribute map, with the model's attribute names and types:
+        the read path's hottest code (PynamoDB's ``from_raw_data`` doubles its cost)."""
+        names = self._names
+
+        def value(field: str, kind: str, required: bool = False) -> Any:
+            attribute = raw.get(names[field])
+            if attribute is None:
+                if required:
+                    raise ValueError(f"attribute {names[field]!r} is missing")
+                return None
+            if not isinstance(attribute, dict) or kind not in attribute:
+                raise ValueError(f"attribute {names[field]!r} is not of type {kind}")
+            return attribute[kind]
+
+        def number(field: str) -> int | None:
+            found = value(field, "N")
+            return None if found is None else int(found)
+
         try:
-            item = self.model.from_raw_data(raw)
-            body: bytes | str | None = item.text if item.text is not None else item.blob
-            stage, seq = parse_key(item.seq)
+            stage, seq = parse_key(value("seq", "S", required=True))
+            text = value("text", "S")
             return Event(
                 seq=seq,
-                kind=item.kind,  # type: ignore[arg-type]
-                codec=item.codec,
-                body=body,
-                parts=int(item.parts or 0),
-                message_seq=None if item.message_seq is None else int(item.message_seq),
-                count=int(item.covers or 0),
-                stage=stage if stage is not None else item.stage,
-                staged_at=None if item.staged_at is None else int(item.staged_at),
-                writer=item.writer,
-                expires_at=None if item.expires_at is None else int(item.expires_at),
-                version=int(item.version),
+                kind=value("kind", "S", required=True),
+                codec=value("codec", "S"),
+                body=text if text is not None else value("blob", "B"),
+                parts=number("parts") or 0,
+                message_seq=number("message_seq"),
+                count=number("covers") or 0,
+                stage=stage if stage is not None else value("stage", "S"),
+                staged_at=number("staged_at"),
+                writer=value("writer", "S"),
+                expires_at=number("expires_at"),
+                version=int(value("version", "N", required=True)),
             )
-        except Exception as exc:
+        except (ValueError, TypeError) as exc:
             key = {
-                name: next(iter(value.values()), None) if isinstance(value, dict) else value
-                for name, value in raw.items()
+                name: next(iter(found.values()), None) if isinstance(found, dict) else found
+                for name, found in raw.items()
                 if name in (self.hash_name, self.range_name)
             }
-            raise CorruptHistoryError(f"unreadable event item: {exc!r}", key=key) from exc
+            raise CorruptHistoryError(f"unreadable event item: {exc}", key=key) from exc
 
     # -- reads ----------------------------------------------------------------------------------
 
