@@ -10,7 +10,7 @@ NODE_STAMP := node_modules/.chathist-installed
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install java test demo lint clean
+.PHONY: install java test demo bench lint clean
 
 install: $(PY_STAMP) $(NODE_STAMP) java
 
@@ -39,6 +39,11 @@ test: install
 
 demo: install
 	$(PY) -m chathist.demo
+
+# Benchmarks (docs/benchmarks.md): BENCH_ARGS=--quick for a smoke run, --full for the issue's sizes.
+BENCH_ARGS ?=
+bench: install
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 lint: $(PY_STAMP)
 	$(VENV)/bin/ruff check .
