@@ -6,7 +6,7 @@ partition key; an append is one conditional write whatever the length of the con
 
 from importlib.metadata import PackageNotFoundError, version
 
-from chathist.capacity import Capacity
+from chathist.capacity import Capacity, CapacityMeter
 from chathist.errors import (
     ChatHistoryError,
     ConcurrencyError,
@@ -31,6 +31,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Capacity",
+    "CapacityMeter",
     "ChatHistoryError",
     "ConcurrencyError",
     "ConfigurationError",
