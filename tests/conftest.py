@@ -118,3 +118,12 @@ def table_name(
     finally:
         with contextlib.suppress(Exception):
             boto3_client.delete_table(TableName=name)
+
+
+@pytest.fixture
+def list_table(boto3_client: DynamoDBClient) -> Iterator[str]:
+    """A fresh hash-key-only table (LangChain's list layout), deleted after the test."""
+    from tests.helpers import list_table_named
+
+    with list_table_named(boto3_client) as name:
+        yield name

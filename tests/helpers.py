@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -24,3 +27,32 @@ def partition_items(
         if "LastEvaluatedKey" not in page:
             return items
         request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def create_list_table(
+    client: Any, name: str, hash_key: str = "SessionId", range_key: str | None = None
+) -> None:
+    """Create a LangChain-style table (a string hash key, optionally a string range key) and
+    wait until it exists."""
+    keys = [(hash_key, "HASH")] + ([(range_key, "RANGE")] if range_key else [])
+    client.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k, _ in keys],
+        KeySchema=[{"AttributeName": k, "KeyType": t} for k, t in keys],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.get_waiter("table_exists").wait(TableName=name)
+
+
+@contextlib.contextmanager
+def list_table_named(
+    client: Any, hash_key: str = "SessionId", range_key: str | None = None, prefix: str = "list"
+) -> Iterator[str]:
+    """A fresh LangChain-style table, deleted afterwards."""
+    name = f"chathist-test-{prefix}-{uuid.uuid4().hex[:10]}"
+    create_list_table(client, name, hash_key, range_key)
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(Exception):
+            client.delete_table(TableName=name)

@@ -30,6 +30,7 @@ from langchain_core.messages import (
 from chathist import DynamoDBChatMessageHistory, create_table
 from chathist.cli import main
 from chathist.commands.sessions import import_plan, item_size
+from tests.helpers import create_list_table
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -153,12 +154,7 @@ def test_wrong_schema_is_one_line_and_debug_shows_the_traceback(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     name = f"chathist-test-{uuid.uuid4().hex[:12]}"
-    boto3_client.create_table(
-        TableName=name,
-        AttributeDefinitions=[{"AttributeName": "SessionId", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "SessionId", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_list_table(boto3_client, name)
     try:
         line = assert_one_error_line(run_cli(dynamodb_endpoint, "create-table", name))
         assert name in line
@@ -303,12 +299,7 @@ def test_stats_reports_the_list_layout_of_a_hash_only_table(
     dynamodb_endpoint: str | None, boto3_client: DynamoDBClient
 ) -> None:
     name = f"chathist-test-{uuid.uuid4().hex[:12]}"
-    boto3_client.create_table(
-        TableName=name,
-        AttributeDefinitions=[{"AttributeName": "SessionId", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "SessionId", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_list_table(boto3_client, name)
     try:
         result = run_cli(dynamodb_endpoint, "stats", name, "--json")
         assert result.returncode == 0, result.stderr

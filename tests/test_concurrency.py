@@ -424,22 +424,6 @@ def test_readers_during_clear_see_all_or_nothing(
     assert _contents(history) == new
 
 
-@pytest.fixture
-def list_table(boto3_client: Any) -> Iterator[str]:
-    """A fresh hash-key-only table (LangChain's list layout), deleted after the test."""
-    name = f"chathist-test-list-{uuid.uuid4().hex[:8]}"
-    boto3_client.create_table(
-        TableName=name,
-        AttributeDefinitions=[{"AttributeName": "SessionId", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "SessionId", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    try:
-        yield name
-    finally:
-        boto3_client.delete_table(TableName=name)
-
-
 def test_list_layout_threads_and_processes_append_to_one_session(
     list_table: str,
     dynamodb_endpoint: str | None,

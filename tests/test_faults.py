@@ -631,22 +631,6 @@ def test_clear_interrupted_midway_is_finished_by_the_next_clear(
 # -- list layout -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def list_table(boto3_client: Any) -> Iterator[str]:
-    """A fresh hash-key-only table (LangChain's list layout), deleted after the test."""
-    name = f"chathist-test-list-{uuid.uuid4().hex[:8]}"
-    boto3_client.create_table(
-        TableName=name,
-        AttributeDefinitions=[{"AttributeName": "SessionId", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "SessionId", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    try:
-        yield name
-    finally:
-        boto3_client.delete_table(TableName=name)
-
-
 def test_list_layout_retries_throttling_and_5xx(
     list_table: str, dynamodb_endpoint: str | None, dynamodb_region: str | None
 ) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -26,42 +24,15 @@ from chathist import (
     UnsupportedValueError,
 )
 from chathist.legacy import VERSION_ATTRIBUTE, messages_from_legacy, messages_to_legacy
+from tests.helpers import list_table_named
 
 History = Callable[..., DynamoDBChatMessageHistory]
-
-
-def create_list_table(
-    client: Any, name: str, hash_key: str = "SessionId", range_key: str | None = None
-) -> None:
-    """Create a LangChain-style table: a string hash key (and optionally a string range key)."""
-    keys = [(hash_key, "HASH")] + ([(range_key, "RANGE")] if range_key else [])
-    client.create_table(
-        TableName=name,
-        AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k, _ in keys],
-        KeySchema=[{"AttributeName": k, "KeyType": t} for k, t in keys],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    client.get_waiter("table_exists").wait(TableName=name)
-
-
-@contextlib.contextmanager
-def list_table(
-    client: Any, hash_key: str = "SessionId", range_key: str | None = None, prefix: str = "list"
-) -> Iterator[str]:
-    """A fresh LangChain-style table, deleted afterwards."""
-    name = f"chathist-test-{prefix}-{uuid.uuid4().hex[:10]}"
-    create_list_table(client, name, hash_key, range_key)
-    try:
-        yield name
-    finally:
-        with contextlib.suppress(Exception):
-            client.delete_table(TableName=name)
 
 
 @pytest.fixture
 def hash_table(boto3_client: Any) -> Iterator[str]:
     """A fresh hash-only table keyed by ``SessionId``, as in LangChain's docs."""
-    with list_table(boto3_client) as name:
+    with list_table_named(boto3_client) as name:
         yield name
 
 
@@ -107,7 +78,7 @@ def dumped(messages: list[BaseMessage]) -> list[dict[str, Any]]:
 def test_notebook_code_runs_unchanged_on_a_hash_only_table_and_warns_once(
     boto3_client: Any, dynamodb_endpoint: str | None
 ) -> None:
-    with list_table(boto3_client, prefix="SessionTable") as table:
+    with list_table_named(boto3_client, prefix="SessionTable") as table:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             history = DynamoDBChatMessageHistory(
@@ -134,7 +105,7 @@ def test_auto_with_a_key_dict_is_the_list_layout_and_warns_once(
     boto3_client: Any, dynamodb_endpoint: str | None
 ) -> None:
     key = {"PK": "session_id::0", "SK": "langchain_history"}
-    with list_table(boto3_client, "PK", "SK") as table:
+    with list_table_named(boto3_client, "PK", "SK") as table:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             history = DynamoDBChatMessageHistory(table, "0", dynamodb_endpoint, key=key)

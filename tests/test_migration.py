@@ -49,6 +49,7 @@ from chathist.migration import (
 )
 from chathist.models import Binding, event_model
 from chathist.store import EventStore
+from tests.helpers import create_list_table
 
 REPO = Path(__file__).resolve().parent.parent
 HAVE_CLI = (REPO / "chathist" / "cli.py").is_file()
@@ -96,22 +97,6 @@ def make_session(rng: random.Random, index: int) -> list[BaseMessage]:
             AIMessage(random_text(rng, size), additional_kwargs={"score": round(rng.random(), 3)})
         )
     return messages
-
-
-def create_list_table(
-    client: Any, name: str, hash_key: str = "SessionId", range_key: str | None = None
-) -> None:
-    definitions = [{"AttributeName": hash_key, "AttributeType": "S"}]
-    schema = [{"AttributeName": hash_key, "KeyType": "HASH"}]
-    if range_key:
-        definitions.append({"AttributeName": range_key, "AttributeType": "S"})
-        schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
-    client.create_table(
-        TableName=name,
-        AttributeDefinitions=definitions,
-        KeySchema=schema,
-        BillingMode="PAY_PER_REQUEST",
-    )
 
 
 def resource_table(endpoint: str | None, region: str | None, name: str) -> Any:
