@@ -42,6 +42,9 @@ class TailFold:
         self._found: list[tuple[Event, bytes | str]] = []  # (header, payload), newest first
         self._previous: Event | None = None
         self._pending: _Pending | None = None
+        self.erased_seen = False
+        """Whether an ``erased`` event was fed: erased events lie only below a tombstone, so a
+        reader meets one only if a clear ran while it was reading (it should read again)."""
         self.cleared_at: int | None = None
         """Sequence number of the clear the fold stopped at, if any."""
         self.done = limit == 0
@@ -68,7 +71,7 @@ class TailFold:
         if self._pending is not None:
             self._take_part(event)
         elif event.kind == "erased":
-            pass  # content cleared; only ever below a tombstone
+            self.erased_seen = True
         elif event.kind not in KINDS or event.kind == "commit":
             raise CorruptHistoryError(f"event {event.seq} has unexpected kind {event.kind!r}")
         elif event.kind == "clear":
@@ -80,6 +83,8 @@ class TailFold:
             self._take_message(event)
 
     def _take_stage(self, commit: Event, staged: Iterable[Event]) -> None:
+        if self._expired(commit):
+            return  # its staged events expire with it; TTL may already have deleted some
         expected = commit.count - 1
         for event in staged:
             if event.seq != expected or event.stage != commit.stage:

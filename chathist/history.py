@@ -64,6 +64,9 @@ ABANDONED_AFTER = 3600
 """Seconds after which `clear` deletes a stage that was never committed."""
 ERASED_TTL = 7 * 24 * 3600
 """Seconds after which an ``erased`` event may expire (where the table has TTL turned on)."""
+READ_ATTEMPTS = 3
+"""Reads of a session before an inconsistency (a clear or a migration meeting the read) is
+reported rather than read again."""
 TRUST_NEXT_SEQ = 300
 """Seconds a history trusts the next sequence number it remembers before reading it again."""
 
@@ -276,6 +279,30 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
             assert self._list is not None
             return self._list.messages()
         self._check_table()
+        for attempt in range(READ_ATTEMPTS):
+            final = attempt == READ_ATTEMPTS - 1
+            legacy_expected = self._legacy is not None and not self._legacy_retired
+            try:
+                tail, found = self._read_tail()
+            except CorruptHistoryError:
+                if final:
+                    raise
+                continue  # a clear may have removed a stage this read was about to read
+            if tail.erased_seen and not final:
+                continue  # a clear ran during the read: its tombstone stops the next one
+            result = self._after_legacy(tail, found)
+            if legacy_expected and self._legacy_retired and not tail.done and not final:
+                continue  # migrated between reading the events and the legacy item
+            return result
+        raise AssertionError("unreachable")
+
+    @messages.setter
+    def messages(self, value: list[BaseMessage]) -> None:
+        raise NotImplementedError("assign no messages; use add_messages() or clear()")
+
+    def _read_tail(self) -> tuple[TailFold, list[BaseMessage]]:
+        """Fold the session's events, newest first, until the window or the latest clear;
+        return the fold and its messages."""
         window = self.history_size
         tail = TailFold(limit=window, now=time.time())
         event: Event | None = None
@@ -285,12 +312,13 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
                 for event in self._store.select_events(self.session_id, page_size=page):
                     staged: Iterator[Event] = iter(())
                     if event.kind == "commit" and event.stage is not None:
+                        # lazy: no query unless the fold takes the stage
                         staged = self._store.select_staged(
                             self.session_id, event.stage, page_size=page
                         )
                     if tail.feed(event, staged):
                         break
-            return self._after_legacy(tail)
+            return tail, tail.messages
         except CorruptHistoryError as exc:
             if exc.key is not None or (event is None and exc.at is None):
                 raise
@@ -300,10 +328,6 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
             assert event is not None
             key = {self.primary_key_name: self.session_id, self.sort_key_name: sort_key(event)}
             raise CorruptHistoryError(f"session {self.session_id!r}: {exc}", key=key) from exc
-
-    @messages.setter
-    def messages(self, value: list[BaseMessage]) -> None:
-        raise NotImplementedError("assign no messages; use add_messages() or clear()")
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -334,13 +358,21 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
                 tombstone = self._append([CLEAR])
         self._delete_below(tombstone)
 
-    def repair(self, older_than: float = ABANDONED_AFTER) -> int:
+    def repair(self, older_than: float | None = None) -> int:
         """Delete what interrupted writes left behind: the staged events of writes that never
-        committed, staged more than ``older_than`` seconds ago. Returns how many items it
-        deleted. Readers never see such leftovers; this only frees their storage (``clear()``
-        does it too). Event layout only."""
+        committed, staged more than ``older_than`` seconds ago (default and minimum:
+        `ABANDONED_AFTER`; a writer re-stages anything older than half of it before its commit,
+        so no younger stage can still be committed). Returns how many items it deleted.
+        Readers never see such leftovers; this only frees their storage (``clear()`` does it
+        too). Event layout only."""
         if self._list_layout():
             raise ConfigurationError("repair() applies to the event layout only")
+        older_than = ABANDONED_AFTER if older_than is None else older_than
+        if older_than < ABANDONED_AFTER:
+            raise ConfigurationError(
+                f"older_than must be at least {ABANDONED_AFTER} s: a younger stage may belong"
+                " to a write still in progress"
+            )
         self._check_table()
         committed = {
             stage
@@ -498,15 +530,16 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
             return None
         return item
 
-    def _after_legacy(self, tail: TailFold) -> list[BaseMessage]:
-        """The events' messages, after the legacy ones unless a clear or the window hides them."""
+    def _after_legacy(self, tail: TailFold, found: list[BaseMessage]) -> list[BaseMessage]:
+        """The events' messages ``found``, after the legacy ones unless a clear or the window
+        hides them."""
         if tail.done:
-            return tail.messages
+            return found
         item = self._pending_legacy(consistent=self.consistent_read)
         if item is None:
-            return tail.messages
+            return found
         assert item.entries is not None
-        combined = [*messages_from_legacy(item.entries), *tail.messages]
+        combined = [*messages_from_legacy(item.entries), *found]
         return combined[-self.history_size :] if self.history_size else combined
 
     def _events_cleared(self) -> bool:

@@ -13,8 +13,11 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
+from botocore.exceptions import NoRegionError
 from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
 from pynamodb.models import Model
+
+from chathist.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import boto3
@@ -144,4 +147,10 @@ def _event_model(
 
 def dynamodb_client(model: type[Model]) -> Any:
     """The botocore client of ``model``'s cached connection."""
-    return model._get_connection().connection.client
+    try:
+        return model._get_connection().connection.client
+    except NoRegionError as exc:
+        raise ConfigurationError(
+            "no AWS region: pass region_name=, use a boto3_session with a region, or set"
+            " AWS_DEFAULT_REGION"
+        ) from exc

@@ -98,7 +98,9 @@ class EventStore:
                     f"table {self.table_name!r} does not have the key schema of the event layout:"
                     f" {exc}"
                 ) from exc
-            raise
+            if code in ("ConditionalCheckFailedException", "TransactionCanceledException"):
+                raise  # the caller tells a lost race from a retried write of its own
+            raise StorageError(f"{operation} on {self.table_name!r} failed: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"{operation} on {self.table_name!r} failed: {exc}") from exc
 

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from chathist.errors import StorageError, TableNotFoundError, TableSchemaError
 from chathist.models import Binding, dynamodb_client, event_model
@@ -77,6 +77,8 @@ def describe_key_schema(binding: Binding) -> KeySchema:
                 f" chathist.create_table({binding.table_name!r}) or `chathist create-table`"
             ) from exc
         raise StorageError(f"cannot describe table {binding.table_name!r}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise StorageError(f"cannot describe table {binding.table_name!r}: {exc}") from exc
     schema = _parse(description)
     with _schemas_lock:
         _schemas[binding] = schema
@@ -142,20 +144,23 @@ def create_table(
         }
     created = True
     try:
-        client.create_table(**request)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
-            raise StorageError(f"cannot create table {table_name!r}: {exc}") from exc
-        created = False
-    forget_key_schema(binding)
-    if not created:
-        schema = describe_key_schema(binding)
-        check_event_schema(schema, table_name, primary_key_name, sort_key_name)
-        log.info("table %r already exists with the event-layout key schema", table_name)
-    if wait or ttl:
-        _wait_active(client, table_name)
-    if ttl:
-        _enable_ttl(client, table_name, ttl_key_name)
+        try:
+            client.create_table(**request)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
+                raise
+            created = False
+        forget_key_schema(binding)
+        if not created:
+            schema = describe_key_schema(binding)
+            check_event_schema(schema, table_name, primary_key_name, sort_key_name)
+            log.info("table %r already exists with the event-layout key schema", table_name)
+        if wait or ttl:
+            _wait_active(client, table_name)
+        if ttl:
+            _enable_ttl(client, table_name, ttl_key_name)
+    except (ClientError, BotoCoreError) as exc:
+        raise StorageError(f"cannot create table {table_name!r}: {exc}") from exc
     return created
 
 

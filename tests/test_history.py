@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, message_to_dict
 
+import chathist.history
 from chathist import (
     ConfigurationError,
     DynamoDBChatMessageHistory,
@@ -475,7 +476,10 @@ def test_repair_deletes_only_old_uncommitted_stages(
     staged = [i for i in stored_items(boto3_client, table_name) if i["SK"]["S"].startswith("!")]
     assert len(staged) == 60
     assert h.repair() == 0  # young: it may still be committed
-    assert h.repair(older_than=-1) == 30
+    with pytest.raises(ConfigurationError, match="at least"):
+        h.repair(older_than=60)
+    monkeypatch.setattr(chathist.history, "ABANDONED_AFTER", -1)  # an hour later, say
+    assert h.repair() == 30
     assert [m.content for m in history().messages] == [f"kept{i}" for i in range(30)]
     left = [i for i in stored_items(boto3_client, table_name) if i["SK"]["S"].startswith("!")]
     assert len(left) == 30
@@ -536,3 +540,50 @@ def test_a_corrupt_item_is_named_in_the_error(
         _ = history().messages
     assert caught.value.key == {"SessionId": "s", "SK": "1".zfill(SEQ_WIDTH)}
     assert "'s'" in str(caught.value) and "1".zfill(SEQ_WIDTH) in str(caught.value)
+
+
+def test_an_expired_staged_write_reads_as_gone_while_ttl_deletes_it_piecemeal(
+    history: History, boto3_client: Any, table_name: str
+) -> None:
+    history(ttl=1).add_messages([HumanMessage(f"m{i}") for i in range(30)])  # staged
+    history().add_user_message("kept")
+    time.sleep(2.1)
+    staged = [i for i in stored_items(boto3_client, table_name) if i["SK"]["S"].startswith("!")]
+    boto3_client.delete_item(  # TTL deletes expired items one by one, in any order
+        TableName=table_name, Key={"SessionId": {"S": "s"}, "SK": staged[5]["SK"]}
+    )
+    assert [m.content for m in history().messages] == ["kept"]
+    assert [m.content for m in history(history_size=1).messages] == ["kept"]
+
+
+def test_a_clear_that_runs_during_a_read_gives_the_cleared_history(
+    history: History,
+) -> None:
+    writer = history()
+    writer.add_user_message("old")
+    writer.add_messages([HumanMessage(f"m{i}") for i in range(30)])  # staged, one commit
+    reader, clearer = history(), history()
+    fired: list[bool] = []
+
+    def clear_after_the_first_page(**_: Any) -> None:
+        if not fired:
+            fired.append(True)
+            clearer.clear()  # deletes the stage the reader is about to read
+
+    event = "after-call.dynamodb.Query"
+    reader._store.client.meta.events.register(event, clear_after_the_first_page, "clear-race")
+    try:
+        assert reader.messages == []
+    finally:
+        reader._store.client.meta.events.unregister(event, unique_id="clear-race")
+    assert fired == [True]
+
+
+def test_no_region_anywhere_is_a_configuration_error(
+    table_name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(ConfigurationError, match="region"):
+        DynamoDBChatMessageHistory(f"{table_name}-noregion", "s")

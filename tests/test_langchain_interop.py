@@ -24,8 +24,9 @@ from langchain_core.messages import (
 
 from chathist import DynamoDBChatMessageHistory
 from chathist.legacy import from_dynamodb_numbers
+from tests.helpers import list_table_named
 from tests.test_codec import every_message_type
-from tests.test_list_layout import decimals_in, dumped, list_table, raw_item
+from tests.test_list_layout import decimals_in, dumped, raw_item
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -95,7 +96,7 @@ def case(request: pytest.FixtureRequest) -> Case:
 
 @pytest.fixture
 def table(case: Case, boto3_client: Any) -> Iterator[str]:
-    with list_table(boto3_client, case.hash_key, case.range_key, prefix="interop") as name:
+    with list_table_named(boto3_client, case.hash_key, case.range_key, prefix="interop") as name:
         yield name
 
 
@@ -173,7 +174,7 @@ def test_stored_format_is_the_same_as_langchains(
     """Same messages written by each class: the same list attribute, byte for byte."""
     case = Case("format", options={"coerce_float_to_decimal": True})
     messages = [*conversation(), HumanMessage("x", additional_kwargs={"score": 0.25})]
-    with list_table(boto3_client, prefix="format") as table:
+    with list_table_named(boto3_client, prefix="format") as table:
         langchain(table, dynamodb_endpoint, case, "lc").add_messages(messages)
         ours(table, dynamodb_endpoint, case, "ch").add_messages(messages)
         theirs = raw_item(boto3_client, table, {"SessionId": "lc"})

@@ -16,7 +16,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 import chathist.history
 from chathist import ConfigurationError, DynamoDBChatMessageHistory
 from chathist.legacy import MIGRATED_ATTRIBUTE, Outcome, commit_migration
-from tests.test_list_layout import list_table, raw_item
+from tests.helpers import list_table_named
+from tests.test_list_layout import raw_item
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -29,7 +30,7 @@ History = Callable[..., DynamoDBChatMessageHistory]
 
 @pytest.fixture
 def legacy_table(boto3_client: Any) -> Iterator[str]:
-    with list_table(boto3_client, prefix="legacy") as name:
+    with list_table_named(boto3_client, prefix="legacy") as name:
         yield name
 
 
