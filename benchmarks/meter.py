@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass, fields
 from typing import Any
 
-from chathist.capacity import reported
+from chathist.dynamo.capacity import reported
 
 DATA_OPERATIONS = frozenset(
     {

@@ -6,7 +6,8 @@ partition key; an append is one conditional write whatever the length of the con
 
 from importlib.metadata import PackageNotFoundError, version
 
-from chathist.capacity import Capacity, CapacityMeter
+from chathist.dynamo.capacity import Capacity, CapacityMeter
+from chathist.dynamo.tables import create_table
 from chathist.errors import (
     ChatHistoryError,
     ConcurrencyError,
@@ -22,7 +23,6 @@ from chathist.errors import (
     UnsupportedValueError,
 )
 from chathist.history import DynamoDBChatMessageHistory
-from chathist.tables import create_table
 
 try:
     __version__ = version("chathist")

@@ -100,5 +100,10 @@ class StorageError(ChatHistoryError):
     """A DynamoDB request failed after botocore's retries; nothing was half-written.
 
     A write is applied whole or not at all, but when answers were lost it may have been applied
-    before the error: read the history before sending the same messages again.
+    before the error: read the history before sending the same messages again. ``code`` is
+    DynamoDB's error code, where it answered with one.
     """
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code

@@ -35,17 +35,17 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from langchain_core.messages import BaseMessage, message_to_dict
 
-from chathist.capacity import Capacity, CapacityMeter
-from chathist.codec import Payload, encode_message, write_units
+from chathist.core.codec import Payload, encode_message, write_units
+from chathist.core.events import FORMAT_VERSION, Event, sort_key
+from chathist.core.fold import fold
+from chathist.core.plan import ITEM_LIMIT, Limits, Plan, event_size, item_overhead, plan_write
+from chathist.dynamo.capacity import Capacity, CapacityMeter
 from chathist.errors import ChatHistoryError, ConfigurationError, TableError, TableSchemaError
-from chathist.events import FORMAT_VERSION, Event, sort_key
-from chathist.fold import fold
 from chathist.history import validate_session_id
 from chathist.legacy import messages_from_legacy, messages_to_legacy
 from chathist.models import Binding, dynamodb_client, event_model
 from chathist.store import EventStore, SequenceTaken
 from chathist.tables import KeySchema, check_event_schema, describe_key_schema
-from chathist.writes import ITEM_LIMIT, Limits, Plan, event_size, item_overhead, plan_write
 
 if TYPE_CHECKING:
     import boto3

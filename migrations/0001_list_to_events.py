@@ -28,7 +28,7 @@ from __future__ import annotations
 import sys
 from typing import Final
 
-from chathist.events import FORMAT_VERSION
+from chathist.core.events import FORMAT_VERSION
 from chathist.migration import (
     MigrationConfig,
     ProgressCallback,

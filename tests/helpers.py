@@ -56,3 +56,25 @@ def list_table_named(
     finally:
         with contextlib.suppress(Exception):
             client.delete_table(TableName=name)
+
+
+@contextlib.contextmanager
+def hooked(client: Any, event: str, handler: Any) -> Iterator[None]:
+    """Register a botocore event ``handler`` (e.g. on ``after-call.dynamodb.PutItem``) on
+    ``client`` (a history's ``client``) for the duration of the block."""
+    unique = f"test-{uuid.uuid4().hex}"
+    client.meta.events.register(event, handler, unique_id=unique)
+    try:
+        yield
+    finally:
+        client.meta.events.unregister(event, unique_id=unique)
+
+
+def transaction_outcome(parsed: dict[str, Any]) -> str:
+    """``done``, ``legacy-changed`` (the last action's condition failed: a lazy migration's
+    retirement of the legacy item) or ``taken`` (a sequence number was taken) of a parsed
+    TransactWriteItems answer."""
+    if "Error" not in parsed:
+        return "done"
+    codes = [reason.get("Code") for reason in parsed.get("CancellationReasons") or []]
+    return "legacy-changed" if codes and codes[-1] == "ConditionalCheckFailed" else "taken"

@@ -300,7 +300,7 @@ def process_writer(
             **(options or {}),
         )
         history.messages  # noqa: B018 - checks the table before the start signal
-        with RaceCounter(history._store.client) as races:
+        with RaceCounter(history.client) as races:
             ready.put(writer)
             go.wait()
             for contents in writer_messages(writer, count):

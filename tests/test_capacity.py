@@ -17,7 +17,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
 from chathist import Capacity, DynamoDBChatMessageHistory
-from chathist.capacity import CapacityMeter, reported
+from chathist.dynamo.capacity import CapacityMeter, reported
 from tests.test_large_messages import (
     KB,
     MB,

@@ -27,7 +27,7 @@ from langchain_core.messages import (
     message_to_dict,
 )
 
-from chathist.codec import (
+from chathist.core.codec import (
     CODEC_JSON,
     CODEC_ZLIB,
     MAX_DEPTH,

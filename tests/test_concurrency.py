@@ -228,7 +228,7 @@ def _one_session_under_load(
     readers = [
         _history(table_name, endpoint, region, session, **options) for _ in range(load.readers)
     ]
-    client = readers[0]._store.client  # the threads' shared client
+    client = readers[0].client  # the threads' shared client
     with RaceCounter(client) as races, Readers(readers) as reading:
         go.set()
         errors = _run_threads(writers)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from chathist.tables import forget_key_schema
+from chathist.dynamo.tables import forget_key_schema
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -183,7 +183,4 @@ def test_code_blocks_run(
 
 def _forget_cached_schemas() -> None:
     """Tables of the same names may be created again with another schema by the next file."""
-    from chathist import tables
-
-    for binding in list(tables._schemas):
-        forget_key_schema(binding)
+    forget_key_schema()

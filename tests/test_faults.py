@@ -233,8 +233,7 @@ FORGET_TOKEN = "ClientRequestToken forgotten on retry"
 
 def list_client(history: DynamoDBChatMessageHistory) -> Any:
     """The botocore client a list-layout history sends its requests with."""
-    assert history._list is not None
-    return history._list.client
+    return history.client
 
 
 # -- fixtures and checks ---------------------------------------------------------------------------
@@ -265,7 +264,7 @@ class Setup:
         self.test = test
         self.session = f"faults-{uuid.uuid4().hex[:8]}"
         self.history = self.new_history()
-        self.faults = Faults(self.history._store.client, test)
+        self.faults = Faults(self.history.client, test)
 
     def new_history(self, **options: Any) -> DynamoDBChatMessageHistory:
         return DynamoDBChatMessageHistory(
@@ -573,7 +572,7 @@ def test_losing_every_race_raises_concurrency_error(setup: Setup, boto3_client: 
     """A rival that always wins the next number: ConcurrencyError after max_append_attempts,
     none of the loser's messages stored, the rival's all there, and the next append works."""
     history = setup.new_history(max_append_attempts=3)
-    faults = Faults(history._store.client, setup.test)
+    faults = Faults(history.client, setup.test)
     rival = setup.rival()
     rivals: list[str] = []
 

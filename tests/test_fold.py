@@ -10,11 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from langchain_core.messages import HumanMessage
 
-from chathist.codec import encode_message
+from chathist.core.codec import encode_message
+from chathist.core.events import FORMAT_VERSION, Event
+from chathist.core.fold import TailFold, fold
+from chathist.core.plan import CLEAR, Limits, plan_write
 from chathist.errors import CorruptHistoryError
-from chathist.events import FORMAT_VERSION, Event
-from chathist.fold import TailFold, fold
-from chathist.writes import CLEAR, Limits, plan_write
 
 # Tiny limits so that parts, several-request writes and commits happen with short texts.
 TINY = Limits(

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, message_to_dict
 
-import chathist.history
+import chathist.event_log
 from chathist import (
     ConfigurationError,
     DynamoDBChatMessageHistory,
@@ -23,9 +23,10 @@ from chathist import (
     UnsupportedValueError,
     create_table,
 )
-from chathist.events import SEQ_WIDTH
-from chathist.models import Binding, dynamodb_client, event_model
-from tests.helpers import partition_items
+from chathist.core.events import SEQ_WIDTH
+from chathist.dynamo.binding import Binding
+from chathist.dynamo.client import client_for
+from tests.helpers import hooked, partition_items
 from tests.test_codec import every_message_type
 
 History = Callable[..., DynamoDBChatMessageHistory]
@@ -210,7 +211,7 @@ def test_history_size_returns_the_latest_messages_reading_about_that_many_items(
         writer.add_messages([HumanMessage(f"m{i}") for i in range(start, start + 20)])
     window = history(history_size=20)
     items_read: list[int] = []
-    window._store.client.meta.events.register(
+    window.client.meta.events.register(
         "after-call.dynamodb.Query", lambda parsed, **_: items_read.append(parsed["Count"])
     )
     assert [m.content for m in window.messages] == [f"m{i}" for i in range(280, 300)]
@@ -288,11 +289,13 @@ def test_an_interrupted_clear_still_reads_empty_and_the_next_clear_finishes(
     history().add_messages([HumanMessage(f"m{i}") for i in range(20)])
     h = history()
 
-    def fail(*args: Any, **kwargs: Any) -> int:
+    def fail(**kwargs: Any) -> None:
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(h._store, "erase", fail)
-    with pytest.raises(RuntimeError):
+    with (
+        hooked(h.client, "before-parameter-build.dynamodb.BatchWriteItem", fail),
+        pytest.raises(RuntimeError),
+    ):
         h.clear()
     assert history().messages == []
     assert len(stored_items(boto3_client, table_name)) == 21
@@ -408,14 +411,15 @@ def test_arguments_that_cannot_apply_fail_loudly(
         DynamoDBChatMessageHistory(table_name, "s", **options)
 
 
-def test_models_are_one_class_per_endpoint_and_never_share_a_connection() -> None:
-    one = event_model(Binding("T", "http://127.0.0.1:1"))
-    two = event_model(Binding("T", "http://127.0.0.1:2"))
-    assert one is event_model(Binding("T", "http://127.0.0.1:1"))
-    assert one is not two
-    assert one.Meta.host != two.Meta.host
-    assert dynamodb_client(one) is not dynamodb_client(two)
-    assert dynamodb_client(one).meta.endpoint_url == "http://127.0.0.1:1"
+def test_one_client_per_binding_all_from_one_botocore_session() -> None:
+    one = client_for(Binding.resolve("T", "http://127.0.0.1:1"))
+    two = client_for(Binding.resolve("T", "http://127.0.0.1:2"))
+    assert one is client_for(Binding.resolve("T", "http://127.0.0.1:1"))
+    other_table = client_for(Binding.resolve("Other", "http://127.0.0.1:1"))
+    assert one is not other_table and one is not two
+    assert one._loader is other_table._loader  # one botocore session, loaded once
+    assert one.meta.endpoint_url == "http://127.0.0.1:1"
+    assert two.meta.endpoint_url == "http://127.0.0.1:2"
 
 
 def test_runnable_with_message_history_sees_the_first_exchange(history: History) -> None:
@@ -460,25 +464,21 @@ def test_repair_deletes_only_old_uncommitted_stages(
     h.add_messages([HumanMessage(f"kept{i}") for i in range(30)])  # staged and committed
     broken = history()
 
-    def lose_commit(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("crash before the commit")
+    def lose_commit(params: dict[str, Any], **kwargs: Any) -> None:
+        if params["Item"]["event"]["S"] == "commit":
+            raise RuntimeError("crash before the commit")
 
-    original = broken._store.insert_events
-    monkeypatch.setattr(
-        broken._store,
-        "insert_events",
-        lambda session, events: (
-            lose_commit() if events[0].kind == "commit" else original(session, events)
-        ),
-    )
-    with pytest.raises(RuntimeError):
+    with (
+        hooked(broken.client, "before-parameter-build.dynamodb.PutItem", lose_commit),
+        pytest.raises(RuntimeError),
+    ):
         broken.add_messages([HumanMessage(f"lost{i}") for i in range(30)])
     staged = [i for i in stored_items(boto3_client, table_name) if i["SK"]["S"].startswith("!")]
     assert len(staged) == 60
     assert h.repair() == 0  # young: it may still be committed
     with pytest.raises(ConfigurationError, match="at least"):
         h.repair(older_than=60)
-    monkeypatch.setattr(chathist.history, "ABANDONED_AFTER", -1)  # an hour later, say
+    monkeypatch.setattr(chathist.event_log, "ABANDONED_AFTER", -1)  # an hour later, say
     assert h.repair() == 30
     assert [m.content for m in history().messages] == [f"kept{i}" for i in range(30)]
     left = [i for i in stored_items(boto3_client, table_name) if i["SK"]["S"].startswith("!")]
@@ -488,31 +488,33 @@ def test_repair_deletes_only_old_uncommitted_stages(
 def test_a_stage_older_than_half_the_abandon_age_is_staged_anew_before_its_commit(
     history: History, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import chathist.history as module
-
     h = history()
     h.add_user_message("first")
     rival = history()
-    original = h._store.insert_events
     stagings: list[str] = []
+    rivals: list[str] = []
 
-    def commit_after_a_rival(session: str, events: Any) -> None:
-        if events[0].stage and events[0].kind != "commit":
-            stagings.append(events[0].stage)
-        elif events[0].kind == "commit" and len(stagings) == 1:
+    def stage_seen(params: dict[str, Any], **kwargs: Any) -> None:
+        stagings.append(params["TransactItems"][0]["Put"]["Item"]["SK"]["S"].split("#")[0])
+
+    def commit_after_a_rival(params: dict[str, Any], **kwargs: Any) -> None:
+        if params["Item"]["event"]["S"] == "commit" and len(stagings) == 1 and not rivals:
+            rivals.append("rival")
             rival.add_user_message("rival")  # the commit loses a race, then is retried
-            monkeypatch.setattr(module, "ABANDONED_AFTER", 0)  # ...after "a long pause"
-        original(session, events)
+            monkeypatch.setattr(chathist.event_log, "ABANDONED_AFTER", 0)  # ...after a pause
 
-    monkeypatch.setattr(h._store, "insert_events", commit_after_a_rival)
-    h.add_messages([HumanMessage(f"m{i}") for i in range(30)])
+    with (
+        hooked(h.client, "before-parameter-build.dynamodb.TransactWriteItems", stage_seen),
+        hooked(h.client, "before-parameter-build.dynamodb.PutItem", commit_after_a_rival),
+    ):
+        h.add_messages([HumanMessage(f"m{i}") for i in range(30)])
     assert len(set(stagings)) >= 2  # the stale stage was written again under a new id
     contents = [m.content for m in history().messages]
     assert contents[:2] == ["first", "rival"] and contents[2:] == [f"m{i}" for i in range(30)]
 
 
 def test_capacity_totals_reset_and_share_a_meter(history: History) -> None:
-    from chathist.capacity import CapacityMeter
+    from chathist.dynamo.capacity import CapacityMeter
 
     shared = CapacityMeter()
     a, b = history(capacity_meter=shared), history(capacity_meter=shared)
@@ -571,11 +573,11 @@ def test_a_clear_that_runs_during_a_read_gives_the_cleared_history(
             clearer.clear()  # deletes the stage the reader is about to read
 
     event = "after-call.dynamodb.Query"
-    reader._store.client.meta.events.register(event, clear_after_the_first_page, "clear-race")
+    reader.client.meta.events.register(event, clear_after_the_first_page, "clear-race")
     try:
         assert reader.messages == []
     finally:
-        reader._store.client.meta.events.unregister(event, unique_id="clear-race")
+        reader.client.meta.events.unregister(event, unique_id="clear-race")
     assert fired == [True]
 
 

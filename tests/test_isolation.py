@@ -239,7 +239,7 @@ def test_nothing_secret_is_logged_at_info_or_above(
     with pytest.raises(UnsupportedValueError):
         writer.add_message(HumanMessage(content, additional_kwargs={"x": float("nan")}))
     # A server error, retried by botocore (with its DEBUG logging of the retry).
-    events = writer._store.client.meta.events
+    events = writer.client.meta.events
     failures = [1]
 
     def fail_once(request: Any, **_: Any) -> Any:

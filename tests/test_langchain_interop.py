@@ -23,7 +23,7 @@ from langchain_core.messages import (
 )
 
 from chathist import DynamoDBChatMessageHistory
-from chathist.legacy import from_dynamodb_numbers
+from chathist.core.listformat import from_dynamodb_numbers
 from tests.helpers import list_table_named
 from tests.test_codec import every_message_type
 from tests.test_list_layout import decimals_in, dumped, raw_item

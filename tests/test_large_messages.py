@@ -24,17 +24,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, message_to_dict
 
-import chathist.history
+import chathist.event_log
 from chathist import DynamoDBChatMessageHistory, MessageTooLargeError, StorageError
-from chathist.codec import CODEC_JSON, CODEC_ZLIB, DEFAULT_COMPRESS_THRESHOLD, encode_message
-from chathist.models import Binding, event_model
-from chathist.writes import (
+from chathist.core.codec import CODEC_JSON, CODEC_ZLIB, DEFAULT_COMPRESS_THRESHOLD, encode_message
+from chathist.core.plan import (
     ITEM_LIMIT,
     MAX_MESSAGE_BYTES,
     TRANSACTION_BYTES,
     Limits,
     item_overhead,
 )
+from chathist.dynamo.items import event_items
 from tests.helpers import partition_items
 
 KB = 1024
@@ -91,7 +91,7 @@ def history(table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str
 def client_of(history: DynamoDBChatMessageHistory) -> Any:
     """The botocore client ``history`` sends its requests through (shared by every history of
     the same table, endpoint and region), to watch or break its requests with event hooks."""
-    return history._store.client
+    return history.client
 
 
 @pytest.fixture
@@ -107,8 +107,7 @@ def stored_items(client: Any, table: str, session: str = "s") -> list[dict[str, 
 
 def chunk_bytes(client_fixture_args: tuple[str, str | None, str | None], session: str = "s") -> int:
     """Payload bytes one item of ``session`` holds (an item's size less its other attributes)."""
-    model = event_model(Binding(*client_fixture_args))
-    names = [a.attr_name for a in model.get_attributes().values()]
+    names = event_items(client_fixture_args[0]).attribute_names
     return ITEM_LIMIT - item_overhead(names, session)
 
 
@@ -409,7 +408,7 @@ def test_a_write_interrupted_between_transactions_shows_nothing_and_clear_remove
     # A young stage may belong to a write still in flight: clear keeps it until it is abandoned.
     sequence = [kind(i) for i in left if not i["SK"]["S"].startswith("!")]
     assert sequence == ["erased"] * (len(sequence) - 1) + ["clear"]  # numbers stay taken
-    monkeypatch.setattr(chathist.history, "ABANDONED_AFTER", -1)  # an hour later, say
+    monkeypatch.setattr(chathist.event_log, "ABANDONED_AFTER", -1)  # an hour later, say
     h.clear()
     kinds = [kind(i) for i in stored_items(client, table_name)]
     assert kinds == ["erased"] * (len(kinds) - 1) + ["clear"]  # no stage left

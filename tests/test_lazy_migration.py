@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-import chathist.history
 from chathist import ConfigurationError, DynamoDBChatMessageHistory
-from chathist.legacy import MIGRATED_ATTRIBUTE, Outcome, commit_migration
-from tests.helpers import list_table_named
+from chathist.lazy_migration import MIGRATED_ATTRIBUTE
+from tests.helpers import hooked, list_table_named, transaction_outcome
 from tests.test_list_layout import raw_item
 
 with warnings.catch_warnings():
@@ -218,16 +217,33 @@ def test_two_concurrent_writers_neither_lose_nor_duplicate(
     dynamodb_endpoint: str | None,
     boto3_client: Any,
     delete_legacy: bool,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    outcomes: Counter[Outcome] = Counter()
+    outcomes: Counter[str] = Counter()
 
-    def counted(*args: Any) -> Outcome:
-        outcome = commit_migration(*args)
-        outcomes[outcome] += 1
-        return outcome
+    def mark(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["migrates"] = any("Put" not in action for action in params["TransactItems"])
 
-    monkeypatch.setattr(chathist.history, "commit_migration", counted)
+    def counted(parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        if context.get("migrates"):  # a lazy migration: events and the legacy item's retirement
+            outcomes[transaction_outcome(parsed)] += 1
+
+    client = migrating().client
+    with (
+        hooked(client, "before-parameter-build.dynamodb.TransactWriteItems", mark),
+        hooked(client, "after-call.dynamodb.TransactWriteItems", counted),
+    ):
+        _race_rounds(migrating, legacy_table, dynamodb_endpoint, boto3_client, delete_legacy)
+    assert outcomes["done"] == 6  # one migration a session
+    assert outcomes["legacy-changed"] + outcomes["taken"] > 0  # a real race
+
+
+def _race_rounds(
+    migrating: History,
+    legacy_table: str,
+    dynamodb_endpoint: str | None,
+    boto3_client: Any,
+    delete_legacy: bool,
+) -> None:
     for round_ in range(6):
         session = f"race-{round_}-{uuid.uuid4().hex[:6]}"
         old = old_messages(3 + round_, tag=session)
@@ -242,33 +258,33 @@ def test_two_concurrent_writers_neither_lose_nor_duplicate(
             assert mine == [f"{writer}:{n}" for n in range(3)]
         item = raw_item(boto3_client, legacy_table, {"SessionId": session})
         assert (item is None) if delete_legacy else (item is not None)
-    assert outcomes[Outcome.DONE] == 6  # one migration a session
-    assert outcomes[Outcome.LEGACY_CHANGED] + outcomes[Outcome.SEQUENCE_TAKEN] > 0  # a real race
 
 
 def test_a_legacy_item_changed_during_the_migration_is_migrated_again(
     migrating: History,
     legacy_table: str,
     dynamodb_endpoint: str | None,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """LangChain's class (a fleet still switching) appends between the read and the commit:
     the transaction's condition fails, and the retry moves the changed list."""
     old = old_messages(2)
     write_legacy(legacy_table, dynamodb_endpoint, "s", old)
-    outcomes: list[Outcome] = []
+    outcomes: list[str] = []
 
-    def interleaved(*args: Any) -> Outcome:
+    def interleave(**_: Any) -> None:
         if not outcomes:
             write_legacy(legacy_table, dynamodb_endpoint, "s", [AIMessage("late")])
-        outcome = commit_migration(*args)
-        outcomes.append(outcome)
-        return outcome
 
-    monkeypatch.setattr(chathist.history, "commit_migration", interleaved)
+    def record(parsed: dict[str, Any], **_: Any) -> None:
+        outcomes.append(transaction_outcome(parsed))
+
     history = migrating()
-    history.add_user_message("new")
-    assert outcomes == [Outcome.LEGACY_CHANGED, Outcome.DONE]
+    with (
+        hooked(history.client, "before-call.dynamodb.TransactWriteItems", interleave),
+        hooked(history.client, "after-call.dynamodb.TransactWriteItems", record),
+    ):
+        history.add_user_message("new")
+    assert outcomes == ["legacy-changed", "done"]
     assert migrating().messages == [*old, AIMessage("late"), HumanMessage("new")]
 
 

@@ -23,7 +23,8 @@ from chathist import (
     TableSchemaError,
     UnsupportedValueError,
 )
-from chathist.legacy import VERSION_ATTRIBUTE, messages_from_legacy, messages_to_legacy
+from chathist.core.listformat import messages_from_legacy, messages_to_legacy
+from chathist.dynamo.list_store import VERSION_ATTRIBUTE
 from tests.helpers import list_table_named
 
 History = Callable[..., DynamoDBChatMessageHistory]

@@ -26,6 +26,8 @@ from typing import Any
 
 import boto3
 import pytest
+from chathist.models import Binding, event_model
+from chathist.store import EventStore
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -37,9 +39,9 @@ from langchain_core.messages import (
 )
 
 from chathist import DynamoDBChatMessageHistory, create_table
-from chathist.capacity import CapacityMeter
-from chathist.events import parse_seq
-from chathist.fold import fold
+from chathist.core.events import parse_seq
+from chathist.core.fold import fold
+from chathist.dynamo.capacity import CapacityMeter
 from chathist.migration import (
     MigrationConfig,
     WriteLimiter,
@@ -47,8 +49,6 @@ from chathist.migration import (
     migrate_list_to_events,
     plan_session,
 )
-from chathist.models import Binding, event_model
-from chathist.store import EventStore
 from tests.helpers import create_list_table
 
 REPO = Path(__file__).resolve().parent.parent

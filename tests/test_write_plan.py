@@ -18,14 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import HumanMessage
 
-from chathist.capacity import CapacityMeter
-from chathist.codec import CODEC_JSON, CODEC_ZLIB, Payload, encode_message
-from chathist.errors import MessageTooLargeError
-from chathist.events import MAX_SEQ, Event
-from chathist.fold import fold
-from chathist.models import Binding, event_model
-from chathist.store import EventStore
-from chathist.writes import (
+from chathist.core.codec import CODEC_JSON, CODEC_ZLIB, Payload, encode_message
+from chathist.core.events import MAX_SEQ, Event
+from chathist.core.fold import fold
+from chathist.core.plan import (
     CLEAR,
     ITEM_LIMIT,
     MAX_MESSAGE_BYTES,
@@ -37,11 +33,11 @@ from chathist.writes import (
     item_overhead,
     plan_write,
 )
+from chathist.dynamo.items import event_items
+from chathist.errors import MessageTooLargeError
 
 # A store that is never used for I/O: it turns events into the items DynamoDB would receive.
-STORE = EventStore(
-    event_model(Binding("plan-test", "http://127.0.0.1:9", "us-east-1")), meter=CapacityMeter()
-)
+STORE = event_items("plan-test")
 SESSION = "session-" + "s" * 40
 REAL = Limits(item_overhead(STORE.attribute_names, SESSION))
 CHUNK = REAL.chunk_bytes
@@ -212,7 +208,7 @@ def test_every_item_fits_dynamodb(sizes: list[int], expires_at: int | None) -> N
     entries = [payload(size, seed, CODEC_JSON) for seed, size in enumerate(sizes)]
     plan = plan_write(entries, WRITER, limits, expires_at=expires_at, now=NOW)
     for event in check_plan(entries, MAX_SEQ - 100, plan, limits, expires_at):
-        item = STORE.to_item(long_session, event).serialize()
+        item = STORE.to_item(long_session, event)
         assert dynamodb_item_size(item) <= ITEM_LIMIT
         assert dynamodb_item_size(item) <= event_size(event, limits.overhead)
 

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from chathist.commands import connection_options, describe, example_epilog
-from chathist.tables import create_table
+from chathist.dynamo.tables import create_table
 
 __all__ = ["register"]
 

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
 
+from chathist.core.sizes import write_units
 from chathist.errors import CorruptHistoryError, UnsupportedValueError
 
 __all__ = [
@@ -32,7 +33,6 @@ __all__ = [
     "check_json_value",
     "decode_message",
     "encode_message",
-    "write_units",
 ]
 
 CODEC_JSON: Final = "json"
@@ -53,11 +53,6 @@ class Payload:
 
     codec: str
     data: bytes
-
-
-def write_units(size: int) -> int:
-    """DynamoDB write units for ``size`` bytes (1 KB each, rounded up, at least one)."""
-    return max(1, math.ceil(size / 1024))
 
 
 def check_json_value(value: Any, path: str = "message", depth: int = 0) -> None:

@@ -17,13 +17,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
-from chathist.codec import CODEC_JSON, Payload
+from chathist.core.codec import CODEC_JSON, Payload
+from chathist.core.events import Event
+from chathist.core.sizes import (
+    ITEM_LIMIT,
+    MAX_NUMBER_BYTES,
+    TRANSACTION_BYTES,
+    TRANSACTION_ITEMS,
+    text_size,
+)
 from chathist.errors import MessageTooLargeError
-from chathist.events import Event
 
 __all__ = [
     "CLEAR",
-    "ITEM_LIMIT",
     "MAX_MESSAGE_BYTES",
     "Limits",
     "Plan",
@@ -31,15 +37,8 @@ __all__ = [
     "plan_write",
 ]
 
-ITEM_LIMIT: Final = 409_600
-"""DynamoDB's item size limit, in bytes (attribute names and values)."""
-TRANSACTION_BYTES: Final = 4_000_000
-"""A little under DynamoDB's 4 MB limit on the items of one transaction."""
-TRANSACTION_ITEMS: Final = 100
 MAX_MESSAGE_BYTES: Final = 32 * 1024 * 1024
 """Largest encoded (and compressed) message payload chathist stores."""
-NUMBER_BYTES: Final = 21
-"""Most bytes DynamoDB counts for one number attribute value of ours."""
 
 
 class _Clear:
@@ -73,8 +72,8 @@ class Limits:
 
 def item_overhead(attribute_names: Sequence[str], session: str, writer_bytes: int = 32) -> int:
     """Upper bound of an event item's size without its payload (names, keys, numbers)."""
-    names = sum(len(name.encode("utf-8")) for name in attribute_names)
-    return names + len(session.encode("utf-8")) + 20 + writer_bytes + 16 + 6 * NUMBER_BYTES
+    names = sum(text_size(name) for name in attribute_names)
+    return names + text_size(session) + 20 + writer_bytes + 16 + 6 * MAX_NUMBER_BYTES
 
 
 def event_size(event: Event, overhead: int) -> int:

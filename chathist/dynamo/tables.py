@@ -8,15 +8,23 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from chathist.errors import StorageError, TableNotFoundError, TableSchemaError
-from chathist.models import Binding, dynamodb_client, event_model
+from chathist.core.steps import Steps, call, sleep
+from chathist.dynamo.binding import Binding
+from chathist.dynamo.capacity import CapacityMeter
+from chathist.dynamo.client import Sender
+from chathist.errors import StorageError, TableSchemaError
 
 if TYPE_CHECKING:
     import boto3
 
-__all__ = ["KeySchema", "create_table", "describe_key_schema", "forget_key_schema"]
+__all__ = [
+    "KeySchema",
+    "check_event_schema",
+    "create_table",
+    "describe_key_schema",
+    "forget_key_schema",
+    "key_schema",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +53,6 @@ _schemas: dict[Binding, KeySchema] = {}
 _schemas_lock = threading.Lock()
 
 
-def _client(binding: Binding) -> Any:
-    return dynamodb_client(event_model(binding))
-
-
 def _parse(description: dict[str, Any]) -> KeySchema:
     types = {d["AttributeName"]: d["AttributeType"] for d in description["AttributeDefinitions"]}
     keys = {k["KeyType"]: k["AttributeName"] for k in description["KeySchema"]}
@@ -61,45 +65,54 @@ def _parse(description: dict[str, Any]) -> KeySchema:
     )
 
 
-def describe_key_schema(binding: Binding) -> KeySchema:
+def key_schema(binding: Binding) -> Steps[KeySchema]:
     """The key schema of ``binding``'s table, asked of DynamoDB once per process and cached."""
     with _schemas_lock:
         known = _schemas.get(binding)
     if known is not None:
         return known
-    try:
-        description = _client(binding).describe_table(TableName=binding.table_name)["Table"]
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            where = binding.endpoint_url or f"AWS region {binding.region}"
-            raise TableNotFoundError(
-                f"table {binding.table_name!r} does not exist on {where}; create it with"
-                f" chathist.create_table({binding.table_name!r}) or `chathist create-table`"
-            ) from exc
-        raise StorageError(f"cannot describe table {binding.table_name!r}: {exc}") from exc
-    except BotoCoreError as exc:
-        raise StorageError(f"cannot describe table {binding.table_name!r}: {exc}") from exc
-    schema = _parse(description)
+    response = yield from call("DescribeTable", TableName=binding.table_name)
+    schema = _parse(response["Table"])
     with _schemas_lock:
         _schemas[binding] = schema
     return schema
 
 
-def forget_key_schema(binding: Binding) -> None:
-    """Drop the cached key schema of ``binding``'s table (after it was deleted or re-created)."""
+def describe_key_schema(binding: Binding, meter: CapacityMeter | None = None) -> KeySchema:
+    """`key_schema`, sent now."""
+    return Sender(binding, meter or CapacityMeter()).run(key_schema(binding))
+
+
+def forget_key_schema(binding: Binding | None = None) -> None:
+    """Drop the cached key schema of ``binding``'s table (None: of every table), after it was
+    deleted or re-created."""
     with _schemas_lock:
-        _schemas.pop(binding, None)
+        if binding is None:
+            _schemas.clear()
+        else:
+            _schemas.pop(binding, None)
 
 
-def check_event_schema(schema: KeySchema, table_name: str, hash_key: str, range_key: str) -> None:
+def check_event_schema(
+    schema: KeySchema, table_name: str, hash_key: str, range_key: str, *, creating: bool = False
+) -> None:
     """Raise `TableSchemaError` unless the table fits the event layout with these key names."""
     wanted = KeySchema(hash_key, "S", range_key, "S")
-    if schema != wanted:
-        raise TableSchemaError(
-            f"table {table_name!r} has key schema {schema}; the event layout needs {wanted}"
-            " (pass primary_key_name=/sort_key_name= to match, or layout='list' for a"
-            " LangChain list-style table)"
+    if schema == wanted:
+        return
+    if creating:
+        hint = (
+            "choose another table name; to move a LangChain table's sessions into it, run"
+            f" `chathist migrate --source {table_name} --target NEW_TABLE`"
         )
+    elif not schema.composite:
+        hint = "a hash-key-only table is LangChain's list layout: pass layout='list' (or leave"
+        hint += " layout='auto') to use it as it is"
+    else:
+        hint = "pass primary_key_name=/sort_key_name= to match"
+    raise TableSchemaError(
+        f"table {table_name!r} has key schema {schema}; the event layout needs {wanted} ({hint})"
+    )
 
 
 def create_table(
@@ -122,8 +135,22 @@ def create_table(
     it created the table, False (and logs why) if a table of the right schema already exists;
     raises `TableSchemaError` if the existing table has another key schema.
     """
-    binding = Binding(table_name, endpoint_url, region_name, boto3_session)
-    client = _client(binding)
+    binding = Binding.resolve(table_name, endpoint_url, region_name, boto3_session)
+    return Sender(binding, CapacityMeter()).run(
+        _create(binding, ttl, ttl_key_name, primary_key_name, sort_key_name, kms_key_id, wait)
+    )
+
+
+def _create(
+    binding: Binding,
+    ttl: bool,
+    ttl_key_name: str,
+    primary_key_name: str,
+    sort_key_name: str,
+    kms_key_id: str | None,
+    wait: bool,
+) -> Steps[bool]:
+    table_name = binding.table_name
     request: dict[str, Any] = {
         "TableName": table_name,
         "AttributeDefinitions": [
@@ -144,39 +171,38 @@ def create_table(
         }
     created = True
     try:
-        try:
-            client.create_table(**request)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
-                raise
-            created = False
-        forget_key_schema(binding)
-        if not created:
-            schema = describe_key_schema(binding)
-            check_event_schema(schema, table_name, primary_key_name, sort_key_name)
-            log.info("table %r already exists with the event-layout key schema", table_name)
-        if wait or ttl:
-            _wait_active(client, table_name)
-        if ttl:
-            _enable_ttl(client, table_name, ttl_key_name)
-    except (ClientError, BotoCoreError) as exc:
-        raise StorageError(f"cannot create table {table_name!r}: {exc}") from exc
+        yield from call("CreateTable", **request)
+    except StorageError as exc:
+        if exc.code != "ResourceInUseException":
+            raise
+        created = False
+    forget_key_schema(binding)
+    if not created:
+        schema = yield from key_schema(binding)
+        check_event_schema(schema, table_name, primary_key_name, sort_key_name, creating=True)
+        log.info("table %r already exists with the event-layout key schema", table_name)
+    if wait or ttl:
+        yield from _wait_active(table_name)
+    if ttl:
+        yield from _enable_ttl(table_name, ttl_key_name)
     return created
 
 
-def _wait_active(client: Any, table_name: str, timeout: float = 300.0) -> None:
+def _wait_active(table_name: str, timeout: float = 300.0) -> Steps[None]:
     deadline = time.monotonic() + timeout
     while True:
-        status = client.describe_table(TableName=table_name)["Table"]["TableStatus"]
+        response = yield from call("DescribeTable", TableName=table_name)
+        status = response["Table"]["TableStatus"]
         if status == "ACTIVE":
             return
         if time.monotonic() > deadline:
             raise StorageError(f"table {table_name!r} is still {status} after {timeout:.0f} s")
-        time.sleep(0.5)
+        yield from sleep(0.5)
 
 
-def _enable_ttl(client: Any, table_name: str, ttl_key_name: str) -> None:
-    current = client.describe_time_to_live(TableName=table_name)["TimeToLiveDescription"]
+def _enable_ttl(table_name: str, ttl_key_name: str) -> Steps[None]:
+    response = yield from call("DescribeTimeToLive", TableName=table_name)
+    current = response["TimeToLiveDescription"]
     if current.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
         if current.get("AttributeName") != ttl_key_name:
             raise TableSchemaError(
@@ -184,7 +210,8 @@ def _enable_ttl(client: Any, table_name: str, ttl_key_name: str) -> None:
                 f" not {ttl_key_name!r}"
             )
         return
-    client.update_time_to_live(
+    yield from call(
+        "UpdateTimeToLive",
         TableName=table_name,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl_key_name},
     )

@@ -1,13 +1,14 @@
-"""Consumed-capacity accounting: running totals of what DynamoDB reported for each request."""
+"""Consumed-capacity accounting: running totals of what DynamoDB reported for each request.
+
+The request path (`chathist.dynamo.client`) asks every request for ``ReturnConsumedCapacity=TOTAL``
+and records each response here, failed ones included (a failed condition is charged too).
+"""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, cast
-
-from botocore import xform_name
-from botocore.exceptions import ClientError
+from typing import Any
 
 __all__ = ["Capacity", "CapacityMeter"]
 
@@ -69,20 +70,6 @@ class CapacityMeter:
         usage = reported(operation, response)
         with self._lock:
             self._total = self._total + usage
-
-    def call(self, client: Any, operation: str, **kwargs: Any) -> dict[str, Any]:
-        """Send ``operation`` (e.g. ``"PutItem"``) with ``ReturnConsumedCapacity=TOTAL`` and record
-        what it consumed, also when it fails (a failed condition is charged too)."""
-        kwargs.setdefault("ReturnConsumedCapacity", "TOTAL")
-        response: dict[str, Any] | None = None
-        try:
-            response = cast(dict[str, Any], getattr(client, xform_name(operation))(**kwargs))
-            return response
-        except ClientError as exc:
-            response = cast(dict[str, Any], exc.response)
-            raise
-        finally:
-            self.record(operation, response)
 
     @property
     def total(self) -> Capacity:

@@ -5,8 +5,10 @@ older event can change the result: at the latest clear, or once it holds the ``l
 messages. Each event fed must be numbered one below the previous one; a duplicate or an event out
 of order is corruption, and so is a gap, unless an event beside it carries an expiry (DynamoDB's
 TTL deletes expired items, leaving gaps). Expired messages are skipped. A ``commit`` is fed with
-the events of its stage, newest first, which must be numbered ``count``-1 down to 0; they are
-taken lazily, so a window read stops inside a large stage as it does in the sequence.
+the events of its stage, newest first, which must be numbered ``count``-1 down to 0: either as
+an iterable (`TailFold.feed`) or one by one between `TailFold.start_stage` and
+`TailFold.end_stage`, so a reader fetching them page by page stops inside a large stage once the
+window is full, as it does in the sequence.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from dataclasses import dataclass
 
 from langchain_core.messages import BaseMessage
 
-from chathist.codec import decode_message
+from chathist.core.codec import decode_message
+from chathist.core.events import FORMAT_VERSION, KINDS, Event
 from chathist.errors import CorruptHistoryError
-from chathist.events import FORMAT_VERSION, KINDS, Event
 
 __all__ = ["TailFold", "fold"]
 
@@ -42,6 +44,7 @@ class TailFold:
         self._found: list[tuple[Event, bytes | str]] = []  # (header, payload), newest first
         self._previous: Event | None = None
         self._pending: _Pending | None = None
+        self._stage: tuple[Event, int] | None = None  # (open commit, next expected index)
         self.erased_seen = False
         """Whether an ``erased`` event was fed: erased events lie only below a tombstone, so a
         reader meets one only if a clear ran while it was reading (it should read again)."""
@@ -50,17 +53,69 @@ class TailFold:
         self.done = limit == 0
 
     def feed(self, event: Event, staged: Iterable[Event] = ()) -> bool:
-        """Take the next older event (with its stage's events if it is a commit); return True
-        once older events cannot change the result."""
+        """Take the next older event (with its stage's events, newest first, if it is a
+        commit); return True once older events cannot change the result."""
+        if event.kind == "commit" and self._pending is None:
+            if self.start_stage(event):
+                for item in staged:
+                    if self.feed_staged(item):
+                        break
+                self.end_stage()
+            return self.done
+        self._check_feed(event)
+        self._take(event)
+        return self.done
+
+    def start_stage(self, commit: Event) -> bool:
+        """Take a ``commit``; return True if its stage's events must be fed next
+        (`feed_staged`, newest first, then `end_stage`), False if it is expired and skipped."""
+        self._check_feed(commit)
+        if self._expired(commit):
+            return False  # its staged events expire with it; TTL may already have deleted some
+        self._stage = (commit, commit.count - 1)
+        return True
+
+    def feed_staged(self, event: Event) -> bool:
+        """Take the next older event of the open stage; return True once older events (of the
+        stage or the sequence) cannot change the result."""
+        if self._stage is None:
+            raise ValueError("no stage is open; call start_stage first")
+        commit, expected = self._stage
+        if event.seq != expected or event.stage != commit.stage:
+            raise CorruptHistoryError(
+                f"commit {commit.seq} expects event {expected} of stage {commit.stage!r},"
+                f" found event {event.seq} of stage {event.stage!r}"
+            )
+        self._stage = (commit, expected - 1)
+        try:
+            self._take(event)
+        except CorruptHistoryError as exc:
+            raise CorruptHistoryError(f"stage of commit {commit.seq}: {exc}") from exc
+        return self.done
+
+    def end_stage(self) -> None:
+        """Close the open stage: every event of it was fed, unless the fold is done."""
+        if self._stage is None:
+            raise ValueError("no stage is open")
+        commit, expected = self._stage
+        self._stage = None
+        if self.done:
+            return
+        if expected != -1 or commit.count < 1:
+            raise CorruptHistoryError(
+                f"commit {commit.seq} expects {commit.count} events of stage {commit.stage!r};"
+                f" events 0..{expected} are missing"
+            )
+        if self._pending is not None:
+            raise CorruptHistoryError(f"stage of commit {commit.seq} ends inside a message")
+
+    def _check_feed(self, event: Event) -> None:
         if self.done:
             raise ValueError("the fold is done; feed no more events")
+        if self._stage is not None:
+            raise ValueError("a stage is open; feed its events, then call end_stage")
         self._check_order(event)
         self._previous = event
-        if event.kind == "commit" and self._pending is None:
-            self._take_stage(event, staged)
-        else:
-            self._take(event)
-        return self.done
 
     def _take(self, event: Event) -> None:
         if event.version > FORMAT_VERSION:
@@ -81,31 +136,6 @@ class TailFold:
             raise CorruptHistoryError(f"part {event.seq} has no message above it")
         else:
             self._take_message(event)
-
-    def _take_stage(self, commit: Event, staged: Iterable[Event]) -> None:
-        if self._expired(commit):
-            return  # its staged events expire with it; TTL may already have deleted some
-        expected = commit.count - 1
-        for event in staged:
-            if event.seq != expected or event.stage != commit.stage:
-                raise CorruptHistoryError(
-                    f"commit {commit.seq} expects event {expected} of stage {commit.stage!r},"
-                    f" found event {event.seq} of stage {event.stage!r}"
-                )
-            expected -= 1
-            try:
-                self._take(event)
-            except CorruptHistoryError as exc:
-                raise CorruptHistoryError(f"stage of commit {commit.seq}: {exc}") from exc
-            if self.done:
-                return
-        if expected != -1 or commit.count < 1:
-            raise CorruptHistoryError(
-                f"commit {commit.seq} expects {commit.count} events of stage {commit.stage!r};"
-                f" events 0..{expected} are missing"
-            )
-        if self._pending is not None:
-            raise CorruptHistoryError(f"stage of commit {commit.seq} ends inside a message")
 
     @property
     def messages(self) -> list[BaseMessage]:

@@ -1,0 +1,105 @@
+"""Where a table lives and as whom to reach it, resolved once, when a history is made.
+
+A `Binding` holds only explicit values: the endpoint and region are settled at construction
+(argument, then environment, then AWS's configuration), so changing the environment later
+changes nothing about an existing binding, and bindings hash and compare on what they hold.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit
+
+from chathist.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import boto3
+
+__all__ = ["ENDPOINT_ENV", "LOCAL_DEFAULT_REGION", "Binding", "check_endpoint_url"]
+
+ENDPOINT_ENV: Final = "CHATHIST_ENDPOINT_URL"
+"""Environment variable naming the DynamoDB endpoint when none is given (as `chathist local`
+tells you to export); an explicit ``endpoint_url`` wins over it, and it over AWS's defaults."""
+LOCAL_DEFAULT_REGION: Final = "us-east-1"
+"""The region used with an endpoint when nothing else names one (DynamoDB Local ignores it)."""
+
+
+def check_endpoint_url(url: str) -> str:
+    """``url`` if it is an http(s) URL with a host, else `ConfigurationError` with a hint."""
+    if not isinstance(url, str):
+        raise ConfigurationError(f"endpoint_url must be a str, got {type(url).__name__}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        hint = f"; did you mean 'http://{url}'?" if "://" not in url else ""
+        raise ConfigurationError(
+            f"endpoint_url {url!r} is not an http:// or https:// URL with a host{hint}"
+        )
+    return url
+
+
+def _configured_region(boto3_session: boto3.Session | None) -> str | None:
+    if boto3_session is not None and boto3_session.region_name:
+        return str(boto3_session.region_name)
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        return region
+    from chathist.dynamo.client import botocore_session
+
+    configured = botocore_session().get_config_variable("region")
+    return str(configured) if configured else None
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A table on an endpoint, in a region, with a boto3 session (or the default credentials).
+
+    Make one with `Binding.resolve`; ``boto3_session`` compares by identity.
+    """
+
+    table_name: str
+    endpoint_url: str | None
+    region_name: str
+    boto3_session: boto3.Session | None = None
+
+    @classmethod
+    def resolve(
+        cls,
+        table_name: str,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        boto3_session: boto3.Session | None = None,
+    ) -> Binding:
+        """Settle endpoint and region: the argument, else ``$CHATHIST_ENDPOINT_URL`` (endpoint)
+        or the boto3 session's / environment's / AWS config's region, else `LOCAL_DEFAULT_REGION`
+        when there is an endpoint."""
+        if not isinstance(table_name, str) or not table_name:
+            raise ConfigurationError("table_name must be a non-empty str")
+        if region_name is not None and not isinstance(region_name, str):
+            raise ConfigurationError(f"region_name must be a str, got {type(region_name).__name__}")
+        if boto3_session is not None and not hasattr(boto3_session, "client"):
+            raise ConfigurationError(
+                f"boto3_session must be a boto3.Session, got {type(boto3_session).__name__}"
+            )
+        endpoint = endpoint_url or os.environ.get(ENDPOINT_ENV) or None
+        if endpoint is not None:
+            check_endpoint_url(endpoint)
+        region = region_name or _configured_region(boto3_session)
+        if region is None and endpoint is not None:
+            region = LOCAL_DEFAULT_REGION
+        if region is None:
+            raise ConfigurationError(
+                "no AWS region: pass region_name= (--region on the command line), use a"
+                " boto3_session with a region, or set AWS_DEFAULT_REGION"
+            )
+        return cls(table_name, endpoint, region, boto3_session)
+
+    def with_table(self, table_name: str) -> Binding:
+        """The same connection, another table."""
+        return Binding(table_name, self.endpoint_url, self.region_name, self.boto3_session)
+
+    @property
+    def where(self) -> str:
+        """The endpoint or region, for messages."""
+        return self.endpoint_url or f"AWS region {self.region_name}"

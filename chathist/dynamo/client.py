@@ -1,0 +1,165 @@
+"""The request path: the only code that sends requests to DynamoDB.
+
+- `client_for` makes botocore clients, one per binding (table, endpoint, region, boto3
+  session), all from one shared botocore session, and caches them: a second history of a table
+  builds nothing new, and a second table only a client (botocore's retry quota stays per
+  table, so one table's faults never use up another's retries).
+- `Sender` runs steps (`chathist.core.steps`): it sends each `Call` with
+  ``ReturnConsumedCapacity=TOTAL``, records the capacity in its meter (failed requests too),
+  and turns every botocore error into chathist's (`chathist.dynamo.translate`), which it throws
+  back into the steps.
+- botocore's own retries (throttling, 5xx, dropped connections) are configured here, once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, Final, TypeVar, cast
+
+import botocore.session
+from botocore import xform_name
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chathist.core.steps import Call, Sleep, Steps, call
+from chathist.dynamo.binding import Binding
+from chathist.dynamo.capacity import CapacityMeter
+from chathist.dynamo.paging import Cursor
+from chathist.dynamo.translate import translate
+from chathist.errors import ChatHistoryError, ConfigurationError
+
+__all__ = ["CLIENT_CONFIG", "Sender", "botocore_session", "client_for"]
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS: Final = 8
+"""Attempts botocore makes of one request (with exponential backoff) before it gives up."""
+CLIENT_CONFIG: Final = Config(
+    retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+    parameter_validation=False,
+    max_pool_connections=64,
+)
+
+METERED: Final = frozenset(
+    {
+        "GetItem",
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "Query",
+        "Scan",
+        "BatchGetItem",
+        "BatchWriteItem",
+        "TransactGetItems",
+        "TransactWriteItems",
+    }
+)
+"""Operations that report consumed capacity and count as requests in a meter (the table-level
+ones, such as DescribeTable, do neither)."""
+
+_lock = threading.Lock()
+_session: botocore.session.Session | None = None
+_clients: dict[Binding, Any] = {}
+
+
+def botocore_session() -> botocore.session.Session:
+    """The botocore session every default-credential client is made from (one per process)."""
+    global _session
+    with _lock:
+        if _session is None:
+            _session = botocore.session.get_session()
+        return _session
+
+
+def client_for(binding: Binding) -> Any:
+    """The botocore DynamoDB client of ``binding``, made once per process (botocore clients
+    are thread-safe)."""
+    key = binding
+    with _lock:
+        found = _clients.get(key)
+    if found is not None:
+        return found
+    session = botocore_session()
+    with _lock:
+        found = _clients.get(key)
+        if found is None:
+            found = _clients[key] = _make_client(binding, session)
+    return found
+
+
+def _make_client(binding: Binding, session: botocore.session.Session) -> Any:
+    options: dict[str, Any] = {
+        "region_name": binding.region_name,
+        "endpoint_url": binding.endpoint_url,
+        "config": CLIENT_CONFIG,
+    }
+    try:
+        if binding.boto3_session is not None:
+            return binding.boto3_session.client("dynamodb", **options)
+        return session.create_client("dynamodb", **options)
+    except (BotoCoreError, ValueError) as exc:
+        error = translate(exc, "CreateClient", {"TableName": binding.table_name})
+        if isinstance(exc, ValueError):
+            error = ConfigurationError(f"cannot connect to {binding.where}: {exc}")
+        raise error from exc
+
+
+class Sender:
+    """Sends requests for one binding and meters them; runs steps."""
+
+    def __init__(self, binding: Binding, meter: CapacityMeter) -> None:
+        self.binding = binding
+        self.meter = meter
+
+    @property
+    def client(self) -> Any:
+        """The botocore client requests go through (shared by every sender of the endpoint)."""
+        return client_for(self.binding)
+
+    def send(self, request: Call) -> dict[str, Any]:
+        """Send one request; return its response or raise its chathist error."""
+        params = request.params
+        if request.operation in METERED:
+            params = dict(params, ReturnConsumedCapacity="TOTAL")
+        response: dict[str, Any] | None = None
+        try:
+            method = getattr(self.client, xform_name(request.operation))
+            response = cast(dict[str, Any], method(**params))
+            return response
+        except ClientError as exc:
+            response = cast(dict[str, Any], exc.response)
+            raise translate(exc, request.operation, params, where=self.binding.where) from exc
+        except BotoCoreError as exc:
+            raise translate(exc, request.operation, params, where=self.binding.where) from exc
+        finally:
+            if request.operation in METERED:
+                self.meter.record(request.operation, response)
+
+    def run(self, steps: Steps[T]) -> T:
+        """Drive ``steps`` to their result, sending each request and sleeping each backoff."""
+        answer: Any = None
+        error: ChatHistoryError | None = None
+        while True:
+            try:
+                op = steps.throw(error) if error is not None else steps.send(answer)
+            except StopIteration as done:
+                return cast(T, done.value)
+            answer = error = None
+            if isinstance(op, Sleep):
+                time.sleep(op.seconds)
+                continue
+            try:
+                answer = self.send(op)
+            except ChatHistoryError as exc:
+                error = exc
+
+    def call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """Send one request now (for code that is not written as steps)."""
+        return self.run(call(operation, **params))
+
+    def items(self, cursor: Cursor) -> Iterator[dict[str, Any]]:
+        """The items of a Query or Scan, fetching each page when the previous one is used up."""
+        while (page := self.run(cursor.next_page())) is not None:
+            yield from page

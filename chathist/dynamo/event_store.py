@@ -1,0 +1,269 @@
+"""The event store: the requests of the event layout, as steps (`chathist.core.steps`).
+
+Two verbs carry the design: `EventStore.insert_events` writes one planned request (a conditional
+put, or a transaction of conditional puts) and `EventStore.sequence` reads a session's sequence
+(newest or oldest first, page by page). The rest serves clear and repair: the small projections
+(`kinds`, `stage_keys`), the newest event, and batch writes. A sort key another writer already
+holds raises `SequenceTaken`; a request botocore resent after DynamoDB had applied it is
+recognised by the writer id its items carry, and counts as done.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from chathist.core.events import MAX_SEQ, Event, format_seq, parse_key, parse_seq, stage_prefix
+from chathist.core.retry import RetryRule
+from chathist.core.sizes import BATCH_ITEMS
+from chathist.core.steps import Steps, call, sleep
+from chathist.dynamo.items import EventItems
+from chathist.dynamo.paging import Cursor
+from chathist.dynamo.translate import ConditionFailed, TransactionCanceled
+from chathist.errors import ChatHistoryError, CorruptHistoryError, StorageError
+
+__all__ = ["BATCH_RETRY", "EventStore", "SequenceTaken"]
+
+BATCH_RETRY = RetryRule(attempts=10)
+"""Resends of a batch's unprocessed items (with backoff) before `StorageError`."""
+
+
+class SequenceTaken(ChatHistoryError):
+    """Another writer already stored an event at a sequence number this write wanted.
+
+    ``taken`` is the highest sequence number known to be taken.
+    """
+
+    def __init__(self, message: str, taken: int) -> None:
+        super().__init__(message)
+        self.taken = taken
+
+
+def _writer_of(item: Any, writer_name: str) -> str | None:
+    """The writer id stored in a raw item (returned with a failed condition), if any."""
+    if not isinstance(item, dict):
+        return None
+    value = item.get(writer_name)
+    return value.get("S") if isinstance(value, dict) else None
+
+
+class EventStore:
+    """Reads and writes the events of one table."""
+
+    def __init__(self, items: EventItems, *, consistent_read: bool = True) -> None:
+        self.items = items
+        self.consistent_read = consistent_read
+        self.table_name = items.table_name
+        self.hash_name = items.hash_name
+        self.range_name = items.range_name
+        self.writer_name = items.names["writer"]
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def sequence(
+        self,
+        session: str,
+        *,
+        newest_first: bool = True,
+        below: int | None = None,
+        page_size: int | None = None,
+        projection: Sequence[str] = (),
+    ) -> Cursor:
+        """A query of ``session``'s sequence (events numbered below ``below``; never the staged
+        keys, which sort before it); ``projection`` limits it to these attribute names."""
+        high = MAX_SEQ if below is None else max(below - 1, 0)
+        names = {"#h": self.hash_name, "#r": self.range_name}
+        params: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "#h = :h AND #r BETWEEN :low AND :high",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": {
+                ":h": {"S": session},
+                ":low": {"S": format_seq(0)},
+                ":high": {"S": format_seq(high)},
+            },
+            "ScanIndexForward": not newest_first,
+            "ConsistentRead": self.consistent_read,
+        }
+        self._project(params, projection)
+        if page_size:
+            params["Limit"] = page_size
+        return Cursor("Query", params, empty=below is not None and below <= 0)
+
+    def staged(
+        self, session: str, stage: str | None = None, *, page_size: int | None = None
+    ) -> Cursor:
+        """A query of the staged events of ``stage`` (newest first), or, with no stage, of
+        every staged item's key and staging time."""
+        prefix = "!" if stage is None else stage_prefix(stage)
+        params: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "#h = :h AND begins_with(#r, :p)",
+            "ExpressionAttributeNames": {"#h": self.hash_name, "#r": self.range_name},
+            "ExpressionAttributeValues": {":h": {"S": session}, ":p": {"S": prefix}},
+            "ConsistentRead": self.consistent_read,
+            "ScanIndexForward": stage is None,
+        }
+        if stage is None:
+            self._project(params, [self.items.names["staged_at"]])
+        if page_size:
+            params["Limit"] = page_size
+        return Cursor("Query", params)
+
+    def _project(self, params: dict[str, Any], names: Sequence[str]) -> None:
+        if not names:
+            return
+        aliases = {f"#p{i}": name for i, name in enumerate(names)}
+        params["ExpressionAttributeNames"].update(aliases)
+        params["ProjectionExpression"] = ", ".join(["#h", "#r", *aliases])
+
+    def event(self, raw: dict[str, Any]) -> Event:
+        """The event of a raw item (`CorruptHistoryError` naming it if it is not one)."""
+        return self.items.to_event(raw)
+
+    def seq_of(self, raw: dict[str, Any]) -> int:
+        """The sequence number of a raw sequence item (`CorruptHistoryError` if its key is not
+        a sequence number)."""
+        key = raw.get(self.range_name, {}).get("S")
+        try:
+            return parse_seq(key)
+        except (TypeError, ValueError) as exc:
+            raise CorruptHistoryError(
+                f"sort key {key!r} is not a sequence number", key=self.items.key_of(raw)
+            ) from exc
+
+    def stage_of(self, raw: dict[str, Any]) -> tuple[str, str, int | None]:
+        """(sort key, stage, staged_at) of a raw staged item."""
+        key = raw.get(self.range_name, {}).get("S", "")
+        try:
+            stage, _ = parse_key(key)
+        except ValueError as exc:
+            raise CorruptHistoryError(
+                f"sort key {key!r} is not a staged event's key", key=self.items.key_of(raw)
+            ) from exc
+        staged_at = raw.get(self.items.names["staged_at"], {}).get("N")
+        return key, str(stage), None if staged_at is None else int(staged_at)
+
+    def newest(self, session: str) -> Steps[tuple[int, str | None] | None]:
+        """(sequence number, writer id) of the newest event of ``session``, or None."""
+        cursor = self.sequence(session, page_size=1, projection=[self.writer_name])
+        page = yield from cursor.next_page()
+        if not page:
+            return None
+        return self.seq_of(page[0]), _writer_of(page[0], self.writer_name)
+
+    def writer_of(self, session: str, seq: int) -> Steps[str | None]:
+        """The writer id of the event numbered ``seq``, or None if there is no such event."""
+        response = yield from call(
+            "GetItem",
+            TableName=self.table_name,
+            Key=self.items.key(session, format_seq(seq)),
+            ProjectionExpression="#w",
+            ExpressionAttributeNames={"#w": self.writer_name},
+            ConsistentRead=True,
+        )
+        return _writer_of(response.get("Item"), self.writer_name)
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def put_request(self, session: str, event: Event) -> dict[str, Any]:
+        """A conditional put of ``event`` (only where its key is free)."""
+        return {
+            "TableName": self.table_name,
+            "Item": self.items.to_item(session, event),
+            "ConditionExpression": "attribute_not_exists(#r)",
+            "ExpressionAttributeNames": {"#r": self.range_name},
+        }
+
+    def insert_events(
+        self, session: str, events: Sequence[Event], extra: Sequence[dict[str, Any]] = ()
+    ) -> Steps[None]:
+        """Store ``events`` all or nothing, each only where its sort key is free, together with
+        the ``extra`` transaction actions (a lazy migration's retirement of the legacy item).
+
+        Raises `SequenceTaken` if another writer holds one of the keys; `TransactionCanceled`
+        if one of ``extra``'s conditions failed.
+        """
+        if not events and not extra:
+            return
+        puts = [self.put_request(session, e) for e in events]
+        try:
+            if len(puts) == 1 and not extra:
+                yield from call("PutItem", **puts[0], ReturnValuesOnConditionCheckFailure="ALL_OLD")
+            else:
+                actions = [
+                    {"Put": dict(p, ReturnValuesOnConditionCheckFailure="ALL_OLD")} for p in puts
+                ]
+                yield from call(
+                    "TransactWriteItems",
+                    TransactItems=[*actions, *extra],
+                    ClientRequestToken=uuid.uuid4().hex,
+                )
+        except ConditionFailed as failed:
+            self._settle([{"Code": "ConditionalCheckFailed", "Item": failed.item}], events, failed)
+        except TransactionCanceled as canceled:
+            self._settle(canceled.reasons[: len(events)], events, canceled, canceled.reasons)
+
+    def _settle(
+        self,
+        reasons: Sequence[Any],
+        events: Sequence[Event],
+        error: ChatHistoryError,
+        all_reasons: Sequence[Any] | None = None,
+    ) -> None:
+        """Decide what a refused write means: our own write already applied (return), a lost
+        race (`SequenceTaken`), or anything else (re-raise)."""
+        every = list(all_reasons if all_reasons is not None else reasons)
+        codes = {r.get("Code") for r in every} - {"None", None}
+        if not codes or not codes <= {"ConditionalCheckFailed", "TransactionConflict"}:
+            raise StorageError(f"write to {self.table_name!r} failed: {error}") from error
+        extra_failed = any(r.get("Code") == "ConditionalCheckFailed" for r in every[len(events) :])
+        if extra_failed:
+            raise error
+        taken = [i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
+        highest = events[max(taken)].seq if taken else events[0].seq - 1
+        if "TransactionConflict" in codes:
+            raise SequenceTaken(
+                "another transaction was writing the same items", highest
+            ) from error
+        ours = {e.writer for e in events}
+        owners = {_writer_of(reasons[i].get("Item"), self.writer_name) for i in taken}
+        if len(taken) == len(events) and owners <= ours and not len(every) > len(events):
+            return  # our own write, applied before botocore resent it
+        raise SequenceTaken("another writer holds this sequence number", highest) from error
+
+    def delete_keys(self, session: str, keys: Iterable[str]) -> Steps[int]:
+        """Delete the items with sort keys ``keys``, in batches; return how many."""
+        requests = [{"DeleteRequest": {"Key": self.items.key(session, k)}} for k in keys]
+        return (yield from self.write_batches(session, requests))
+
+    def erase(self, session: str, seqs: Iterable[int], *, expires_at: int | None) -> Steps[int]:
+        """Overwrite the events numbered ``seqs`` with content-free ``erased`` events, in
+        batches; return how many. Their numbers stay taken."""
+        requests = [
+            {"PutRequest": {"Item": self.items.to_item(session, marker)}}
+            for marker in (Event(s, "erased", expires_at=expires_at) for s in seqs)
+        ]
+        return (yield from self.write_batches(session, requests))
+
+    def write_batches(self, session: str, requests: Sequence[dict[str, Any]]) -> Steps[int]:
+        """Send ``requests`` (put or delete requests) in batches of `BATCH_ITEMS`, resending
+        unprocessed ones under `BATCH_RETRY`; return how many."""
+        for start in range(0, len(requests), BATCH_ITEMS):
+            pending = list(requests[start : start + BATCH_ITEMS])
+            attempts = BATCH_RETRY.start()
+            for attempt in attempts:
+                response = yield from call(
+                    "BatchWriteItem", RequestItems={self.table_name: pending}
+                )
+                pending = response.get("UnprocessedItems", {}).get(self.table_name, [])
+                if not pending:
+                    break
+                yield from sleep(RetryRule.backoff(attempt))
+            if pending:
+                raise StorageError(
+                    f"{len(pending)} items of session {session!r} were still unprocessed"
+                    f" ({attempts.spent})"
+                )
+        return len(requests)

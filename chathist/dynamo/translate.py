@@ -1,0 +1,128 @@
+"""The one place where botocore's errors become chathist's.
+
+`translate` maps whatever a request raised (`ClientError`, `BotoCoreError`) to the typed errors of
+`chathist.errors`, keeping the original as ``__cause__``. Two outcomes that the caller decides on
+are not errors of the user's: `ConditionFailed` (a conditional write met a taken key, or a
+changed item) and `TransactionCanceled` (with DynamoDB's reason for every action). They stay
+inside chathist: the steps that send conditional writes catch them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    NoRegionError,
+)
+
+from chathist.errors import (
+    ChatHistoryError,
+    ConfigurationError,
+    ItemTooLargeError,
+    StorageError,
+    TableNotFoundError,
+    TableSchemaError,
+)
+
+__all__ = ["ConditionFailed", "TransactionCanceled", "table_of", "translate"]
+
+_KEY_SCHEMA_TEXTS = (
+    "does not match the schema",
+    "missing the key",
+    "number of conditions on the keys is invalid",
+    "type mismatch for key",
+    "query condition missed key schema element",
+    "one of the required keys was not given a value",
+    "key schema",
+)
+CREDENTIALS_HINT = (
+    "for DynamoDB Local any keys of letters and digits do: export AWS_ACCESS_KEY_ID=local"
+    " AWS_SECRET_ACCESS_KEY=local"
+)
+
+
+class ConditionFailed(ChatHistoryError):
+    """A conditional write's condition failed; ``item`` is the stored item (``ALL_OLD``), if
+    DynamoDB returned it."""
+
+    def __init__(self, message: str, item: Mapping[str, Any] | None) -> None:
+        super().__init__(message)
+        self.item = item
+
+
+class TransactionCanceled(ChatHistoryError):
+    """A transaction was cancelled; ``reasons`` holds DynamoDB's code (and ``Item``) for each
+    action, in the order the actions were sent."""
+
+    def __init__(self, message: str, reasons: list[Mapping[str, Any]]) -> None:
+        super().__init__(message)
+        self.reasons = reasons
+
+    @property
+    def codes(self) -> list[str | None]:
+        """The cancellation code of each action (``"None"`` for an action that was fine)."""
+        return [reason.get("Code") for reason in self.reasons]
+
+
+def table_of(operation: str, params: Mapping[str, Any]) -> str:
+    """The table a request is about, for messages."""
+    if "TableName" in params:
+        return str(params["TableName"])
+    if operation == "BatchWriteItem":
+        return ", ".join(params.get("RequestItems", {})) or "?"
+    for action in params.get("TransactItems", []):
+        for body in action.values():
+            if "TableName" in body:
+                return str(body["TableName"])
+    return "?"
+
+
+def translate(
+    exc: Exception, operation: str, params: Mapping[str, Any], *, where: str = ""
+) -> ChatHistoryError:
+    """The chathist error for ``exc``, raised by ``operation`` with ``params`` (``where`` names
+    the endpoint or region for messages)."""
+    table = table_of(operation, params)
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        text = str(error.get("Message", "")) or str(exc)
+        if code == "ConditionalCheckFailedException":
+            item = cast("Mapping[str, Any] | None", exc.response.get("Item"))
+            return ConditionFailed(f"{operation} on {table!r}: {text}", item)
+        if code == "TransactionCanceledException":
+            reasons = cast(
+                "list[Mapping[str, Any]]", list(exc.response.get("CancellationReasons") or [])
+            )
+            return TransactionCanceled(f"{operation} on {table!r}: {text}", reasons)
+        if code == "ResourceNotFoundException":
+            place = f" on {where}" if where else ""
+            return TableNotFoundError(
+                f"table {table!r} does not exist{place}; create it with"
+                f" chathist.create_table({table!r}) or `chathist create-table {table}`"
+            )
+        lowered = text.lower()
+        if code == "ValidationException" and "maximum allowed size" in lowered:
+            return ItemTooLargeError(
+                f"{operation} on {table!r}: an item would exceed DynamoDB's 400 KB limit"
+            )
+        if code == "ValidationException" and any(t in lowered for t in _KEY_SCHEMA_TEXTS):
+            return TableSchemaError(
+                f"table {table!r} does not have the key schema this request needs: {text}"
+            )
+        return StorageError(f"{operation} on {table!r} failed: {code}: {text}", code=code)
+    if isinstance(exc, NoRegionError):
+        return ConfigurationError(
+            "no AWS region: pass region_name= (or --region), use a boto3_session with a region,"
+            " or set AWS_DEFAULT_REGION"
+        )
+    if isinstance(exc, NoCredentialsError):
+        hint = f" ({CREDENTIALS_HINT})" if where.startswith("http") else ""
+        return StorageError(f"{operation} on {table!r} failed: {exc}{hint}")
+    if isinstance(exc, BotoCoreError):
+        return StorageError(f"{operation} on {table!r} failed: {exc}")
+    return StorageError(f"{operation} on {table!r} failed: {type(exc).__name__}: {exc}")

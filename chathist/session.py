@@ -1,0 +1,157 @@
+"""One storage protocol for a session, and the choice of its implementation.
+
+A `SessionLog` reads, appends, clears and repairs one session, as steps. Three implement it:
+`chathist.event_log.EventLog` (the event layout), `chathist.list_log.ListLog` (LangChain's list
+layout) and `chathist.lazy_migration.LazyMigration` (an event log taking over a list item).
+`open_session` picks one from the options and, with ``layout="auto"``, the table's key schema
+(looked up once per process).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from langchain_core.messages import BaseMessage
+
+from chathist.core.steps import Steps
+from chathist.dynamo.binding import Binding
+from chathist.dynamo.event_store import EventStore
+from chathist.dynamo.items import event_items
+from chathist.dynamo.list_store import ListStore
+from chathist.dynamo.tables import KeySchema, check_event_schema, key_schema
+from chathist.errors import ConfigurationError, TableSchemaError
+from chathist.event_log import EventLog, LogSettings
+from chathist.lazy_migration import LazyMigration
+from chathist.list_log import ListLog
+from chathist.options import HistoryOptions
+
+__all__ = ["SessionLog", "list_layout_warning", "open_session"]
+
+
+class SessionLog(Protocol):
+    """What a history asks of its storage."""
+
+    def read(self) -> Steps[list[BaseMessage]]:
+        """The session's messages (the latest ``history_size``), oldest first."""
+        ...
+
+    def append(self, messages: Sequence[BaseMessage]) -> Steps[None]:
+        """Append ``messages`` atomically and contiguously."""
+        ...
+
+    def clear(self) -> Steps[None]:
+        """Remove every message of the session."""
+        ...
+
+    def repair(self, older_than: float | None = None) -> Steps[int]:
+        """Delete what interrupted writes left behind; return how many items."""
+        ...
+
+
+_warned: set[Binding] = set()
+_warned_lock = threading.Lock()
+
+
+def list_layout_warning(binding: Binding, reason: str) -> str | None:
+    """The warning that ``layout="auto"`` chose the list layout for ``binding``'s table, the
+    first time in this process; None after that."""
+    with _warned_lock:
+        if binding in _warned:
+            return None
+        _warned.add(binding)
+    name = binding.table_name
+    return (
+        f"table {name!r}: {reason}, so chathist uses LangChain's list layout, one item per"
+        " session, which cannot grow past DynamoDB's 400 KB item limit. Move the table to the"
+        f" event layout: `chathist create-table {name}-events`, then"
+        f" `chathist migrate --source {name} --target {name}-events`"
+    )
+
+
+def open_session(options: HistoryOptions) -> Steps[tuple[SessionLog, str | None]]:
+    """The session's storage for ``options``, and a warning to show (or None)."""
+    if options.key is not None:
+        return _list_log(options, options.key), None
+    schema = yield from key_schema(options.binding)
+    if options.layout == "list" or (options.layout == "auto" and not schema.composite):
+        _check_list_schema(schema, options)
+        warning = None
+        if options.layout == "auto":
+            if options.migrating:
+                raise ConfigurationError(
+                    f"table {options.binding.table_name!r} has only a hash key ({schema}), so"
+                    " it is used in the list layout; legacy_table_name/legacy_key need an event"
+                    " table"
+                )
+            warning = list_layout_warning(options.binding, "it has only a hash key")
+        key = {options.primary_key_name: options.session_id}
+        return _list_log(options, key), warning
+    check_event_schema(
+        schema, options.binding.table_name, options.primary_key_name, options.sort_key_name
+    )
+    return _event_log(options), None
+
+
+def _check_list_schema(schema: KeySchema, options: HistoryOptions) -> None:
+    table = options.binding.table_name
+    if schema.composite:
+        raise TableSchemaError(
+            f"table {table!r} has key schema {schema}: a composite key, so a list-layout item"
+            " needs its whole key: pass key={...} (as LangChain's class does), or use the event"
+            " layout (layout='events' or 'auto')"
+        )
+    if schema.hash_key != options.primary_key_name:
+        raise TableSchemaError(
+            f"table {table!r} has key schema {schema}; pass primary_key_name={schema.hash_key!r}"
+        )
+    if schema.hash_type != "S":
+        raise TableSchemaError(
+            f"table {table!r} has key schema {schema}: its hash key is not a string, so it"
+            " cannot hold session ids"
+        )
+
+
+def _list_log(options: HistoryOptions, key: Mapping[str, object]) -> ListLog:
+    store = ListStore(
+        options.binding.table_name,
+        key,
+        history_key=options.history_messages_key,
+        ttl=options.ttl,
+        ttl_key_name=options.ttl_key_name,
+        consistent_read=options.consistent_read,
+    )
+    return ListLog(
+        store,
+        window=options.history_size,
+        coerce_float_to_decimal=options.coerce_float_to_decimal,
+        append_rule=options.append_rule,
+    )
+
+
+def _event_log(options: HistoryOptions) -> EventLog | LazyMigration:
+    items = event_items(
+        options.binding.table_name,
+        options.primary_key_name,
+        options.sort_key_name,
+        options.history_messages_key,
+        options.ttl_key_name,
+    )
+    settings = LogSettings(
+        window=options.history_size,
+        ttl=options.ttl,
+        compress_threshold=options.compress_threshold,
+        append_rule=options.append_rule,
+    )
+    store = EventStore(items, consistent_read=options.consistent_read)
+    log = EventLog(store, options.session_id, settings)
+    if options.legacy_binding is None or options.legacy_key is None:
+        return log
+    legacy = ListStore(
+        options.legacy_binding.table_name,
+        options.legacy_key,
+        history_key=options.legacy_messages_key,
+        consistent_read=options.consistent_read,
+    )
+    return LazyMigration(log, legacy, delete_legacy=options.delete_legacy)
