@@ -10,7 +10,7 @@ NODE_STAMP := node_modules/.chathist-installed
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install java test demo bench lint clean
+.PHONY: install java test reliability demo bench lint clean
 
 install: $(PY_STAMP) $(NODE_STAMP) java
 
@@ -36,6 +36,13 @@ java:
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# docs/reliability.md: the figures of a passing run of the reliability tests (tests/reliability.py
+# MODULES). Only this target writes it; `make test` leaves every tracked file alone.
+RELIABILITY_TESTS := tests/test_concurrency.py tests/test_faults.py tests/test_bad_input.py \
+	tests/test_isolation.py
+reliability: install
+	$(PY) -m pytest --reliability-report $(PYTEST_ARGS) $(RELIABILITY_TESTS)
 
 demo: install
 	$(PY) -m chathist.demo
