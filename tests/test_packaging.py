@@ -149,8 +149,7 @@ def test_installed_command_line_migrates_on_dynamodb_local(
     release: Release,
     dynamodb_endpoint: str | None,
     dynamodb_region: str | None,
-    boto3_client: DynamoDBClient,
-    list_table: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     """Run from a folder with its own ``migrations`` package, as in a Django project."""
     if dynamodb_endpoint is None:
@@ -158,6 +157,8 @@ def test_installed_command_line_migrates_on_dynamodb_local(
             "CHATHIST_TEST_ENDPOINT_URL=aws: the installed wheel's commands run against"
             " DynamoDB Local only (the packaging checks above still ran)"
         )
+    boto3_client: DynamoDBClient = request.getfixturevalue("boto3_client")  # no AWS client
+    list_table: str = request.getfixturevalue("list_table")  # nor table before the skip
     history = TypeSerializer().serialize(messages_to_dict([HumanMessage("hello from a wheel")]))
     boto3_client.put_item(
         TableName=list_table, Item={"SessionId": {"S": "s1"}, "History": history}
