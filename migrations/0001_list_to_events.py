@@ -20,7 +20,7 @@ events, never truncated. Without ``--delete-source`` neither direction deletes a
 source table is itself the undo until it is dropped.
 
 Run it as ``chathist migrate --source LIST_TABLE --target EVENTS_TABLE`` or as
-``python -m migrations.0001_list_to_events migrate|rollback --source ... --target ...``.
+``python -m chathist.migrations.0001_list_to_events migrate|rollback --source ... --target ...``.
 """
 
 from __future__ import annotations
@@ -54,13 +54,14 @@ def rollback(config: MigrationConfig, *, on_progress: ProgressCallback | None = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m migrations.0001_list_to_events migrate|rollback OPTIONS``: the CLI command."""
+    """``python -m chathist.migrations.0001_list_to_events migrate|rollback OPTIONS``: the CLI
+    command."""
     from chathist.cli import main as cli_main
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in ("migrate", "rollback"):
         print(
-            "usage: python -m migrations.0001_list_to_events migrate|rollback"
+            "usage: python -m chathist.migrations.0001_list_to_events migrate|rollback"
             " --source TABLE --target TABLE [options]",
             file=sys.stderr,
         )

@@ -1,5 +1,7 @@
 """Versioned migration scripts, run by ``chathist migrate --script N`` / ``chathist rollback``.
 
+This folder installs as the package ``chathist.migrations`` (see pyproject.toml).
+
 Each script is a module ``NNNN_<name>.py`` in this package, listed in `SCRIPTS` under its number,
 with a docstring saying what it changes and how it is undone, and:
 
@@ -20,7 +22,7 @@ from typing import Final
 __all__ = ["SCRIPTS", "describe", "latest", "load"]
 
 SCRIPTS: Final[dict[int, str]] = {
-    1: "migrations.0001_list_to_events",
+    1: "chathist.migrations.0001_list_to_events",
 }
 """Script number -> module name, in the order they apply."""
 

@@ -41,6 +41,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="run the larger soak tests (marked `soak`), which are skipped otherwise",
     )
+    parser.addoption(
+        "--reliability-report",
+        action="store_true",
+        default=False,
+        help="write docs/reliability.md if every reliability test of the run passes"
+        " (`make reliability`); a run without it writes no file",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

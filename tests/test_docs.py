@@ -3,7 +3,9 @@
 Conventions for writers of docs:
 
 - ```` ```python ```` blocks of one file run in order, in one namespace, which starts with
-  ``url`` (the DynamoDB Local endpoint). Use ``assert`` to show a result.
+  ``url`` (the DynamoDB Local endpoint), and with ``CHATHIST_ENDPOINT_URL`` set to ``url`` in the
+  environment, as in a shell that followed ``chathist local``: a block may define ``url`` from
+  it, as the README's first one does. Use ``assert`` to show a result.
 - ```` ```console ```` blocks: each ``$ chathist ...`` line runs as a subprocess with
   ``CHATHIST_ENDPOINT_URL`` set to ``url`` (after the Python blocks above it in the file); the
   lines under it are its expected stdout, where ``...`` matches anything within a line, a
@@ -159,9 +161,11 @@ def test_code_blocks_run(
     path: Path,
     dynamodb_endpoint: str | None,
     boto3_client: DynamoDBClient,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if dynamodb_endpoint is None:
         pytest.skip("docs examples create fixed table names: run them on DynamoDB Local only")
+    monkeypatch.setenv("CHATHIST_ENDPOINT_URL", dynamodb_endpoint)
     blocks = [b for b in blocks_of(path) if b.runs and b.language in ("python", "console")]
     if not blocks:
         pytest.skip(f"{path.name} has no runnable code blocks")

@@ -310,7 +310,7 @@ def test_dry_run_writes_nothing(
         [
             sys.executable,
             "-m",
-            "migrations.0001_list_to_events",
+            "chathist.migrations.0001_list_to_events",
             "migrate",
             "--source",
             source,

@@ -173,7 +173,7 @@ def _config(args: argparse.Namespace) -> MigrationConfig:
 
 
 def _script(number: int) -> Any:
-    import migrations
+    from chathist import migrations  # type: ignore[attr-defined]  # from migrations/, see Makefile
 
     try:
         return migrations.load(number)
