@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from chathist import (
+    ConcurrencyError,
     ConfigurationError,
     CorruptHistoryError,
     DynamoDBChatMessageHistory,
@@ -25,7 +26,7 @@ from chathist import (
 )
 from chathist.core.listformat import messages_from_legacy, messages_to_legacy
 from chathist.dynamo.list_store import VERSION_ATTRIBUTE
-from tests.helpers import list_table_named
+from tests.helpers import hooked, list_table_named
 
 History = Callable[..., DynamoDBChatMessageHistory]
 
@@ -118,6 +119,47 @@ def test_auto_with_a_key_dict_is_the_list_layout_and_warns_once(
     assert len(ours) == 1
     assert ours[0].filename == __file__  # points at the caller's line
     assert "chathist migrate" in str(ours[0].message)
+
+
+def test_the_auto_layout_warning_from_a_read_points_at_the_reader(
+    boto3_client: Any, dynamodb_endpoint: str | None
+) -> None:
+    with list_table_named(boto3_client) as table:
+        history = DynamoDBChatMessageHistory(table, "0", dynamodb_endpoint)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert history.messages == []
+    ours = [w for w in caught if table in str(w.message)]
+    assert len(ours) == 1
+    assert ours[0].filename == __file__  # the line that read, not its caller's caller
+
+
+def test_a_truncating_append_keeps_to_append_timeout(
+    listed: History, hash_table: str, boto3_client: Any
+) -> None:
+    """Another writer changes the item before every replace: the append gives up on its time
+    budget, not after a million attempts."""
+    history = listed(history_size=2, max_append_attempts=10**6, append_timeout=0.5)
+    history.add_messages([HumanMessage("a"), HumanMessage("b")])
+
+    def rival(params: dict[str, Any], **kwargs: Any) -> None:
+        if "#h = :h" in params.get("UpdateExpression", ""):  # a replace, read a moment ago
+            boto3_client.update_item(
+                TableName=hash_table,
+                Key={"SessionId": {"S": "s"}},
+                UpdateExpression="ADD #v :one",
+                ExpressionAttributeNames={"#v": VERSION_ATTRIBUTE},
+                ExpressionAttributeValues={":one": {"N": "1"}},
+            )
+
+    started = time.monotonic()
+    with (
+        hooked(history.client, "before-parameter-build.dynamodb.UpdateItem", rival),
+        pytest.raises(ConcurrencyError, match=r"0\.5 s budget"),
+    ):
+        history.add_messages([HumanMessage("c")])
+    assert time.monotonic() - started < 5
+    assert [m.content for m in listed().messages] == ["a", "b"]
 
 
 def test_auto_on_a_composite_table_without_key_is_the_event_layout(
