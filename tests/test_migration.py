@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import random
+import re
 import signal
 import string
 import subprocess
@@ -595,6 +596,11 @@ def test_conflicting_partition_is_reported_not_duplicated(
         assert report.conflicts == 1 and report.already == 1 + 4 * verify
         assert report.migrated == 4 * (not verify)
         assert [p[0] for p in report.problems["conflicts"]] == ["s004"]
+    argv = ["migrate", "--source", source, "--target", target, "--verify", "--quiet"]
+    code, text = cli(*argv, *endpoint_args(dynamodb_endpoint, dynamodb_region))
+    assert code == 1  # a conflict is left undone (exit 1); nothing verified differs (3)
+    assert "s004: the target partition already holds other events" in text
+    assert text.rstrip().endswith("result: 1 conflict (exit 1)")
     assert [m.content for m in other.messages] == ["written by the new application first"]
     assert messages_to_dict(same.messages) == messages_to_dict(sessions["s001"])
     items = event_partitions(boto3_client, target)
@@ -733,3 +739,121 @@ def test_progress_line_shows_rates_and_eta() -> None:
     text = line.line(report)
     assert text.startswith("migrate: 250 sessions (25/s) | 5,000 messages (500/s)")
     assert "25%" in text and "ETA 0:30" in text
+
+
+# -- operator paths: conflicts, --overwrite, exit codes ----------------------------------------
+
+
+@needs_cli
+def test_rollback_conflict_exits_1_and_overwrite_replaces_the_item(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    from langchain_community.chat_message_histories import (
+        DynamoDBChatMessageHistory as LangChainHistory,
+    )
+
+    source, events, back = new_table("list"), new_table("events"), new_table("back")
+    for name in (source, back):
+        create_list_table(boto3_client, name)
+    create_table(events, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    sessions = small_sessions(3, seed=11)
+    fill(dynamodb_endpoint, dynamodb_region, source, sessions)
+    connection = endpoint_args(dynamodb_endpoint, dynamodb_region)
+    assert cli_json("migrate", "--source", source, "--target", events, *connection)[0] == 0
+    rollback = ["rollback", "--source", events, "--target", back, *connection]
+    assert cli_json(*rollback, "--verify")[0] == 0
+
+    # The session changes after the migration; the list item no longer matches it.
+    changed = DynamoDBChatMessageHistory(
+        events, "s001", dynamodb_endpoint, region_name=dynamodb_region
+    )
+    changed.add_messages([AIMessage("a late answer")])
+    expected = changed.messages
+
+    code, text = cli(*rollback, "--verify", "--quiet")
+    assert code == 1  # a conflict is left undone: exit 1, not 3 ("verified 2 (0 differences)")
+    assert re.search(r"^  conflicts\s+1$", text, re.MULTILINE)
+    assert "the target's list item differs" in text and "--overwrite" in text
+    assert text.rstrip().endswith("result: 1 conflict (exit 1)")
+    legacy = LangChainHistory(table_name=back, session_id="s001", endpoint_url=dynamodb_endpoint)
+    assert len(legacy.messages) == len(expected) - 1  # left alone
+
+    code, report = cli_json(*rollback, "--overwrite", "--dry-run")
+    assert code == 0 and report["overwritten"] == 1 and report["items_written"] == 1
+    assert len(legacy.messages) == len(expected) - 1  # a dry run writes nothing
+
+    code, text = cli(*rollback, "--overwrite", "--verify", "--quiet")
+    assert code == 0, text
+    assert re.search(r"^  overwritten\s+1$", text, re.MULTILINE)
+    assert re.search(r"^  verified\s+3 \(0 differences\)$", text, re.MULTILINE)
+    assert "overwritten (a differing list item replaced): 1" in text and "s001" in text
+    assert plain(messages_to_dict(legacy.messages)) == messages_to_dict(expected)
+    code, report = cli_json(*rollback)
+    assert code == 0 and report["already"] == 3 and report["overwritten"] == 0
+
+
+def test_overwrite_never_loses_a_write_made_after_the_read(
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    boto3_client: Any,
+    new_table: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--overwrite replaces only the item it read: a LangChain write landing between the read
+    and the put makes the put fail, and the session is reported as a conflict."""
+    from langchain_community.chat_message_histories import (
+        DynamoDBChatMessageHistory as LangChainHistory,
+    )
+
+    from chathist.migration import _RollbackWorker, rollback_events_to_list
+
+    events, back = new_table("events"), new_table("back")
+    create_table(events, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    create_list_table(boto3_client, back)
+    DynamoDBChatMessageHistory(
+        events, "s1", dynamodb_endpoint, region_name=dynamodb_region
+    ).add_messages([HumanMessage("from the events")])
+    old = LangChainHistory(table_name=back, session_id="s1", endpoint_url=dynamodb_endpoint)
+    old.add_user_message("an older list item")
+
+    read = _RollbackWorker._read_target
+
+    def read_then_someone_writes(worker: Any, session: str) -> Any:
+        item = read(worker, session)
+        old.add_ai_message("written by LangChain meanwhile")
+        return item
+
+    monkeypatch.setattr(_RollbackWorker, "_read_target", read_then_someone_writes)
+    config = MigrationConfig(
+        events,
+        back,
+        endpoint_url=dynamodb_endpoint,
+        region_name=dynamodb_region,
+        overwrite=True,
+        segments=1,
+    )
+    report = rollback_events_to_list(config)
+    assert report.conflicts == 1 and report.overwritten == 0 and report.migrated == 0
+    assert "changed while the rollback ran" in report.problems["conflicts"][0][1]
+    assert [m.content for m in old.messages] == [
+        "an older list item",
+        "written by LangChain meanwhile",
+    ]
+
+
+def test_exit_codes_say_what_went_wrong() -> None:
+    from chathist.commands.migrate import exit_code, outcome
+    from chathist.migration import Report
+
+    def report(**counts: Any) -> Report:
+        return Report("events-to-list", "a", "b", verify=True, **counts)
+
+    assert exit_code(report()) == 0 and outcome(report()) == "result: ok (exit 0)"
+    assert exit_code(report(differences=2)) == 3
+    assert outcome(report(differences=2)) == "result: 2 differences (exit 3)"
+    for kind in ("conflicts", "failures", "too_large"):
+        assert exit_code(report(**{kind: 1})) == 1
+        assert exit_code(report(**{kind: 1}, differences=1)) == 1  # left undone wins over 3
+    assert outcome(report(conflicts=1, too_large=2, differences=1)) == (
+        "result: 1 conflict, 2 too large, 1 difference (exit 1)"
+    )

@@ -2,8 +2,8 @@
 
 Both run a versioned script of the ``migrations`` package (``--script``, default 0001), print a
 progress line on stderr while they run and a report at the end (``--json`` for the report as
-JSON on stdout). Exit codes: 0 done, 1 some sessions failed or conflicted (listed), 3
-verification found differences.
+JSON on stdout). Exit codes: 0 done, 1 some sessions failed, conflicted or were too large (listed;
+this wins over 3), 3 verification found differences (and nothing else went wrong).
 """
 
 from __future__ import annotations
@@ -15,14 +15,18 @@ import threading
 import time
 from typing import Any, TextIO
 
+from chathist.cli import EXIT_DIFFERENCES, EXIT_ERROR, EXIT_OK
 from chathist.commands import CommandError, connection_options, describe, example_epilog
 from chathist.migration import MigrationConfig, Report
 
-__all__ = ["ProgressLine", "register", "render_report", "run_migrate", "run_rollback"]
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_DIFFERENCES = 3
+__all__ = [
+    "ProgressLine",
+    "exit_code",
+    "register",
+    "render_report",
+    "run_migrate",
+    "run_rollback",
+]
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -72,6 +76,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         epilog=example_epilog(
             "chathist rollback --source ChatEvents --target SessionTable --dry-run",
             "chathist rollback --source ChatEvents --target SessionTable --verify",
+            "chathist rollback --source ChatEvents --target SessionTable --overwrite --verify",
             "chathist rollback --source Chats --target Chats --legacy-sort-value langchain_history",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -88,6 +93,12 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "--delete-source",
         action="store_true",
         help="delete each session's events once its list item is written and verified",
+    )
+    rollback.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a target list item that holds other messages (a session changed after"
+        " the migration), only if it is still the item read; listed as overwritten",
     )
     rollback.set_defaults(func=run_rollback)
 
@@ -168,6 +179,7 @@ def _config(args: argparse.Namespace) -> MigrationConfig:
         verify=args.verify,
         delete_source=args.delete_source,
         max_wcu=args.max_wcu,
+        overwrite=getattr(args, "overwrite", False),
         **connection_options(args),
     )
 
@@ -213,11 +225,12 @@ def _run(args: argparse.Namespace, direction: str) -> int:
 
 
 def exit_code(report: Report) -> int:
-    """3 if verification found differences, 1 if other sessions failed, else 0."""
-    if report.differences or (report.verify and report.conflicts):
-        return EXIT_DIFFERENCES
+    """1 if sessions failed, conflicted or were too large (left undone); else 3 if verification
+    found differences; else 0."""
     if report.conflicts or report.failures or report.too_large:
         return EXIT_ERROR
+    if report.differences:
+        return EXIT_DIFFERENCES
     return EXIT_OK
 
 
@@ -301,7 +314,22 @@ _PROBLEM_TITLES = {
     "conflicts": "conflicts (left alone)",
     "failures": "failures",
     "too_large": "too large for one item (left as events)",
+    "overwritten": "overwritten (a differing list item replaced)",
 }
+
+_PROBLEM_NAMES = (
+    ("conflicts", "conflict", "conflicts"),
+    ("failures", "failure", "failures"),
+    ("too_large", "too large", "too large"),
+    ("differences", "difference", "differences"),
+)
+
+
+def outcome(report: Report) -> str:
+    """The report's last line: what kept the run from being clean, and the exit code."""
+    counts = [(int(getattr(report, kind)), one, many) for kind, one, many in _PROBLEM_NAMES]
+    problems = ", ".join(f"{n:,} {one if n == 1 else many}" for n, one, many in counts if n)
+    return f"result: {problems or 'ok'} (exit {exit_code(report)})"
 
 
 def render_report(report: Report, script: Any = None, *, show: int = 20) -> str:
@@ -328,6 +356,9 @@ def render_report(report: Report, script: Any = None, *, show: int = 20) -> str:
         rows.append(("too large", f"{report.too_large:,}"))
     if report.verify or report.verified:
         rows.append(("verified", f"{report.verified:,} ({report.differences:,} differences)"))
+    if report.overwritten:
+        label = "would overwrite" if report.dry_run else "overwritten"
+        rows.append((label, f"{report.overwritten:,}"))
     if report.deleted_sources:
         rows.append(("sources deleted", f"{report.deleted_sources:,}"))
     rows += [
@@ -375,4 +406,5 @@ def render_report(report: Report, script: Any = None, *, show: int = 20) -> str:
             )
     if report.dry_run:
         lines.append("dry run: run again without --dry-run to write")
+    lines.append(outcome(report))
     return "\n".join(lines) + "\n"
