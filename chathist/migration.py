@@ -39,7 +39,13 @@ from langchain_core.messages import BaseMessage, message_to_dict
 
 from chathist.capacity import Capacity, CapacityMeter
 from chathist.codec import Payload, encode_message, write_units
-from chathist.errors import ChatHistoryError, ConfigurationError, TableError, TableSchemaError
+from chathist.errors import (
+    ChatHistoryError,
+    ConfigurationError,
+    TableError,
+    TableNotFoundError,
+    TableSchemaError,
+)
 from chathist.events import FORMAT_VERSION, Event, sort_key
 from chathist.fold import fold
 from chathist.history import validate_session_id
@@ -447,9 +453,23 @@ def _table_items(client: Any, table: str) -> int | None:
     return int(count) if count else None
 
 
-def _event_schema(config: MigrationConfig, table: str) -> tuple[str, str]:
+def _key_schema(config: MigrationConfig, table: str, missing: str) -> KeySchema:
+    """The key schema of ``table``; if there is no such table, `TableNotFoundError` ending in
+    ``missing``: what to do about it in this direction of the migration."""
+    binding = config.binding(table)
+    try:
+        return describe_key_schema(binding)
+    except TableNotFoundError as exc:
+        where = binding.endpoint_url or f"AWS region {binding.region}"
+        raise TableNotFoundError(f"table {table!r} does not exist on {where}; {missing}") from exc
+
+
+_CHECK_SOURCE = "check --source, --endpoint-url and --region"
+
+
+def _event_schema(config: MigrationConfig, table: str, missing: str) -> tuple[str, str]:
     """Hash and range key names of the event-layout ``table``; `TableSchemaError` if it has none."""
-    schema = describe_key_schema(config.binding(table))
+    schema = _key_schema(config, table, missing)
     if not schema.composite:
         raise TableSchemaError(
             f"table {table!r} has only a hash key ({schema}); the event layout needs a composite"
@@ -763,8 +783,17 @@ def migrate_list_to_events(
     if config.overwrite:
         raise ConfigurationError("overwrite= applies to a rollback; a migration never overwrites")
     report = Report("list-to-events", config.source, config.target, config.dry_run, config.verify)
-    event_names = _event_schema(config, config.target)
-    source_key = describe_key_schema(config.binding(config.source))
+    names = ""
+    if config.primary_key_name:
+        names += f" --primary-key-name {config.primary_key_name}"
+    if config.sort_key_name:
+        names += f" --sort-key-name {config.sort_key_name}"
+    event_names = _event_schema(
+        config,
+        config.target,
+        f"create the event table with `chathist create-table {config.target}{names}`",
+    )
+    source_key = _key_schema(config, config.source, _CHECK_SOURCE)
     session_key = config.primary_key_name or source_key.hash_key
     if session_key != source_key.hash_key:
         raise TableSchemaError(
@@ -992,8 +1021,15 @@ def rollback_events_to_list(
     """Write every event-layout session of ``config.source`` that fits one item back as a
     LangChain list item in ``config.target``; larger sessions are reported, never truncated."""
     report = Report("events-to-list", config.source, config.target, config.dry_run, config.verify)
-    event_names = _event_schema(config, config.source)
-    target_key = describe_key_schema(config.binding(config.target))
+    event_names = _event_schema(config, config.source, _CHECK_SOURCE)
+    key_name = config.primary_key_name or "SessionId"
+    option = "" if key_name == "SessionId" else f" --primary-key-name {key_name}"
+    target_key = _key_schema(
+        config,
+        config.target,
+        "a rollback writes LangChain's list layout, into a table with a string hash key only:"
+        f" create it with `chathist create-table {config.target} --layout list{option}`",
+    )
     if config.primary_key_name and config.primary_key_name != target_key.hash_key:
         raise TableSchemaError(
             f"table {config.target!r} has key schema {target_key}; --primary-key-name"

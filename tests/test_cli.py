@@ -379,7 +379,7 @@ def test_local_prints_the_endpoint_serves_and_stops_on_sigterm() -> None:
             process.wait()
 
 
-# -- long values --------------------------------------------------------------------------------
+# -- long values, create-table --layout list ----------------------------------------------------
 
 
 def test_show_cuts_long_values_short_unless_full(
@@ -416,3 +416,33 @@ def test_show_cuts_long_values_short_unless_full(
 
     as_json = run_cli(dynamodb_endpoint, "show", table_name, "pics", "--json")
     assert json.loads(as_json.stdout)[0]["data"]["content"][1]["image_url"]["url"] == url
+
+
+def test_create_table_list_layout_makes_a_rollback_target(
+    dynamodb_endpoint: str | None, boto3_client: DynamoDBClient, table_name: str
+) -> None:
+    name = f"chathist-test-{uuid.uuid4().hex[:12]}"
+    try:
+        first = run_cli(dynamodb_endpoint, "create-table", name, "--layout", "list", "--ttl")
+        assert first.returncode == 0, first.stderr
+        assert first.stdout == f"table {name}: created; TTL on expireAt\n"
+        table = boto3_client.describe_table(TableName=name)["Table"]
+        assert table["KeySchema"] == [{"AttributeName": "SessionId", "KeyType": "HASH"}]
+        assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+        ttl = boto3_client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        assert ttl.get("AttributeName") == "expireAt"
+        again = run_cli(dynamodb_endpoint, "create-table", name, "--layout", "list")
+        assert again.returncode == 0, again.stderr
+        assert "already exists with the list-layout key schema" in again.stdout
+        # The list layout is what chathist (and LangChain's class) read there.
+        stats = run_cli(dynamodb_endpoint, "stats", name, "--json")
+        assert json.loads(stats.stdout)["layout"] == "list"
+    finally:
+        with contextlib.suppress(Exception):
+            boto3_client.delete_table(TableName=name)
+    over_events = run_cli(dynamodb_endpoint, "create-table", table_name, "--layout", "list")
+    assert table_name in assert_one_error_line(over_events)
+    with_range = run_cli(
+        dynamodb_endpoint, "create-table", name, "--layout", "list", "--sort-key-name", "SK"
+    )
+    assert "--sort-key-name" in assert_one_error_line(with_range)

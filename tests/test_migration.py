@@ -13,6 +13,7 @@ import io
 import json
 import random
 import re
+import shlex
 import signal
 import string
 import subprocess
@@ -741,7 +742,48 @@ def test_progress_line_shows_rates_and_eta() -> None:
     assert "25%" in text and "ETA 0:30" in text
 
 
-# -- operator paths: conflicts, --overwrite, exit codes ----------------------------------------
+# -- operator paths: a missing target, conflicts, --overwrite, exit codes ----------------------
+
+
+def error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line a failed command printed on stderr."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chathist: error: "), lines
+    return lines[0]
+
+
+@needs_cli
+def test_rollback_to_a_missing_target_names_the_table_it_needs(
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    boto3_client: Any,
+    new_table: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Following the error's hint verbatim gives a table the rollback accepts."""
+    events, back = new_table("events"), new_table("back")
+    create_table(events, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    DynamoDBChatMessageHistory(
+        events, "s1", dynamodb_endpoint, region_name=dynamodb_region
+    ).add_messages([HumanMessage("hi"), AIMessage("hello")])
+    connection = endpoint_args(dynamodb_endpoint, dynamodb_region)
+    rollback = ["rollback", "--source", events, "--target", back, "--quiet", *connection]
+    code, out = cli(*rollback)
+    assert code == 1 and out == ""
+    line = error_line(capsys)
+    assert f"table {back!r} does not exist" in line
+    hint = re.search(r"`(chathist create-table [^`]+)`", line)
+    assert hint is not None, line
+    assert "--layout list" in hint.group(1)
+    code, _ = cli(*shlex.split(hint.group(1))[1:], *connection)
+    assert code == 0, capsys.readouterr().err
+    code, out = cli(*rollback, "--verify")
+    assert code == 0, out
+    assert "sessions rolled back  1" in out and "result: ok (exit 0)" in out
+
+    missing_source = ["rollback", "--source", f"{events}-nope", "--target", back, *connection]
+    assert cli(*missing_source)[0] == 1
+    assert "check --source" in error_line(capsys)
 
 
 @needs_cli
