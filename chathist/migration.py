@@ -18,6 +18,8 @@ reverse for sessions that fit one item. Both are idempotent and resumable:
   reports for each request.
 - ``overwrite`` (rollback only) replaces a target list item that holds other messages (a session
   changed after it was migrated), on condition that the item is still the one read.
+- A KeyboardInterrupt (Ctrl-C) lets the workers finish the sessions they are on, then raises
+  `MigrationInterrupted`, whose ``report`` counts what was done; a re-run resumes.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MigrationConfig",
+    "MigrationInterrupted",
     "ProgressCallback",
     "Report",
     "WriteLimiter",
@@ -145,6 +148,8 @@ class Report:
     deleted_sources: int = 0
     overwritten: int = 0
     """Rollback with ``overwrite``: sessions whose differing list item was replaced."""
+    interrupted: bool = False
+    """The run was stopped (Ctrl-C) before it saw every session."""
     messages: int = 0
     items_written: int = 0
     payload_bytes: int = 0
@@ -201,6 +206,7 @@ class Report:
             "differences",
             "deleted_sources",
             "overwritten",
+            "interrupted",
             "messages",
             "items_written",
             "payload_bytes",
@@ -216,6 +222,15 @@ class Report:
         data["requests"] = self.capacity.requests
         data["problems"] = {k: [list(p) for p in v] for k, v in self.problems.items()}
         return data
+
+
+class MigrationInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C once its workers finished their sessions; ``report`` counts what
+    was done (running the same migration again resumes it)."""
+
+    def __init__(self, report: Report) -> None:
+        super().__init__("interrupted")
+        self.report = report
 
 
 # -- write-rate limiter ---------------------------------------------------------------------------
@@ -421,20 +436,25 @@ class _Run:
             request["ExclusiveStartKey"] = last
 
     def run_segments(self, work: Callable[[int], None]) -> None:
-        """Run ``work(segment)`` for every segment in its own thread; propagate the first error."""
+        """Run ``work(segment)`` for every segment in its own thread; propagate the first error,
+        a KeyboardInterrupt as `MigrationInterrupted` (after the workers stopped)."""
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.config.segments, thread_name_prefix="chathist-migrate"
         )
         futures = [pool.submit(work, s) for s in range(self.config.segments)]
         try:
-            for future in concurrent.futures.as_completed(futures):
-                future.result()
-        except BaseException:
-            self.stop.set()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            self.finish()
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    future.result()
+            except BaseException:
+                self.stop.set()
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+                self.finish()
+        except KeyboardInterrupt as exc:
+            self.report.interrupted = True
+            raise MigrationInterrupted(self.report) from exc
 
     def finish(self) -> None:
         report = self.report

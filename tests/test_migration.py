@@ -742,7 +742,7 @@ def test_progress_line_shows_rates_and_eta() -> None:
     assert "25%" in text and "ETA 0:30" in text
 
 
-# -- operator paths: a missing target, conflicts, --overwrite, exit codes ----------------------
+# -- operator paths: a missing target, conflicts, --overwrite, exit codes, Ctrl-C --------------
 
 
 def error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -899,3 +899,104 @@ def test_exit_codes_say_what_went_wrong() -> None:
     assert outcome(report(conflicts=1, too_large=2, differences=1)) == (
         "result: 1 conflict, 2 too large, 1 difference (exit 1)"
     )
+    stopped = report(conflicts=1, interrupted=True)
+    assert exit_code(stopped) == 130
+    assert outcome(stopped) == (
+        "result: interrupted with 1 conflict so far (exit 130); run the same command again to"
+        " resume"
+    )
+
+
+@needs_cli
+def test_interrupted_migration_prints_what_was_done_and_resumes(
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    boto3_client: Any,
+    new_table: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C (a KeyboardInterrupt, here raised in a worker after its 4th session) ends the
+    run with the partial report, a hint that a re-run resumes, and exit 130."""
+    from chathist.cli import main
+    from chathist.commands.migrate import ProgressLine
+
+    source, target = new_table("list"), new_table("events")
+    create_list_table(boto3_client, source)
+    create_table(target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    sessions = small_sessions(12, seed=4)
+    fill(dynamodb_endpoint, dynamodb_region, source, sessions)
+    calls = []
+
+    def interrupt(line: ProgressLine, report: Any) -> None:
+        calls.append(report.sessions)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ProgressLine, "update", interrupt)
+    argv = ["migrate", "--source", source, "--target", target, "--segments", "1"]
+    argv += endpoint_args(dynamodb_endpoint, dynamodb_region)
+    assert main(argv) == 130
+    captured = capsys.readouterr()
+    assert "INTERRUPTED" in captured.out.splitlines()[0]
+    assert re.search(r"^  sessions seen\s+4$", captured.out, re.MULTILINE)
+    assert re.search(r"^  sessions migrated\s+4$", captured.out, re.MULTILINE)
+    assert captured.out.rstrip().endswith(
+        "result: interrupted (exit 130); run the same command again to resume"
+    )
+    assert captured.err.strip() == (
+        "chathist: interrupted after 4 sessions; run the same command again to resume"
+        " (finished sessions are skipped)"
+    )
+    assert len(event_partitions(boto3_client, target)) == 4
+
+    monkeypatch.undo()
+    code, report = cli_json(*argv, "--verify")
+    assert code == 0 and report["already"] == 4 and report["migrated"] == 8
+    assert report["verified"] == 12 and report["interrupted"] is False
+
+
+@needs_cli
+def test_ctrl_c_on_a_running_migrate_prints_the_partial_report(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    """The real thing: SIGINT to a ``chathist migrate`` process slowed by --max-wcu."""
+    source, target = new_table("list"), new_table("events")
+    create_list_table(boto3_client, source)
+    create_table(target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    fill(
+        dynamodb_endpoint,
+        dynamodb_region,
+        source,
+        {f"c{i:03d}": [HumanMessage(f"message {i}")] for i in range(200)},
+    )
+    argv = ["migrate", "--source", source, "--target", target, "--max-wcu", "20", "--quiet"]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chathist.cli",
+            *argv,
+            *endpoint_args(dynamodb_endpoint, dynamodb_region),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            if boto3_client.scan(TableName=target, Select="COUNT")["Count"] >= 10:
+                break
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    done = boto3_client.scan(TableName=target, Select="COUNT")["Count"]
+    assert 10 <= done < 200
+    assert re.search(rf"^  sessions migrated\s+{done}$", out, re.MULTILINE), out
+    assert "result: interrupted" in out
+    assert "run the same command again to resume" in err and "Traceback" not in err

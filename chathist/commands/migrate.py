@@ -3,7 +3,8 @@
 Both run a versioned script of the ``migrations`` package (``--script``, default 0001), print a
 progress line on stderr while they run and a report at the end (``--json`` for the report as
 JSON on stdout). Exit codes: 0 done, 1 some sessions failed, conflicted or were too large (listed;
-this wins over 3), 3 verification found differences (and nothing else went wrong).
+this wins over 3), 3 verification found differences (and nothing else went wrong), 130
+interrupted (the report then counts what was done; running the command again resumes).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import threading
 import time
 from typing import Any, TextIO
 
-from chathist.cli import EXIT_DIFFERENCES, EXIT_ERROR, EXIT_OK
+from chathist.cli import EXIT_DIFFERENCES, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 from chathist.commands import CommandError, connection_options, describe, example_epilog
-from chathist.migration import MigrationConfig, Report
+from chathist.migration import MigrationConfig, MigrationInterrupted, Report
 
 __all__ = [
     "ProgressLine",
@@ -213,6 +214,8 @@ def _run(args: argparse.Namespace, direction: str) -> int:
         report: Report = getattr(script, direction)(
             config, on_progress=None if progress is None else progress.update
         )
+    except MigrationInterrupted as exc:  # Ctrl-C: say what was done, then exit 130
+        report = exc.report
     finally:
         if progress is not None:
             progress.close()
@@ -221,12 +224,20 @@ def _run(args: argparse.Namespace, direction: str) -> int:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(render_report(report, script, show=args.show))
+    if report.interrupted:
+        print(
+            f"chathist: interrupted after {report.sessions:,} sessions; run the same command"
+            " again to resume (finished sessions are skipped)",
+            file=sys.stderr,
+        )
     return exit_code(report)
 
 
 def exit_code(report: Report) -> int:
-    """1 if sessions failed, conflicted or were too large (left undone); else 3 if verification
-    found differences; else 0."""
+    """130 if interrupted; 1 if sessions failed, conflicted or were too large (left undone);
+    else 3 if verification found differences; else 0."""
+    if report.interrupted:
+        return EXIT_INTERRUPTED
     if report.conflicts or report.failures or report.too_large:
         return EXIT_ERROR
     if report.differences:
@@ -329,7 +340,11 @@ def outcome(report: Report) -> str:
     """The report's last line: what kept the run from being clean, and the exit code."""
     counts = [(int(getattr(report, kind)), one, many) for kind, one, many in _PROBLEM_NAMES]
     problems = ", ".join(f"{n:,} {one if n == 1 else many}" for n, one, many in counts if n)
-    return f"result: {problems or 'ok'} (exit {exit_code(report)})"
+    code = exit_code(report)
+    if report.interrupted:
+        so_far = f" with {problems} so far" if problems else ""
+        return f"result: interrupted{so_far} (exit {code}); run the same command again to resume"
+    return f"result: {problems or 'ok'} (exit {code})"
 
 
 def render_report(report: Report, script: Any = None, *, show: int = 20) -> str:
@@ -340,6 +355,8 @@ def render_report(report: Report, script: Any = None, *, show: int = 20) -> str:
         head += f"  (script {script.VERSION:04d}, event format v{report.format_version})"
     if report.dry_run:
         head += "  DRY RUN: nothing written"
+    if report.interrupted:
+        head += "  INTERRUPTED"
     elapsed = max(report.elapsed, 1e-9)
     verb = "migrated" if report.direction == "list-to-events" else "rolled back"
     done = f"would be {verb}" if report.dry_run else verb
