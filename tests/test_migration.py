@@ -9,6 +9,7 @@ or its batch writer, which serializes the same way), and an optional ``expireAt`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import random
@@ -48,6 +49,7 @@ from chathist.migration import (
     item_size,
     migrate_list_to_events,
     plan_session,
+    rollback_events_to_list,
 )
 from chathist.models import Binding, event_model
 from chathist.store import EventStore
@@ -847,7 +849,7 @@ def test_overwrite_never_loses_a_write_made_after_the_read(
         DynamoDBChatMessageHistory as LangChainHistory,
     )
 
-    from chathist.migration import _RollbackWorker, rollback_events_to_list
+    from chathist.migration import _RollbackWorker
 
     events, back = new_table("events"), new_table("back")
     create_table(events, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
@@ -881,6 +883,29 @@ def test_overwrite_never_loses_a_write_made_after_the_read(
         "an older list item",
         "written by LangChain meanwhile",
     ]
+
+
+def test_overwrite_replaces_an_item_without_a_history_list(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    """An item holding no list (another application's, or a half-written one) is a conflict;
+    --overwrite replaces it only while it still has no list."""
+    events, back = new_table("events"), new_table("back")
+    create_table(events, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    create_list_table(boto3_client, back)
+    DynamoDBChatMessageHistory(
+        events, "s1", dynamodb_endpoint, region_name=dynamodb_region
+    ).add_messages([HumanMessage("from the events")])
+    boto3_client.put_item(TableName=back, Item={"SessionId": {"S": "s1"}, "note": {"S": "x"}})
+    config = MigrationConfig(
+        events, back, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region, verify=True
+    )
+    report = rollback_events_to_list(config)
+    assert report.conflicts == 1 and "no History list" in report.problems["conflicts"][0][1]
+    report = rollback_events_to_list(dataclasses.replace(config, overwrite=True))
+    assert report.overwritten == 1 and report.verified == 1 and report.ok
+    item = boto3_client.get_item(TableName=back, Key={"SessionId": {"S": "s1"}})["Item"]
+    assert "note" not in item and len(item["History"]["L"]) == 1
 
 
 def test_exit_codes_say_what_went_wrong() -> None:
