@@ -936,14 +936,20 @@ class _RollbackWorker:
                 estimated_wcu=write_units(size),
             )
             if difference is not None:
-                report.problem("overwritten", session, f"would replace a list item: {difference}")
+                report.problem(
+                    "overwritten",
+                    session,
+                    f"would replace the list item, which differs ({difference})",
+                )
             return
         else:
             if not self._put(session, item, size, existing):
                 return
             report.add(migrated=1, messages=len(messages), items_written=1, payload_bytes=size)
             if difference is not None:
-                report.problem("overwritten", session, f"replaced a list item: {difference}")
+                report.problem(
+                    "overwritten", session, f"replaced the list item, which differed ({difference})"
+                )
         if config.verify or config.delete_source:
             found = self._difference(messages, self._read_target(session))
             if found is not None:

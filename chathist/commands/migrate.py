@@ -372,7 +372,10 @@ def render_report(report: Report, script: Any = None, *, show: int = 20) -> str:
     if report.direction == "events-to-list":
         rows.append(("too large", f"{report.too_large:,}"))
     if report.verify or report.verified:
-        rows.append(("verified", f"{report.verified:,} ({report.differences:,} differences)"))
+        plural = "" if report.differences == 1 else "s"
+        rows.append(
+            ("verified", f"{report.verified:,} ({report.differences:,} difference{plural})")
+        )
     if report.overwritten:
         label = "would overwrite" if report.dry_run else "overwritten"
         rows.append((label, f"{report.overwritten:,}"))
