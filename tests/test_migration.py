@@ -1007,6 +1007,8 @@ def test_ctrl_c_on_a_running_migrate_prints_the_partial_report(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell starting the tests in the background ignores SIGINT for its children.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 60
