@@ -40,7 +40,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
             "Scan SOURCE (a table written by LangChain's DynamoDBChatMessageHistory: one item per"
             " session holding a History list) in parallel segments and write every session as"
             " events into TARGET (a composite-key table; it may be SOURCE itself). Idempotent and"
-            " resumable: stop it at any point and run it again. Expired sessions are skipped; TTL"
+            " resumable: stop it at any point (Ctrl-C prints what was done) and run it again."
+            " Expired sessions are skipped; TTL"
             " carries over to every event. Nothing is deleted unless --delete-source is given."
         ),
         epilog=example_epilog(
@@ -70,9 +71,12 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         description=describe(
             "Read every session of SOURCE (an event-layout table) and write it into TARGET as"
             " one list item in LangChain's format (numbers as DynamoDB numbers, TTL carried"
-            " over), which LangChain's DynamoDBChatMessageHistory reads. Sessions that do not"
-            " fit one 400 KB item are reported and left as events, never truncated. Idempotent;"
-            " nothing is deleted unless --delete-source is given."
+            " over), which LangChain's DynamoDBChatMessageHistory reads. TARGET has a string"
+            " hash key only (`chathist create-table TARGET --layout list` makes one), or a range"
+            " key too with --legacy-sort-value. Sessions that do not fit one 400 KB item are"
+            " reported and left as events, never truncated. A list item that holds other"
+            " messages is a conflict unless --overwrite is given. Idempotent; nothing is deleted"
+            " unless --delete-source is given."
         ),
         epilog=example_epilog(
             "chathist rollback --source ChatEvents --target SessionTable --dry-run",
