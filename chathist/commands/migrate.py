@@ -41,8 +41,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
             " session holding a History list) in parallel segments and write every session as"
             " events into TARGET (a composite-key table; it may be SOURCE itself). Idempotent and"
             " resumable: stop it at any point (Ctrl-C prints what was done) and run it again."
-            " Expired sessions are skipped; TTL"
-            " carries over to every event. Nothing is deleted unless --delete-source is given."
+            " Expired sessions are skipped; TTL carries over to every event. Nothing is deleted"
+            " unless --delete-source is given."
         ),
         epilog=example_epilog(
             "chathist migrate --source SessionTable --target ChatEvents --dry-run",
