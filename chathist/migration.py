@@ -16,6 +16,10 @@ reverse for sessions that fit one item. Both are idempotent and resumable:
   that check passed, and only if it is unchanged (a conditional delete).
 - ``max_wcu`` caps the write rate with a token bucket debited by the write units DynamoDB
   reports for each request.
+- ``overwrite`` (rollback only) replaces a target list item that holds other messages (a session
+  changed after it was migrated), on condition that the item is still the one read.
+- A KeyboardInterrupt (Ctrl-C) lets the workers finish the sessions they are on, then raises
+  `MigrationInterrupted`, whose ``report`` counts what was done; a re-run resumes.
 """
 
 from __future__ import annotations
@@ -35,23 +39,30 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from langchain_core.messages import BaseMessage, message_to_dict
 
-from chathist.core.codec import Payload, encode_message, write_units
-from chathist.core.events import FORMAT_VERSION, Event, sort_key
-from chathist.core.fold import fold
-from chathist.core.plan import ITEM_LIMIT, Limits, Plan, event_size, item_overhead, plan_write
-from chathist.dynamo.capacity import Capacity, CapacityMeter
-from chathist.errors import ChatHistoryError, ConfigurationError, TableError, TableSchemaError
+from chathist.capacity import Capacity, CapacityMeter
+from chathist.codec import Payload, encode_message, write_units
+from chathist.errors import (
+    ChatHistoryError,
+    ConfigurationError,
+    TableError,
+    TableNotFoundError,
+    TableSchemaError,
+)
+from chathist.events import FORMAT_VERSION, Event, sort_key
+from chathist.fold import fold
 from chathist.history import validate_session_id
 from chathist.legacy import messages_from_legacy, messages_to_legacy
 from chathist.models import Binding, dynamodb_client, event_model
 from chathist.store import EventStore, SequenceTaken
 from chathist.tables import KeySchema, check_event_schema, describe_key_schema
+from chathist.writes import ITEM_LIMIT, Limits, Plan, event_size, item_overhead, plan_write
 
 if TYPE_CHECKING:
     import boto3
 
 __all__ = [
     "MigrationConfig",
+    "MigrationInterrupted",
     "ProgressCallback",
     "Report",
     "WriteLimiter",
@@ -99,6 +110,8 @@ class MigrationConfig:
     verify: bool = False
     delete_source: bool = False
     max_wcu: float | None = None
+    overwrite: bool = False
+    """Rollback: replace a target list item holding other messages, if it is still the one read."""
 
     def binding(self, table: str) -> Binding:
         return Binding(table, self.endpoint_url, self.region_name, self.boto3_session)
@@ -133,6 +146,10 @@ class Report:
     verified: int = 0
     differences: int = 0
     deleted_sources: int = 0
+    overwritten: int = 0
+    """Rollback with ``overwrite``: sessions whose differing list item was replaced."""
+    interrupted: bool = False
+    """The run was stopped (Ctrl-C) before it saw every session."""
     messages: int = 0
     items_written: int = 0
     payload_bytes: int = 0
@@ -144,6 +161,7 @@ class Report:
     started: float = field(default_factory=time.monotonic)
     elapsed: float = 0.0
     problems: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    """Sessions listed by kind (conflicts, failures, too_large, differences, overwritten)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: float) -> None:
@@ -153,7 +171,7 @@ class Report:
                 setattr(self, name, getattr(self, name) + value)
 
     def problem(self, kind: str, session: str, detail: str) -> None:
-        """Count a session under ``kind`` (conflicts, failures, ...) and list it."""
+        """Count a session under ``kind`` (conflicts, overwritten, ...) and list it."""
         with self._lock:
             setattr(self, kind, getattr(self, kind) + 1)
             listed = self.problems.setdefault(kind, [])
@@ -187,6 +205,8 @@ class Report:
             "verified",
             "differences",
             "deleted_sources",
+            "overwritten",
+            "interrupted",
             "messages",
             "items_written",
             "payload_bytes",
@@ -202,6 +222,15 @@ class Report:
         data["requests"] = self.capacity.requests
         data["problems"] = {k: [list(p) for p in v] for k, v in self.problems.items()}
         return data
+
+
+class MigrationInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C once its workers finished their sessions; ``report`` counts what
+    was done (running the same migration again resumes it)."""
+
+    def __init__(self, report: Report) -> None:
+        super().__init__("interrupted")
+        self.report = report
 
 
 # -- write-rate limiter ---------------------------------------------------------------------------
@@ -407,20 +436,25 @@ class _Run:
             request["ExclusiveStartKey"] = last
 
     def run_segments(self, work: Callable[[int], None]) -> None:
-        """Run ``work(segment)`` for every segment in its own thread; propagate the first error."""
+        """Run ``work(segment)`` for every segment in its own thread; propagate the first error,
+        a KeyboardInterrupt as `MigrationInterrupted` (after the workers stopped)."""
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.config.segments, thread_name_prefix="chathist-migrate"
         )
         futures = [pool.submit(work, s) for s in range(self.config.segments)]
         try:
-            for future in concurrent.futures.as_completed(futures):
-                future.result()
-        except BaseException:
-            self.stop.set()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            self.finish()
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    future.result()
+            except BaseException:
+                self.stop.set()
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+                self.finish()
+        except KeyboardInterrupt as exc:
+            self.report.interrupted = True
+            raise MigrationInterrupted(self.report) from exc
 
     def finish(self) -> None:
         report = self.report
@@ -439,9 +473,23 @@ def _table_items(client: Any, table: str) -> int | None:
     return int(count) if count else None
 
 
-def _event_schema(config: MigrationConfig, table: str) -> tuple[str, str]:
+def _key_schema(config: MigrationConfig, table: str, missing: str) -> KeySchema:
+    """The key schema of ``table``; if there is no such table, `TableNotFoundError` ending in
+    ``missing``: what to do about it in this direction of the migration."""
+    binding = config.binding(table)
+    try:
+        return describe_key_schema(binding)
+    except TableNotFoundError as exc:
+        where = binding.endpoint_url or f"AWS region {binding.region}"
+        raise TableNotFoundError(f"table {table!r} does not exist on {where}; {missing}") from exc
+
+
+_CHECK_SOURCE = "check --source, --endpoint-url and --region"
+
+
+def _event_schema(config: MigrationConfig, table: str, missing: str) -> tuple[str, str]:
     """Hash and range key names of the event-layout ``table``; `TableSchemaError` if it has none."""
-    schema = describe_key_schema(config.binding(table))
+    schema = _key_schema(config, table, missing)
     if not schema.composite:
         raise TableSchemaError(
             f"table {table!r} has only a hash key ({schema}); the event layout needs a composite"
@@ -752,9 +800,20 @@ def migrate_list_to_events(
     config: MigrationConfig, *, on_progress: ProgressCallback | None = None
 ) -> Report:
     """Move every list-layout session of ``config.source`` into events in ``config.target``."""
+    if config.overwrite:
+        raise ConfigurationError("overwrite= applies to a rollback; a migration never overwrites")
     report = Report("list-to-events", config.source, config.target, config.dry_run, config.verify)
-    event_names = _event_schema(config, config.target)
-    source_key = describe_key_schema(config.binding(config.source))
+    names = ""
+    if config.primary_key_name:
+        names += f" --primary-key-name {config.primary_key_name}"
+    if config.sort_key_name:
+        names += f" --sort-key-name {config.sort_key_name}"
+    event_names = _event_schema(
+        config,
+        config.target,
+        f"create the event table with `chathist create-table {config.target}{names}`",
+    )
+    source_key = _key_schema(config, config.source, _CHECK_SOURCE)
     session_key = config.primary_key_name or source_key.hash_key
     if session_key != source_key.hash_key:
         raise TableSchemaError(
@@ -857,11 +916,16 @@ class _RollbackWorker:
                 f" {ITEM_LIMIT:,}); left in the event layout",
             )
             return
-        state = self._state(session, messages)
-        if state == "conflict":
-            report.problem("conflicts", session, "the target already holds another list item")
+        existing = self._read_target(session)
+        difference = None if existing is None else self._difference(messages, existing)
+        if difference is not None and not config.overwrite:
+            report.problem(
+                "conflicts",
+                session,
+                f"the target's list item differs ({difference}); --overwrite replaces it",
+            )
             return
-        if state == "done":
+        if existing is not None and difference is None:
             report.add(already=1)
         elif config.dry_run:
             report.add(
@@ -871,14 +935,25 @@ class _RollbackWorker:
                 payload_bytes=size,
                 estimated_wcu=write_units(size),
             )
+            if difference is not None:
+                report.problem(
+                    "overwritten",
+                    session,
+                    f"would replace the list item, which differs ({difference})",
+                )
             return
         else:
-            if not self._put(session, item, size):
+            if not self._put(session, item, size, existing):
                 return
             report.add(migrated=1, messages=len(messages), items_written=1, payload_bytes=size)
+            if difference is not None:
+                report.problem(
+                    "overwritten", session, f"replaced the list item, which differed ({difference})"
+                )
         if config.verify or config.delete_source:
-            if self._state(session, messages) != "done":
-                report.problem("differences", session, "the list item differs from the events")
+            found = self._difference(messages, self._read_target(session))
+            if found is not None:
+                report.problem("differences", session, f"the list item differs: {found}")
                 return
             report.add(verified=1)
         if config.delete_source and not config.dry_run:
@@ -889,6 +964,7 @@ class _RollbackWorker:
             report.add(deleted_sources=1)
 
     def _read_target(self, session: str) -> dict[str, Any] | None:
+        """The session's list item in the target as DynamoDB returns it (strongly consistent)."""
         key = {k: _serializer.serialize(v) for k, v in self._key(session).items()}
         response = self.meter.call(
             self.target_client,
@@ -897,30 +973,48 @@ class _RollbackWorker:
             Key=key,
             ConsistentRead=True,
         )
-        raw = response.get("Item")
-        return None if raw is None else {k: _deserializer.deserialize(v) for k, v in raw.items()}
+        item: dict[str, Any] | None = response.get("Item")
+        return item
 
-    def _state(self, session: str, messages: Sequence[BaseMessage]) -> str:
-        existing = self._read_target(session)
+    def _difference(
+        self, messages: Sequence[BaseMessage], existing: dict[str, Any] | None
+    ) -> str | None:
+        """None if ``existing`` (a raw list item) holds exactly ``messages``, else how it differs
+        (a missing item differs too)."""
         if existing is None:
-            return "new"
-        history = existing.get(self.config.history_key)
+            return "no list item"
+        raw_history = existing.get(self.config.history_key)
+        history = None if raw_history is None else _deserializer.deserialize(raw_history)
         if not isinstance(history, list):
-            return "conflict"
+            return f"no {self.config.history_key} list"
         try:
             stored = messages_from_legacy(history)
-        except (ChatHistoryError, ValueError, TypeError, KeyError):
-            return "conflict"
-        return "done" if compare_messages(messages, stored) is None else "conflict"
+        except (ChatHistoryError, ValueError, TypeError, KeyError) as exc:
+            return f"unreadable: {exc}"
+        return compare_messages(messages, stored)
 
-    def _put(self, session: str, item: dict[str, Any], size: int) -> bool:
-        request = {
+    def _put(
+        self, session: str, item: dict[str, Any], size: int, existing: dict[str, Any] | None
+    ) -> bool:
+        """Write ``item`` if the target still holds ``existing`` (None: no item at all)."""
+        request: dict[str, Any] = {
             "TableName": self.config.target,
             "Item": {k: _serializer.serialize(v) for k, v in item.items()},
-            "ConditionExpression": "attribute_not_exists(#h)",
-            "ExpressionAttributeNames": {"#h": self.target_key.hash_key},
             "ReturnConsumedCapacity": "TOTAL",
         }
+        hash_key, history_key = self.target_key.hash_key, self.config.history_key
+        # Overwrite only the item read: a writer that changed it since must not be lost.
+        old = None if existing is None else existing.get(history_key)
+        if existing is None:
+            request["ConditionExpression"] = "attribute_not_exists(#h)"
+            request["ExpressionAttributeNames"] = {"#h": hash_key}
+        elif old is None:
+            request["ConditionExpression"] = "attribute_exists(#h) AND attribute_not_exists(#l)"
+            request["ExpressionAttributeNames"] = {"#h": hash_key, "#l": history_key}
+        else:
+            request["ConditionExpression"] = "#l = :old"
+            request["ExpressionAttributeNames"] = {"#l": history_key}
+            request["ExpressionAttributeValues"] = {":old": old}
 
         def send() -> None:
             self.meter.call(self.target_client, "PutItem", **request)
@@ -932,7 +1026,12 @@ class _RollbackWorker:
             error = exc.response.get("Error", {})
             code, text = error.get("Code"), str(error.get("Message", ""))
             if code == "ConditionalCheckFailedException":
-                self.report.problem("conflicts", session, "another list item appeared meanwhile")
+                self.report.problem(
+                    "conflicts",
+                    session,
+                    "the target's list item changed while the rollback ran; left alone (run"
+                    " again to retry)",
+                )
                 return False
             if code == "ValidationException" and "size" in text.lower():
                 self.report.problem("too_large", session, f"DynamoDB refused the item: {text}")
@@ -948,8 +1047,15 @@ def rollback_events_to_list(
     """Write every event-layout session of ``config.source`` that fits one item back as a
     LangChain list item in ``config.target``; larger sessions are reported, never truncated."""
     report = Report("events-to-list", config.source, config.target, config.dry_run, config.verify)
-    event_names = _event_schema(config, config.source)
-    target_key = describe_key_schema(config.binding(config.target))
+    event_names = _event_schema(config, config.source, _CHECK_SOURCE)
+    key_name = config.primary_key_name or "SessionId"
+    option = "" if key_name == "SessionId" else f" --primary-key-name {key_name}"
+    target_key = _key_schema(
+        config,
+        config.target,
+        "a rollback writes LangChain's list layout, into a table with a string hash key only:"
+        f" create it with `chathist create-table {config.target} --layout list{option}`",
+    )
     if config.primary_key_name and config.primary_key_name != target_key.hash_key:
         raise TableSchemaError(
             f"table {config.target!r} has key schema {target_key}; --primary-key-name"

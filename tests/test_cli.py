@@ -377,3 +377,72 @@ def test_local_prints_the_endpoint_serves_and_stops_on_sigterm() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# -- long values, create-table --layout list ----------------------------------------------------
+
+
+def test_show_cuts_long_values_short_unless_full(
+    dynamodb_endpoint: str | None, table_name: str
+) -> None:
+    """An 800 KB base64 image prints as its start and a count; --full and --json keep it."""
+    from chathist.commands.sessions import SHOW_LIMIT
+
+    image = "iVBORw0KGgo" + "A" * 800_000
+    picture = HumanMessage(
+        [
+            {"type": "text", "text": "what is in this picture?"},
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}},
+        ]
+    )
+    essay = AIMessage(
+        "word " * 900, tool_calls=[{"name": "f", "args": {"q": "z" * 5000}, "id": "1"}]
+    )
+    history(table_name, "pics", dynamodb_endpoint).add_messages([picture, essay])
+
+    short = run_cli(dynamodb_endpoint, "show", table_name, "pics")
+    assert short.returncode == 0, short.stderr
+    assert len(short.stdout) < 4 * SHOW_LIMIT + 2000
+    url = f"data:image/png;base64,{image}"
+    assert f"{url[:SHOW_LIMIT]}... ({len(url) - SHOW_LIMIT:,} more characters)" in short.stdout
+    assert "what is in this picture?" in short.stdout
+    answer = short.stdout.split("[2] ai")[1]
+    assert f"{('word ' * 900)[:SHOW_LIMIT]}... ({4500 - SHOW_LIMIT:,} more characters)" in answer
+    assert f'"q": "{"z" * SHOW_LIMIT}... ({5000 - SHOW_LIMIT:,} more characters)"' in answer
+
+    full = run_cli(dynamodb_endpoint, "show", table_name, "pics", "--full")
+    assert full.returncode == 0, full.stderr
+    assert url in full.stdout and "more characters" not in full.stdout
+
+    as_json = run_cli(dynamodb_endpoint, "show", table_name, "pics", "--json")
+    assert json.loads(as_json.stdout)[0]["data"]["content"][1]["image_url"]["url"] == url
+
+
+def test_create_table_list_layout_makes_a_rollback_target(
+    dynamodb_endpoint: str | None, boto3_client: DynamoDBClient, table_name: str
+) -> None:
+    name = f"chathist-test-{uuid.uuid4().hex[:12]}"
+    try:
+        first = run_cli(dynamodb_endpoint, "create-table", name, "--layout", "list", "--ttl")
+        assert first.returncode == 0, first.stderr
+        assert first.stdout == f"table {name}: created; TTL on expireAt\n"
+        table = boto3_client.describe_table(TableName=name)["Table"]
+        assert table["KeySchema"] == [{"AttributeName": "SessionId", "KeyType": "HASH"}]
+        assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+        ttl = boto3_client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        assert ttl.get("AttributeName") == "expireAt"
+        again = run_cli(dynamodb_endpoint, "create-table", name, "--layout", "list")
+        assert again.returncode == 0, again.stderr
+        assert "already exists with the list-layout key schema" in again.stdout
+        # The list layout is what chathist (and LangChain's class) read there.
+        stats = run_cli(dynamodb_endpoint, "stats", name, "--json")
+        assert json.loads(stats.stdout)["layout"] == "list"
+    finally:
+        with contextlib.suppress(Exception):
+            boto3_client.delete_table(TableName=name)
+    over_events = run_cli(dynamodb_endpoint, "create-table", table_name, "--layout", "list")
+    assert table_name in assert_one_error_line(over_events)
+    with_range = run_cli(
+        dynamodb_endpoint, "create-table", name, "--layout", "list", "--sort-key-name", "SK"
+    )
+    assert "--sort-key-name" in assert_one_error_line(with_range)

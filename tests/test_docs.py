@@ -10,10 +10,14 @@ Conventions for writers of docs:
   ``CHATHIST_ENDPOINT_URL`` set to ``url`` (after the Python blocks above it in the file); the
   lines under it are its expected stdout, where ``...`` matches anything within a line, a
   line that is only ``...`` matches any number of lines, and runs of spaces count as one.
-  Progress and summaries (stderr) are not compared. Every ``$`` line of a console block must
-  be a ``chathist`` command.
+  A command ending in ``2>&1`` has its stderr (progress lines, errors, warnings) compared too,
+  merged with stdout in the order they were written; otherwise stderr is not compared. The
+  command must exit 0, unless the last expected line is ``[exit N]``. A ``# comment`` after
+  the command is not passed to it. Every ``$`` line of a console block must be a
+  ``chathist`` command.
 - A block that cannot run here (AWS only, a long-running server, ...) is preceded by the line
-  ``<!-- no-run -->``. Other languages (``bash``, ``text``, ...) are never run.
+  ``<!-- no-run -->``. Other languages (``bash``, ``text``, ...) are never run, so a
+  transcript of a ``$ chathist`` command must be a ``console`` block: it is checked.
 - Tables created by a file are deleted after it, so files do not see each other's data.
 """
 
@@ -40,6 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 NO_RUN = "<!-- no-run -->"
+MERGE_STDERR = "2>&1"
+EXIT_LINE = re.compile(r"\[exit (\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -97,24 +103,40 @@ def console_commands(block: Block) -> list[tuple[str, list[str]]]:
     return commands
 
 
+def expected_exit(expected: list[str]) -> tuple[list[str], int]:
+    """The expected lines without a final ``[exit N]``, and N (0 if there is none)."""
+    if expected:
+        match = EXIT_LINE.fullmatch(expected[-1].strip())
+        if match:
+            return expected[:-1], int(match.group(1))
+    return expected, 0
+
+
 def run_console(block: Block, path: Path, url: str) -> None:
-    env = dict(os.environ, CHATHIST_ENDPOINT_URL=url)
-    for command, expected in console_commands(block):
-        argv = shlex.split(command)
+    # Unbuffered, so that stdout and stderr merged by 2>&1 keep the order they were written in.
+    env = dict(os.environ, CHATHIST_ENDPOINT_URL=url, PYTHONUNBUFFERED="1")
+    for command, expected_lines in console_commands(block):
+        argv = shlex.split(command, comments=True)
+        merge = argv[-1:] == [MERGE_STDERR]
+        argv = argv[:-1] if merge else argv
         assert argv[0] == "chathist", (
             f"{path.name}:{block.line}: console blocks run only chathist commands (or mark the"
             f" block {NO_RUN}): {command}"
         )
+        expected, code = expected_exit(expected_lines)
         result = subprocess.run(
             [sys.executable, "-m", "chathist.cli", *argv[1:]],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge else subprocess.PIPE,
             text=True,
             timeout=300,
             env=env,
             cwd=ROOT,
         )
         where = f"{path.name}:{block.line}: $ {command}"
-        assert result.returncode == 0, f"{where}\nexit {result.returncode}\n{result.stderr}"
+        assert result.returncode == code, (
+            f"{where}\nexit {result.returncode}, expected {code}\n{result.stdout}{result.stderr}"
+        )
         actual = result.stdout.rstrip("\n").splitlines()
         assert output_matches(expected, actual), (
             f"{where}\nexpected:\n" + "\n".join(expected) + "\nactual:\n" + result.stdout
@@ -136,6 +158,28 @@ def test_output_matching() -> None:
     assert not output_matches(["x"], ["x", "y"])
     assert output_matches(["  sessions seen      3"], ["  sessions seen         3"])
     assert not output_matches(["sessions seen 3"], ["sessions seen 30"])
+
+
+def test_console_conventions() -> None:
+    block = Block("console", "$ chathist x 2>&1   # why\nout\n[exit 3]\n", 1, True)
+    ((command, lines),) = console_commands(block)
+    assert shlex.split(command, comments=True) == ["chathist", "x", MERGE_STDERR]
+    assert expected_exit(lines) == (["out"], 3)
+    assert expected_exit(["out"]) == (["out"], 0)
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_command_transcripts_are_console_blocks(path: Path) -> None:
+    """A ``$ chathist`` transcript in a block of another language would never be checked
+    against a real run, and would drift from the output (as migration-cli.md's did)."""
+    for block in blocks_of(path):
+        if block.language == "console":
+            continue
+        for line in block.code.splitlines():
+            assert not line.startswith("$ chathist"), (
+                f"{path.name}:{block.line}: a transcript of `{line[2:]}` in a"
+                f" {block.language or 'plain'} block; make it a console block (it then runs)"
+            )
 
 
 REFERENCE = re.compile(r"\b((?:tests|benchmarks)/[\w/]+\.py)(?:::(\w+))?")

@@ -9,9 +9,12 @@ or its batch writer, which serializes the same way), and an optional ``expireAt`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import random
+import re
+import shlex
 import signal
 import string
 import subprocess
@@ -48,6 +51,7 @@ from chathist.migration import (
     item_size,
     migrate_list_to_events,
     plan_session,
+    rollback_events_to_list,
 )
 from tests.helpers import create_list_table
 
@@ -595,6 +599,11 @@ def test_conflicting_partition_is_reported_not_duplicated(
         assert report.conflicts == 1 and report.already == 1 + 4 * verify
         assert report.migrated == 4 * (not verify)
         assert [p[0] for p in report.problems["conflicts"]] == ["s004"]
+    argv = ["migrate", "--source", source, "--target", target, "--verify", "--quiet"]
+    code, text = cli(*argv, *endpoint_args(dynamodb_endpoint, dynamodb_region))
+    assert code == 1  # a conflict is left undone (exit 1); nothing verified differs (3)
+    assert "s004: the target partition already holds other events" in text
+    assert text.rstrip().endswith("result: 1 conflict (exit 1)")
     assert [m.content for m in other.messages] == ["written by the new application first"]
     assert messages_to_dict(same.messages) == messages_to_dict(sessions["s001"])
     items = event_partitions(boto3_client, target)
@@ -733,3 +742,288 @@ def test_progress_line_shows_rates_and_eta() -> None:
     text = line.line(report)
     assert text.startswith("migrate: 250 sessions (25/s) | 5,000 messages (500/s)")
     assert "25%" in text and "ETA 0:30" in text
+
+
+# -- operator paths: a missing target, conflicts, --overwrite, exit codes, Ctrl-C --------------
+
+
+def error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line a failed command printed on stderr."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chathist: error: "), lines
+    return lines[0]
+
+
+@needs_cli
+def test_rollback_to_a_missing_target_names_the_table_it_needs(
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    boto3_client: Any,
+    new_table: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Following the error's hint verbatim gives a table the rollback accepts."""
+    events, back = new_table("events"), new_table("back")
+    create_table(events, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    DynamoDBChatMessageHistory(
+        events, "s1", dynamodb_endpoint, region_name=dynamodb_region
+    ).add_messages([HumanMessage("hi"), AIMessage("hello")])
+    connection = endpoint_args(dynamodb_endpoint, dynamodb_region)
+    rollback = ["rollback", "--source", events, "--target", back, "--quiet", *connection]
+    code, out = cli(*rollback)
+    assert code == 1 and out == ""
+    line = error_line(capsys)
+    assert f"table {back!r} does not exist" in line
+    hint = re.search(r"`(chathist create-table [^`]+)`", line)
+    assert hint is not None, line
+    assert "--layout list" in hint.group(1)
+    code, _ = cli(*shlex.split(hint.group(1))[1:], *connection)
+    assert code == 0, capsys.readouterr().err
+    code, out = cli(*rollback, "--verify")
+    assert code == 0, out
+    assert "sessions rolled back  1" in out and "result: ok (exit 0)" in out
+
+    missing_source = ["rollback", "--source", f"{events}-nope", "--target", back, *connection]
+    assert cli(*missing_source)[0] == 1
+    assert "check --source" in error_line(capsys)
+
+
+@needs_cli
+def test_rollback_conflict_exits_1_and_overwrite_replaces_the_item(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    from langchain_community.chat_message_histories import (
+        DynamoDBChatMessageHistory as LangChainHistory,
+    )
+
+    source, events, back = new_table("list"), new_table("events"), new_table("back")
+    for name in (source, back):
+        create_list_table(boto3_client, name)
+    create_table(events, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    sessions = small_sessions(3, seed=11)
+    fill(dynamodb_endpoint, dynamodb_region, source, sessions)
+    connection = endpoint_args(dynamodb_endpoint, dynamodb_region)
+    assert cli_json("migrate", "--source", source, "--target", events, *connection)[0] == 0
+    rollback = ["rollback", "--source", events, "--target", back, *connection]
+    assert cli_json(*rollback, "--verify")[0] == 0
+
+    # The session changes after the migration; the list item no longer matches it.
+    changed = DynamoDBChatMessageHistory(
+        events, "s001", dynamodb_endpoint, region_name=dynamodb_region
+    )
+    changed.add_messages([AIMessage("a late answer")])
+    expected = changed.messages
+
+    code, text = cli(*rollback, "--verify", "--quiet")
+    assert code == 1  # a conflict is left undone: exit 1, not 3 ("verified 2 (0 differences)")
+    assert re.search(r"^  conflicts\s+1$", text, re.MULTILINE)
+    assert "the target's list item differs" in text and "--overwrite" in text
+    assert text.rstrip().endswith("result: 1 conflict (exit 1)")
+    legacy = LangChainHistory(table_name=back, session_id="s001", endpoint_url=dynamodb_endpoint)
+    assert len(legacy.messages) == len(expected) - 1  # left alone
+
+    code, report = cli_json(*rollback, "--overwrite", "--dry-run")
+    assert code == 0 and report["overwritten"] == 1 and report["items_written"] == 1
+    assert len(legacy.messages) == len(expected) - 1  # a dry run writes nothing
+
+    code, text = cli(*rollback, "--overwrite", "--verify", "--quiet")
+    assert code == 0, text
+    assert re.search(r"^  overwritten\s+1$", text, re.MULTILINE)
+    assert re.search(r"^  verified\s+3 \(0 differences\)$", text, re.MULTILINE)
+    assert "overwritten (a differing list item replaced): 1" in text and "s001" in text
+    assert plain(messages_to_dict(legacy.messages)) == messages_to_dict(expected)
+    code, report = cli_json(*rollback)
+    assert code == 0 and report["already"] == 3 and report["overwritten"] == 0
+
+
+def test_overwrite_never_loses_a_write_made_after_the_read(
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    boto3_client: Any,
+    new_table: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--overwrite replaces only the item it read: a LangChain write landing between the read
+    and the put makes the put fail, and the session is reported as a conflict."""
+    from langchain_community.chat_message_histories import (
+        DynamoDBChatMessageHistory as LangChainHistory,
+    )
+
+    from chathist.migration import _RollbackWorker
+
+    events, back = new_table("events"), new_table("back")
+    create_table(events, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    create_list_table(boto3_client, back)
+    DynamoDBChatMessageHistory(
+        events, "s1", dynamodb_endpoint, region_name=dynamodb_region
+    ).add_messages([HumanMessage("from the events")])
+    old = LangChainHistory(table_name=back, session_id="s1", endpoint_url=dynamodb_endpoint)
+    old.add_user_message("an older list item")
+
+    read = _RollbackWorker._read_target
+
+    def read_then_someone_writes(worker: Any, session: str) -> Any:
+        item = read(worker, session)
+        old.add_ai_message("written by LangChain meanwhile")
+        return item
+
+    monkeypatch.setattr(_RollbackWorker, "_read_target", read_then_someone_writes)
+    config = MigrationConfig(
+        events,
+        back,
+        endpoint_url=dynamodb_endpoint,
+        region_name=dynamodb_region,
+        overwrite=True,
+        segments=1,
+    )
+    report = rollback_events_to_list(config)
+    assert report.conflicts == 1 and report.overwritten == 0 and report.migrated == 0
+    assert "changed while the rollback ran" in report.problems["conflicts"][0][1]
+    assert [m.content for m in old.messages] == [
+        "an older list item",
+        "written by LangChain meanwhile",
+    ]
+
+
+def test_overwrite_replaces_an_item_without_a_history_list(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    """An item holding no list (another application's, or a half-written one) is a conflict;
+    --overwrite replaces it only while it still has no list."""
+    events, back = new_table("events"), new_table("back")
+    create_table(events, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    create_list_table(boto3_client, back)
+    DynamoDBChatMessageHistory(
+        events, "s1", dynamodb_endpoint, region_name=dynamodb_region
+    ).add_messages([HumanMessage("from the events")])
+    boto3_client.put_item(TableName=back, Item={"SessionId": {"S": "s1"}, "note": {"S": "x"}})
+    config = MigrationConfig(
+        events, back, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region, verify=True
+    )
+    report = rollback_events_to_list(config)
+    assert report.conflicts == 1 and "no History list" in report.problems["conflicts"][0][1]
+    report = rollback_events_to_list(dataclasses.replace(config, overwrite=True))
+    assert report.overwritten == 1 and report.verified == 1 and report.ok
+    item = boto3_client.get_item(TableName=back, Key={"SessionId": {"S": "s1"}})["Item"]
+    assert "note" not in item and len(item["History"]["L"]) == 1
+
+
+def test_exit_codes_say_what_went_wrong() -> None:
+    from chathist.commands.migrate import exit_code, outcome
+    from chathist.migration import Report
+
+    def report(**counts: Any) -> Report:
+        return Report("events-to-list", "a", "b", verify=True, **counts)
+
+    assert exit_code(report()) == 0 and outcome(report()) == "result: ok (exit 0)"
+    assert exit_code(report(differences=2)) == 3
+    assert outcome(report(differences=2)) == "result: 2 differences (exit 3)"
+    for kind in ("conflicts", "failures", "too_large"):
+        assert exit_code(report(**{kind: 1})) == 1
+        assert exit_code(report(**{kind: 1}, differences=1)) == 1  # left undone wins over 3
+    assert outcome(report(conflicts=1, too_large=2, differences=1)) == (
+        "result: 1 conflict, 2 too large, 1 difference (exit 1)"
+    )
+    stopped = report(conflicts=1, interrupted=True)
+    assert exit_code(stopped) == 130
+    assert outcome(stopped) == (
+        "result: interrupted with 1 conflict so far (exit 130); run the same command again to"
+        " resume"
+    )
+
+
+@needs_cli
+def test_interrupted_migration_prints_what_was_done_and_resumes(
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    boto3_client: Any,
+    new_table: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C (a KeyboardInterrupt, here raised in a worker after its 4th session) ends the
+    run with the partial report, a hint that a re-run resumes, and exit 130."""
+    from chathist.cli import main
+    from chathist.commands.migrate import ProgressLine
+
+    source, target = new_table("list"), new_table("events")
+    create_list_table(boto3_client, source)
+    create_table(target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    sessions = small_sessions(12, seed=4)
+    fill(dynamodb_endpoint, dynamodb_region, source, sessions)
+    calls = []
+
+    def interrupt(line: ProgressLine, report: Any) -> None:
+        calls.append(report.sessions)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ProgressLine, "update", interrupt)
+    argv = ["migrate", "--source", source, "--target", target, "--segments", "1"]
+    argv += endpoint_args(dynamodb_endpoint, dynamodb_region)
+    assert main(argv) == 130
+    captured = capsys.readouterr()
+    assert "INTERRUPTED" in captured.out.splitlines()[0]
+    assert re.search(r"^  sessions seen\s+4$", captured.out, re.MULTILINE)
+    assert re.search(r"^  sessions migrated\s+4$", captured.out, re.MULTILINE)
+    assert captured.out.rstrip().endswith(
+        "result: interrupted (exit 130); run the same command again to resume"
+    )
+    assert captured.err.strip() == (
+        "chathist: interrupted after 4 sessions; run the same command again to resume"
+        " (finished sessions are skipped)"
+    )
+    assert len(event_partitions(boto3_client, target)) == 4
+
+    monkeypatch.undo()
+    code, report = cli_json(*argv, "--verify")
+    assert code == 0 and report["already"] == 4 and report["migrated"] == 8
+    assert report["verified"] == 12 and report["interrupted"] is False
+
+
+@needs_cli
+def test_ctrl_c_on_a_running_migrate_prints_the_partial_report(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    """The real thing: SIGINT to a ``chathist migrate`` process slowed by --max-wcu."""
+    source, target = new_table("list"), new_table("events")
+    create_list_table(boto3_client, source)
+    create_table(target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    fill(
+        dynamodb_endpoint,
+        dynamodb_region,
+        source,
+        {f"c{i:03d}": [HumanMessage(f"message {i}")] for i in range(200)},
+    )
+    argv = ["migrate", "--source", source, "--target", target, "--max-wcu", "20", "--quiet"]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chathist.cli",
+            *argv,
+            *endpoint_args(dynamodb_endpoint, dynamodb_region),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell starting the tests in the background ignores SIGINT for its children.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            if boto3_client.scan(TableName=target, Select="COUNT")["Count"] >= 10:
+                break
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    done = boto3_client.scan(TableName=target, Select="COUNT")["Count"]
+    assert 10 <= done < 200
+    assert re.search(rf"^  sessions migrated\s+{done}$", out, re.MULTILINE), out
+    assert "result: interrupted" in out
+    assert "run the same command again to resume" in err and "Traceback" not in err

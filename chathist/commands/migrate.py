@@ -2,8 +2,9 @@
 
 Both run a versioned script of the ``migrations`` package (``--script``, default 0001), print a
 progress line on stderr while they run and a report at the end (``--json`` for the report as
-JSON on stdout). Exit codes: 0 done, 1 some sessions failed or conflicted (listed), 3
-verification found differences.
+JSON on stdout). Exit codes: 0 done, 1 some sessions failed, conflicted or were too large (listed;
+this wins over 3), 3 verification found differences (and nothing else went wrong), 130
+interrupted (the report then counts what was done; running the command again resumes).
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ import threading
 import time
 from typing import Any, TextIO
 
+from chathist.cli import EXIT_DIFFERENCES, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 from chathist.commands import CommandError, connection_options, describe, example_epilog
-from chathist.migration import MigrationConfig, Report
+from chathist.migration import MigrationConfig, MigrationInterrupted, Report
 
-__all__ = ["ProgressLine", "register", "render_report", "run_migrate", "run_rollback"]
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_DIFFERENCES = 3
+__all__ = [
+    "ProgressLine",
+    "exit_code",
+    "register",
+    "render_report",
+    "run_migrate",
+    "run_rollback",
+]
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -35,8 +40,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
             "Scan SOURCE (a table written by LangChain's DynamoDBChatMessageHistory: one item per"
             " session holding a History list) in parallel segments and write every session as"
             " events into TARGET (a composite-key table; it may be SOURCE itself). Idempotent and"
-            " resumable: stop it at any point and run it again. Expired sessions are skipped; TTL"
-            " carries over to every event. Nothing is deleted unless --delete-source is given."
+            " resumable: stop it at any point (Ctrl-C prints what was done) and run it again."
+            " Expired sessions are skipped; TTL carries over to every event. Nothing is deleted"
+            " unless --delete-source is given."
         ),
         epilog=example_epilog(
             "chathist migrate --source SessionTable --target ChatEvents --dry-run",
@@ -65,13 +71,17 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         description=describe(
             "Read every session of SOURCE (an event-layout table) and write it into TARGET as"
             " one list item in LangChain's format (numbers as DynamoDB numbers, TTL carried"
-            " over), which LangChain's DynamoDBChatMessageHistory reads. Sessions that do not"
-            " fit one 400 KB item are reported and left as events, never truncated. Idempotent;"
-            " nothing is deleted unless --delete-source is given."
+            " over), which LangChain's DynamoDBChatMessageHistory reads. TARGET has a string"
+            " hash key only (`chathist create-table TARGET --layout list` makes one), or a range"
+            " key too with --legacy-sort-value. Sessions that do not fit one 400 KB item are"
+            " reported and left as events, never truncated. A list item that holds other"
+            " messages is a conflict unless --overwrite is given. Idempotent; nothing is deleted"
+            " unless --delete-source is given."
         ),
         epilog=example_epilog(
             "chathist rollback --source ChatEvents --target SessionTable --dry-run",
             "chathist rollback --source ChatEvents --target SessionTable --verify",
+            "chathist rollback --source ChatEvents --target SessionTable --overwrite --verify",
             "chathist rollback --source Chats --target Chats --legacy-sort-value langchain_history",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -88,6 +98,12 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "--delete-source",
         action="store_true",
         help="delete each session's events once its list item is written and verified",
+    )
+    rollback.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a target list item that holds other messages (a session changed after"
+        " the migration), only if it is still the item read; listed as overwritten",
     )
     rollback.set_defaults(func=run_rollback)
 
@@ -168,6 +184,7 @@ def _config(args: argparse.Namespace) -> MigrationConfig:
         verify=args.verify,
         delete_source=args.delete_source,
         max_wcu=args.max_wcu,
+        overwrite=getattr(args, "overwrite", False),
         **connection_options(args),
     )
 
@@ -201,6 +218,8 @@ def _run(args: argparse.Namespace, direction: str) -> int:
         report: Report = getattr(script, direction)(
             config, on_progress=None if progress is None else progress.update
         )
+    except MigrationInterrupted as exc:  # Ctrl-C: say what was done, then exit 130
+        report = exc.report
     finally:
         if progress is not None:
             progress.close()
@@ -209,15 +228,24 @@ def _run(args: argparse.Namespace, direction: str) -> int:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(render_report(report, script, show=args.show))
+    if report.interrupted:
+        print(
+            f"chathist: interrupted after {report.sessions:,} sessions; run the same command"
+            " again to resume (finished sessions are skipped)",
+            file=sys.stderr,
+        )
     return exit_code(report)
 
 
 def exit_code(report: Report) -> int:
-    """3 if verification found differences, 1 if other sessions failed, else 0."""
-    if report.differences or (report.verify and report.conflicts):
-        return EXIT_DIFFERENCES
+    """130 if interrupted; 1 if sessions failed, conflicted or were too large (left undone);
+    else 3 if verification found differences; else 0."""
+    if report.interrupted:
+        return EXIT_INTERRUPTED
     if report.conflicts or report.failures or report.too_large:
         return EXIT_ERROR
+    if report.differences:
+        return EXIT_DIFFERENCES
     return EXIT_OK
 
 
@@ -301,7 +329,26 @@ _PROBLEM_TITLES = {
     "conflicts": "conflicts (left alone)",
     "failures": "failures",
     "too_large": "too large for one item (left as events)",
+    "overwritten": "overwritten (a differing list item replaced)",
 }
+
+_PROBLEM_NAMES = (
+    ("conflicts", "conflict", "conflicts"),
+    ("failures", "failure", "failures"),
+    ("too_large", "too large", "too large"),
+    ("differences", "difference", "differences"),
+)
+
+
+def outcome(report: Report) -> str:
+    """The report's last line: what kept the run from being clean, and the exit code."""
+    counts = [(int(getattr(report, kind)), one, many) for kind, one, many in _PROBLEM_NAMES]
+    problems = ", ".join(f"{n:,} {one if n == 1 else many}" for n, one, many in counts if n)
+    code = exit_code(report)
+    if report.interrupted:
+        so_far = f" with {problems} so far" if problems else ""
+        return f"result: interrupted{so_far} (exit {code}); run the same command again to resume"
+    return f"result: {problems or 'ok'} (exit {code})"
 
 
 def render_report(report: Report, script: Any = None, *, show: int = 20) -> str:
@@ -312,6 +359,8 @@ def render_report(report: Report, script: Any = None, *, show: int = 20) -> str:
         head += f"  (script {script.VERSION:04d}, event format v{report.format_version})"
     if report.dry_run:
         head += "  DRY RUN: nothing written"
+    if report.interrupted:
+        head += "  INTERRUPTED"
     elapsed = max(report.elapsed, 1e-9)
     verb = "migrated" if report.direction == "list-to-events" else "rolled back"
     done = f"would be {verb}" if report.dry_run else verb
@@ -327,7 +376,13 @@ def render_report(report: Report, script: Any = None, *, show: int = 20) -> str:
     if report.direction == "events-to-list":
         rows.append(("too large", f"{report.too_large:,}"))
     if report.verify or report.verified:
-        rows.append(("verified", f"{report.verified:,} ({report.differences:,} differences)"))
+        plural = "" if report.differences == 1 else "s"
+        rows.append(
+            ("verified", f"{report.verified:,} ({report.differences:,} difference{plural})")
+        )
+    if report.overwritten:
+        label = "would overwrite" if report.dry_run else "overwritten"
+        rows.append((label, f"{report.overwritten:,}"))
     if report.deleted_sources:
         rows.append(("sources deleted", f"{report.deleted_sources:,}"))
     rows += [
@@ -375,4 +430,5 @@ def render_report(report: Report, script: Any = None, *, show: int = 20) -> str:
             )
     if report.dry_run:
         lines.append("dry run: run again without --dry-run to write")
+    lines.append(outcome(report))
     return "\n".join(lines) + "\n"

@@ -28,10 +28,13 @@ from chathist.history import DynamoDBChatMessageHistory
 from chathist.models import Binding, dynamodb_client, event_model
 from chathist.tables import KeySchema, describe_key_schema
 
-__all__ = ["ImportOutcome", "import_plan", "item_size", "register"]
+__all__ = ["SHOW_LIMIT", "ImportOutcome", "import_plan", "item_size", "register", "shorten"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
+
+SHOW_LIMIT = 2000
+"""Characters of one value `chathist show` prints before it cuts it short (without --full)."""
 
 
 # -- wiring -------------------------------------------------------------------------------------
@@ -162,11 +165,14 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         description=describe(
             "Print SESSION's messages oldest first, one block per message: its type, name or"
             " tool call id, content and tool calls. --last N prints only the latest N (reading"
-            " about N items). --json prints LangChain's message_to_dict form instead."
+            f" about N items). A text longer than {SHOW_LIMIT:,} characters (a base64 image, a"
+            " long document) shows its start and how many characters follow; --full prints"
+            " everything. --json prints LangChain's message_to_dict form instead, always in full."
         ),
         epilog=example_epilog(
             "chathist show ChatEvents session-1",
             "chathist show ChatEvents session-1 --last 5",
+            "chathist show ChatEvents session-1 --full",
             "chathist show ChatEvents session-1 --json > session-1.json",
         ),
         formatter_class=raw,
@@ -175,6 +181,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     show.add_argument("session", metavar="SESSION", help="session id")
     show.add_argument("--last", type=int, metavar="N", help="only the latest N messages")
     show.add_argument("--json", action="store_true", help="print a JSON list of message dicts")
+    show.add_argument(
+        "--full",
+        action="store_true",
+        help=f"print texts longer than {SHOW_LIMIT:,} characters in full",
+    )
     show.set_defaults(func=run_show)
 
     export = subparsers.add_parser(
@@ -260,14 +271,32 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 # -- show ---------------------------------------------------------------------------------------
 
 
+def shorten(value: Any, limit: int | None) -> Any:
+    """``value`` with every string longer than ``limit`` characters cut to its first ``limit``
+    and a note of how many follow, in lists and dicts too (a base64 image in a content block);
+    ``limit=None`` keeps everything."""
+    if limit is None:
+        return value
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return value
+        return f"{value[:limit]}... ({len(value) - limit:,} more characters)"
+    if isinstance(value, dict):
+        return {key: shorten(item, limit) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [shorten(item, limit) for item in value]
+    return value
+
+
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     return json.dumps(content, ensure_ascii=False, indent=2)
 
 
-def transcript(messages: Iterable[BaseMessage]) -> str:
-    """A readable transcript: a header line per message, then its content indented."""
+def transcript(messages: Iterable[BaseMessage], limit: int | None = None) -> str:
+    """A readable transcript: a header line per message, then its content indented; strings
+    longer than ``limit`` characters are cut short (`shorten`)."""
     blocks = []
     for number, message in enumerate(messages, 1):
         label = f"[{number}] {message.type}"
@@ -278,10 +307,10 @@ def transcript(messages: Iterable[BaseMessage]) -> str:
         if tool_call_id:
             label += f" -> tool call {tool_call_id}"
         lines = [label]
-        body = _text(message.content)
+        body = _text(shorten(message.content, limit))
         lines += ["    " + line for line in body.splitlines() or [""]]
         for call in getattr(message, "tool_calls", None) or []:
-            arguments = json.dumps(call.get("args", {}), ensure_ascii=False)
+            arguments = json.dumps(shorten(call.get("args", {}), limit), ensure_ascii=False)
             lines.append(f"    tool call {call.get('id')}: {call.get('name')}({arguments})")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
@@ -297,7 +326,7 @@ def run_show(args: argparse.Namespace) -> int:
         json.dump(messages_to_dict(messages), sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
     elif messages:
-        print(transcript(messages))
+        print(transcript(messages, None if args.full else SHOW_LIMIT))
     else:
         print(f"session {args.session!r} has no messages", file=sys.stderr)
     return EXIT_OK

@@ -6,13 +6,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from chathist.core.steps import Steps, call, sleep
 from chathist.dynamo.binding import Binding
 from chathist.dynamo.capacity import CapacityMeter
 from chathist.dynamo.client import Sender
-from chathist.errors import StorageError, TableSchemaError
+from chathist.errors import ConfigurationError, StorageError, TableSchemaError
 
 if TYPE_CHECKING:
     import boto3
@@ -127,40 +127,41 @@ def create_table(
     sort_key_name: str = "SK",
     kms_key_id: str | None = None,
     wait: bool = True,
+    layout: Literal["events", "list"] = "events",
 ) -> bool:
-    """Create the composite-key table of the event layout, with on-demand billing.
+    """Create the composite-key table of the event layout, with on-demand billing
+    (``layout="list"``: LangChain's table instead, a string hash key only, one item per session:
+    what a rollback writes into).
 
     Waits until the table is active and turns on TTL on ``ttl_key_name`` when ``ttl`` is true.
     ``kms_key_id`` encrypts the table at rest with that customer managed KMS key. Returns True if
     it created the table, False (and logs why) if a table of the right schema already exists;
     raises `TableSchemaError` if the existing table has another key schema.
     """
+    if layout not in ("events", "list"):
+        raise ConfigurationError(f"layout must be 'events' or 'list', got {layout!r}")
     binding = Binding.resolve(table_name, endpoint_url, region_name, boto3_session)
+    keys = [(primary_key_name, "HASH")]
+    if layout == "events":
+        keys.append((sort_key_name, "RANGE"))
     return Sender(binding, CapacityMeter()).run(
-        _create(binding, ttl, ttl_key_name, primary_key_name, sort_key_name, kms_key_id, wait)
+        _create(binding, keys, ttl, ttl_key_name, kms_key_id, wait)
     )
 
 
 def _create(
     binding: Binding,
+    keys: list[tuple[str, str]],
     ttl: bool,
     ttl_key_name: str,
-    primary_key_name: str,
-    sort_key_name: str,
     kms_key_id: str | None,
     wait: bool,
 ) -> Steps[bool]:
     table_name = binding.table_name
     request: dict[str, Any] = {
         "TableName": table_name,
-        "AttributeDefinitions": [
-            {"AttributeName": primary_key_name, "AttributeType": "S"},
-            {"AttributeName": sort_key_name, "AttributeType": "S"},
-        ],
-        "KeySchema": [
-            {"AttributeName": primary_key_name, "KeyType": "HASH"},
-            {"AttributeName": sort_key_name, "KeyType": "RANGE"},
-        ],
+        "AttributeDefinitions": [{"AttributeName": k, "AttributeType": "S"} for k, _ in keys],
+        "KeySchema": [{"AttributeName": k, "KeyType": kind} for k, kind in keys],
         "BillingMode": "PAY_PER_REQUEST",
     }
     if kms_key_id:
@@ -179,8 +180,14 @@ def _create(
     forget_key_schema(binding)
     if not created:
         schema = yield from key_schema(binding)
-        check_event_schema(schema, table_name, primary_key_name, sort_key_name, creating=True)
-        log.info("table %r already exists with the event-layout key schema", table_name)
+        if len(keys) == 2:
+            check_event_schema(schema, table_name, keys[0][0], keys[1][0], creating=True)
+        elif schema != KeySchema(keys[0][0], "S"):
+            raise TableSchemaError(
+                f"table {table_name!r} has key schema {schema}; LangChain's list layout needs"
+                f" {KeySchema(keys[0][0], 'S')}"
+            )
+        log.info("table %r already exists with the key schema asked for", table_name)
     if wait or ttl:
         yield from _wait_active(table_name)
     if ttl:
