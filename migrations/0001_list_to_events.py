@@ -56,7 +56,7 @@ def rollback(config: MigrationConfig, *, on_progress: ProgressCallback | None = 
 def main(argv: list[str] | None = None) -> int:
     """``python -m chathist.migrations.0001_list_to_events migrate|rollback OPTIONS``: the CLI
     command."""
-    from chathist.cli import main as cli_main
+    from chathist.cli.main import main as cli_main
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in ("migrate", "rollback"):

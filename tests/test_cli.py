@@ -29,7 +29,8 @@ from langchain_core.messages import (
 
 from chathist import DynamoDBChatMessageHistory, create_table
 from chathist.cli import main
-from chathist.commands.sessions import import_plan, item_size
+from chathist.cli.sessions import import_plan
+from chathist.core.sizes import item_size
 from tests.helpers import create_list_table
 
 if TYPE_CHECKING:
@@ -386,7 +387,7 @@ def test_show_cuts_long_values_short_unless_full(
     dynamodb_endpoint: str | None, table_name: str
 ) -> None:
     """An 800 KB base64 image prints as its start and a count; --full and --json keep it."""
-    from chathist.commands.sessions import SHOW_LIMIT
+    from chathist.cli.sessions import SHOW_LIMIT
 
     image = "iVBORw0KGgo" + "A" * 800_000
     picture = HumanMessage(

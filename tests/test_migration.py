@@ -56,8 +56,8 @@ from chathist.migration import (
 from tests.helpers import create_list_table
 
 REPO = Path(__file__).resolve().parent.parent
-HAVE_CLI = (REPO / "chathist" / "cli.py").is_file()
-needs_cli = pytest.mark.skipif(not HAVE_CLI, reason="chathist/cli.py is not there yet")
+HAVE_CLI = (REPO / "chathist" / "cli" / "main.py").is_file()
+needs_cli = pytest.mark.skipif(not HAVE_CLI, reason="chathist/cli/ is not there yet")
 
 BULK_SESSIONS = 2000
 EXPIRED_SESSIONS = 10
@@ -732,7 +732,7 @@ def test_resume_after_a_kill_between_stage_and_commit(
 
 
 def test_progress_line_shows_rates_and_eta() -> None:
-    from chathist.commands.migrate import ProgressLine
+    from chathist.cli.migrate import ProgressLine
     from chathist.migration import Report
 
     stream = io.StringIO()
@@ -909,7 +909,7 @@ def test_overwrite_replaces_an_item_without_a_history_list(
 
 
 def test_exit_codes_say_what_went_wrong() -> None:
-    from chathist.commands.migrate import exit_code, outcome
+    from chathist.cli.migrate import exit_code, outcome
     from chathist.migration import Report
 
     def report(**counts: Any) -> Report:
@@ -944,7 +944,7 @@ def test_interrupted_migration_prints_what_was_done_and_resumes(
     """Ctrl-C (a KeyboardInterrupt, here raised in a worker after its 4th session) ends the
     run with the partial report, a hint that a re-run resumes, and exit 130."""
     from chathist.cli import main
-    from chathist.commands.migrate import ProgressLine
+    from chathist.cli.migrate import ProgressLine
 
     source, target = new_table("list"), new_table("events")
     create_list_table(boto3_client, source)

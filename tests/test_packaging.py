@@ -117,7 +117,7 @@ def test_wheel_holds_every_module_and_nothing_outside_chathist(release: Release)
         top_level = wheel.read(f"{info}/top_level.txt").decode().split()
     expected = {f"chathist/{f}" for f in _source_files(ROOT / "chathist")}
     expected |= {f"chathist/migrations/{f}" for f in _source_files(ROOT / "migrations")}
-    assert {"chathist/py.typed", "chathist/commands/__init__.py"} <= expected
+    assert {"chathist/py.typed", "chathist/cli/main.py"} <= expected
     assert "chathist/migrations/0001_list_to_events.py" in expected
     assert {n for n in names if not n.startswith(f"{info}/")} == expected
     installed = {row[0].split("/")[0] for row in csv.reader(io.StringIO(record)) if row}

@@ -1,14 +1,13 @@
 """The ``chathist`` command line: one entry point, one subcommand module per topic.
 
-Each module named in `COMMAND_MODULES` defines ``register(subparsers, common)``; it adds its
-parsers with ``parents=[common]`` and ``set_defaults(func=handler)``, where ``handler(args)``
-returns the exit code. A listed module that is not installed yet is skipped.
+Each module in `COMMAND_MODULES` defines ``register(subparsers, common)``; it adds its parsers
+with ``parents=[common]`` and ``set_defaults(func=handler)``, where ``handler(args)`` returns the
+exit code. Every error reaches `main` as one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import traceback
@@ -18,7 +17,16 @@ from types import ModuleType
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from chathist.commands import CommandError
+from chathist.cli import local, migrate, sessions, tables
+from chathist.cli.common import (
+    EXIT_DIFFERENCES,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+)
+from chathist.dynamo.binding import ENDPOINT_ENV
 from chathist.errors import ChatHistoryError
 from chathist.local import LocalDatabaseError
 
@@ -33,21 +41,7 @@ __all__ = [
     "main",
 ]
 
-COMMAND_MODULES: tuple[str, ...] = (
-    "chathist.commands.local",
-    "chathist.commands.tables",
-    "chathist.commands.sessions",
-    "chathist.commands.migrate",
-)
-
-ENDPOINT_ENV = "CHATHIST_ENDPOINT_URL"
-"""Environment variable giving the default of ``--endpoint-url``."""
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_DIFFERENCES = 3
-EXIT_INTERRUPTED = 130
+COMMAND_MODULES: tuple[ModuleType, ...] = (local, tables, sessions, migrate)
 
 EPILOG = """\
 connection options (every command):
@@ -97,17 +91,6 @@ def common_parser() -> argparse.ArgumentParser:
     return common
 
 
-def _load_command_modules() -> list[ModuleType]:
-    modules = []
-    for name in COMMAND_MODULES:
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    return modules
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every available subcommand registered."""
     from chathist import __version__
@@ -122,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chathist {__version__}")
     common = common_parser()
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in _load_command_modules():
+    for module in COMMAND_MODULES:
         module.register(subparsers, common)
     return parser
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,21 +19,25 @@ from typing import Any, TextIO
 
 from langchain_core.messages import BaseMessage, messages_from_dict, messages_to_dict
 
-from chathist.commands import (
+from chathist.cli.common import (
+    EXIT_ERROR,
+    EXIT_OK,
     CommandError,
     Progress,
     connection_options,
     describe,
     example_epilog,
 )
+from chathist.core.sizes import item_size
+from chathist.dynamo.binding import Binding
+from chathist.dynamo.capacity import CapacityMeter
+from chathist.dynamo.client import Sender
+from chathist.dynamo.paging import Cursor
+from chathist.dynamo.tables import KeySchema, key_schema
 from chathist.history import DynamoDBChatMessageHistory
-from chathist.models import Binding, dynamodb_client, event_model
-from chathist.tables import KeySchema, describe_key_schema
 
-__all__ = ["SHOW_LIMIT", "ImportOutcome", "import_plan", "item_size", "register", "shorten"]
+__all__ = ["SHOW_LIMIT", "ImportOutcome", "import_plan", "register", "shorten"]
 
-EXIT_OK = 0
-EXIT_ERROR = 1
 
 SHOW_LIMIT = 2000
 """Characters of one value `chathist show` prints before it cuts it short (without --full)."""
@@ -46,14 +52,15 @@ class Target:
     def __init__(self, args: argparse.Namespace, table: str) -> None:
         self.table = table
         self.connection = connection_options(args)
-        self.binding = Binding(
+        self.binding = Binding.resolve(
             table,
             self.connection["endpoint_url"],
             self.connection["region_name"],
             self.connection["boto3_session"],
         )
+        self.sender = Sender(self.binding, CapacityMeter())
         self.history_key: str = getattr(args, "history_key", None) or "History"
-        self.schema: KeySchema = describe_key_schema(self.binding)
+        self.schema: KeySchema = self.sender.run(key_schema(self.binding))
 
     @property
     def layout(self) -> str:
@@ -74,38 +81,24 @@ class Target:
             **self.connection,
         )
 
-    def client(self) -> Any:
-        """The botocore client this table's model uses."""
-        return dynamodb_client(event_model(self.binding))
-
     def scan(self, *, keys_only: bool, segments: int) -> Iterator[dict[str, Any]]:
         """Every item (or only its hash key), by a parallel Scan of ``segments`` segments.
 
-        Each segment pages on its own; items come out as segments deliver them.
+        Items come out as the segments deliver their pages, a few pages at a time: memory stays
+        flat however large the table is.
         """
-        client = self.client()
         base: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
         if keys_only:
             base["ProjectionExpression"] = "#h"
             base["ExpressionAttributeNames"] = {"#h": self.schema.hash_key}
-
-        def one_segment(segment: int) -> list[dict[str, Any]]:
-            request = dict(base, Segment=segment, TotalSegments=segments)
-            items: list[dict[str, Any]] = []
-            while True:
-                page = client.scan(**request)
-                items.extend(page.get("Items", []))
-                last = page.get("LastEvaluatedKey")
-                if not last:
-                    return items
-                request["ExclusiveStartKey"] = last
-
+        cursors = [
+            Cursor("Scan", dict(base, Segment=segment, TotalSegments=segments))
+            for segment in range(segments)
+        ]
         if segments == 1:
-            yield from one_segment(0)
+            yield from self.sender.items(cursors[0])
             return
-        with ThreadPoolExecutor(max_workers=min(segments, 16)) as pool:
-            for items in pool.map(one_segment, range(segments)):
-                yield from items
+        yield from _interleave(self.sender, cursors)
 
     def session_ids(self, segments: int) -> list[str]:
         """Every session id in the table, sorted (a keys-only parallel Scan, deduplicated)."""
@@ -120,21 +113,55 @@ class Target:
 
     def session_items(self, session_id: str) -> Iterator[dict[str, Any]]:
         """The raw items of one session (a paged Query)."""
-        client = self.client()
-        request: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "#h = :h",
-            "ExpressionAttributeNames": {"#h": self.schema.hash_key},
-            "ExpressionAttributeValues": {":h": {"S": session_id}},
-            "ConsistentRead": True,
-        }
-        while True:
-            page = client.query(**request)
-            yield from page.get("Items", [])
-            last = page.get("LastEvaluatedKey")
-            if not last:
-                return
-            request["ExclusiveStartKey"] = last
+        cursor = Cursor(
+            "Query",
+            {
+                "TableName": self.table,
+                "KeyConditionExpression": "#h = :h",
+                "ExpressionAttributeNames": {"#h": self.schema.hash_key},
+                "ExpressionAttributeValues": {":h": {"S": session_id}},
+                "ConsistentRead": True,
+            },
+        )
+        return self.sender.items(cursor)
+
+
+_DONE = object()
+
+
+def _interleave(sender: Sender, cursors: list[Cursor]) -> Iterator[dict[str, Any]]:
+    """The pages of ``cursors``, fetched by one thread each (at most 16 at a time) and handed
+    over through a small queue, so at most a few pages are held at once."""
+    pages: queue.Queue[Any] = queue.Queue(maxsize=4)
+    stop = threading.Event()
+
+    def fetch(cursor: Cursor) -> None:
+        try:
+            while not stop.is_set() and (page := sender.run(cursor.next_page())) is not None:
+                pages.put(page)
+        except BaseException as exc:  # handed to the reader
+            pages.put(exc)
+        finally:
+            pages.put(_DONE)
+
+    with ThreadPoolExecutor(max_workers=min(len(cursors), 16)) as pool:
+        for cursor in cursors:
+            pool.submit(fetch, cursor)
+        running = len(cursors)
+        try:
+            while running:
+                page = pages.get()
+                if page is _DONE:
+                    running -= 1
+                elif isinstance(page, BaseException):
+                    raise page
+                else:
+                    yield from page
+        finally:
+            stop.set()
+            while running:  # let blocked fetchers finish
+                if pages.get() is _DONE:
+                    running -= 1
 
 
 def _add_table_options(parser: argparse.ArgumentParser) -> None:
@@ -462,32 +489,6 @@ def _import(target: Target, stream: TextIO, name: str, ttl: int | None) -> int:
 
 
 # -- stats --------------------------------------------------------------------------------------
-
-
-def _value_size(value: dict[str, Any]) -> int:
-    """Bytes of one attribute value by DynamoDB's item-size rules (numbers approximated)."""
-    (kind, data), *_ = value.items()
-    if kind == "S":
-        return len(data.encode("utf-8"))
-    if kind == "B":
-        return len(data)
-    if kind == "N":
-        digits = data.lstrip("-").replace(".", "").lstrip("0") or "0"
-        return (len(digits) + 1) // 2 + 1
-    if kind in ("BOOL", "NULL"):
-        return 1
-    if kind in ("SS", "NS", "BS"):
-        return sum(_value_size({kind[0]: element}) for element in data)
-    if kind == "L":
-        return 3 + sum(1 + _value_size(element) for element in data)
-    if kind == "M":
-        return 3 + sum(len(k.encode("utf-8")) + 1 + _value_size(v) for k, v in data.items())
-    return len(json.dumps(data))
-
-
-def item_size(item: dict[str, Any]) -> int:
-    """Approximate stored size of a raw DynamoDB item: attribute names plus values."""
-    return sum(len(name.encode("utf-8")) + _value_size(value) for name, value in item.items())
 
 
 @dataclass

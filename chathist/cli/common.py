@@ -1,4 +1,4 @@
-"""Helpers shared by the ``chathist`` subcommands: connection options, errors, progress."""
+"""What the ``chathist`` subcommands share: exit codes, connection options, errors, progress."""
 
 from __future__ import annotations
 
@@ -9,12 +9,24 @@ import time
 from typing import Any, TextIO
 
 __all__ = [
+    "EXIT_DIFFERENCES",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
     "CommandError",
     "Progress",
     "connection_options",
     "describe",
     "example_epilog",
 ]
+
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_DIFFERENCES = 3
+EXIT_INTERRUPTED = 130
 
 
 class CommandError(Exception):

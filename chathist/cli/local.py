@@ -9,7 +9,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from chathist.commands import describe, example_epilog
+from chathist.cli.common import describe, example_epilog
 from chathist.local import LOCAL_CREDENTIALS, DynamoDBLocal
 
 __all__ = ["register"]

@@ -16,8 +16,16 @@ import threading
 import time
 from typing import Any, TextIO
 
-from chathist.cli import EXIT_DIFFERENCES, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
-from chathist.commands import CommandError, connection_options, describe, example_epilog
+from chathist.cli.common import (
+    EXIT_DIFFERENCES,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CommandError,
+    connection_options,
+    describe,
+    example_epilog,
+)
 from chathist.migration import MigrationConfig, MigrationInterrupted, Report
 
 __all__ = [

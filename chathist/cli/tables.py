@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from chathist.commands import CommandError, connection_options, describe, example_epilog
+from chathist.cli.common import CommandError, connection_options, describe, example_epilog
 from chathist.dynamo.tables import create_table
 
 __all__ = ["register"]
@@ -74,4 +74,3 @@ def run_create_table(args: argparse.Namespace) -> int:
     ttl = f"; TTL on {args.ttl_key_name}" if args.ttl else ""
     print(f"table {args.table}: {state}{ttl}")
     return 0
-
