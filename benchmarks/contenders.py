@@ -24,7 +24,8 @@ from langchain_core.messages import BaseMessage, message_to_dict, messages_from_
 
 import chathist
 from benchmarks.meter import HookMeter, Usage
-from chathist.models import Binding, dynamodb_client, event_model
+from chathist.dynamo.binding import Binding
+from chathist.dynamo.client import client_for
 
 TRANSACTION_ITEMS = 100
 
@@ -112,7 +113,7 @@ class Chathist(Contender):
                 )
             else:
                 create_hash_only_table(self.endpoint_url, self.region, self.table)
-        client = dynamodb_client(event_model(Binding(self.table, self.endpoint_url, self.region)))
+        client = client_for(Binding.resolve(self.table, self.endpoint_url, self.region))
         self.meter.attach(client, ask_for_capacity=False)
 
     def open(self, session_id: str, history_size: int | None = None) -> Handle:

@@ -17,7 +17,8 @@ import chathist
 from benchmarks.contenders import Contender, LangChain, create_hash_only_table
 from benchmarks.meter import HookMeter
 from benchmarks.workload import Sizes, make_messages, spread
-from chathist.models import Binding, dynamodb_client, event_model
+from chathist.dynamo.binding import Binding
+from chathist.dynamo.client import client_for
 
 
 def migration_throughput(
@@ -43,10 +44,8 @@ def migration_throughput(
         target = f"{prefix}-target-{turn}"
         chathist.create_table(target, endpoint_url=endpoint, region_name=region)
         meter = HookMeter()
-        binding = Binding(target, endpoint, region)
-        # migrate_list_to_events builds its target model with explicit names: the same key.
-        model = event_model(binding, "SessionId", "SK", "History", "expireAt")
-        meter.attach(dynamodb_client(model), ask_for_capacity=False)
+        # the migration sends through the one client of the target's binding
+        meter.attach(client_for(Binding.resolve(target, endpoint, region)), ask_for_capacity=False)
         config = MigrationConfig(
             source=source, target=target, endpoint_url=endpoint, region_name=region
         )

@@ -307,10 +307,12 @@ def interleaved_reads(
 
 
 PROFILED = {
-    "chathist.store.to_event (PynamoDB from_raw_data + Event)": ("chathist/store.py", "to_event"),
-    "  pynamodb Model.from_raw_data": ("pynamodb/models.py", "from_raw_data"),
-    "chathist fold (TailFold.feed)": ("chathist/fold.py", "feed"),
-    "chathist.codec.decode_message": ("chathist/codec.py", "decode_message"),
+    "chathist EventItems.to_event (attribute map -> Event)": (
+        "chathist/dynamo/items.py",
+        "to_event",
+    ),
+    "chathist fold (TailFold.feed)": ("chathist/core/fold.py", "feed"),
+    "chathist.core.codec.decode_message": ("chathist/core/codec.py", "decode_message"),
     "botocore request + response parsing (_make_api_call)": (
         "botocore/client.py",
         "_make_api_call",
