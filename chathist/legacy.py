@@ -96,7 +96,7 @@ from chathist.errors import (
     UnsupportedValueError,
 )
 from chathist.events import Event
-from chathist.models import Binding, dynamodb_client, event_model
+from chathist.models import Binding, botocore_failure, dynamodb_client, event_model
 from chathist.store import EventStore
 
 __all__ = [
@@ -382,7 +382,8 @@ class ListStore:
                 raise
             raise StorageError(f"{operation} on {self.table_name!r} failed: {exc}") from exc
         except BotoCoreError as exc:
-            raise StorageError(f"{operation} on {self.table_name!r} failed: {exc}") from exc
+            failure = botocore_failure(exc, self._binding.endpoint_url)
+            raise StorageError(f"{operation} on {self.table_name!r} failed: {failure}") from exc
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -574,5 +575,6 @@ def commit_migration(
             return Outcome.LEGACY_CHANGED
         return Outcome.SEQUENCE_TAKEN
     except BotoCoreError as exc:
-        raise StorageError(f"lazy migration of session {session!r} failed: {exc}") from exc
+        failure = botocore_failure(exc, store.model.Meta.host)
+        raise StorageError(f"lazy migration of session {session!r} failed: {failure}") from exc
     return Outcome.DONE

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chathist.errors import StorageError, TableNotFoundError, TableSchemaError
-from chathist.models import Binding, dynamodb_client, event_model
+from chathist.models import Binding, botocore_failure, dynamodb_client, event_model
 
 if TYPE_CHECKING:
     import boto3
@@ -78,7 +78,8 @@ def describe_key_schema(binding: Binding) -> KeySchema:
             ) from exc
         raise StorageError(f"cannot describe table {binding.table_name!r}: {exc}") from exc
     except BotoCoreError as exc:
-        raise StorageError(f"cannot describe table {binding.table_name!r}: {exc}") from exc
+        failure = botocore_failure(exc, binding.endpoint_url)
+        raise StorageError(f"cannot describe table {binding.table_name!r}: {failure}") from exc
     schema = _parse(description)
     with _schemas_lock:
         _schemas[binding] = schema
@@ -160,7 +161,8 @@ def create_table(
         if ttl:
             _enable_ttl(client, table_name, ttl_key_name)
     except (ClientError, BotoCoreError) as exc:
-        raise StorageError(f"cannot create table {table_name!r}: {exc}") from exc
+        failure = botocore_failure(exc, binding.endpoint_url)
+        raise StorageError(f"cannot create table {table_name!r}: {failure}") from exc
     return created
 
 

@@ -324,6 +324,53 @@ def test_attribute_names_that_collide_with_internal_ones_are_refused(
         )
 
 
+BAD_ENDPOINTS: list[tuple[str, str]] = [
+    ("127.0.0.1:18811", "did you mean http://127.0.0.1:18811?"),
+    ("localhost:8000", "did you mean http://localhost:8000?"),
+    ("ftp://127.0.0.1:8000", "http:// or https://"),
+    ("http://", "http:// or https://"),
+    ("http://bad host:8000", "http:// or https://"),
+]
+
+
+def test_endpoint_urls_botocore_cannot_use_are_configuration_errors_with_a_hint(
+    monkeypatch: pytest.MonkeyPatch, tried: Tried
+) -> None:
+    for url, hint in BAD_ENDPOINTS:
+        for build in (
+            lambda url: DynamoDBChatMessageHistory("T", "s", endpoint_url=url),
+            lambda url: create_table("T", endpoint_url=url),
+        ):
+            with pytest.raises(ConfigurationError, match=re.escape(hint)) as caught:
+                build(url)
+            assert url in str(caught.value)
+            tried.refused("endpoint URLs refused")
+        monkeypatch.setenv("CHATHIST_ENDPOINT_URL", url)
+        with pytest.raises(ConfigurationError, match=r"\$CHATHIST_ENDPOINT_URL"):
+            DynamoDBChatMessageHistory("T", "s")
+        monkeypatch.delenv("CHATHIST_ENDPOINT_URL")
+        tried.refused("endpoint URLs refused")
+
+
+def test_other_values_botocore_refuses_when_building_a_client_are_configuration_errors(
+    dynamodb_endpoint: str | None, tried: Tried
+) -> None:
+    import boto3
+
+    endpoint = dynamodb_endpoint or "https://dynamodb.us-east-1.amazonaws.com"
+    for build in (
+        lambda: DynamoDBChatMessageHistory("T", "s", endpoint, region_name="us east 1"),
+        lambda: DynamoDBChatMessageHistory(
+            "T", "s", endpoint, boto3_session=boto3.Session(region_name="us east 1")
+        ),
+        lambda: create_table("T", endpoint_url=endpoint, region_name="us east 1"),
+    ):
+        with pytest.raises(ConfigurationError, match="us east 1") as caught:
+            build()
+        assert isinstance(caught.value.__cause__, ValueError)
+        tried.refused("regions refused")
+
+
 # -- messages --------------------------------------------------------------------------------------
 
 

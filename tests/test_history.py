@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import string
 import threading
@@ -18,6 +19,7 @@ from chathist import (
     ConfigurationError,
     DynamoDBChatMessageHistory,
     InvalidSessionIdError,
+    StorageError,
     TableNotFoundError,
     TableSchemaError,
     UnsupportedValueError,
@@ -25,7 +27,7 @@ from chathist import (
 )
 from chathist.events import SEQ_WIDTH
 from chathist.models import Binding, dynamodb_client, event_model
-from tests.helpers import partition_items
+from tests.helpers import partition_items, without_aws_credentials
 from tests.test_codec import every_message_type
 
 History = Callable[..., DynamoDBChatMessageHistory]
@@ -582,8 +584,68 @@ def test_a_clear_that_runs_during_a_read_gives_the_cleared_history(
 def test_no_region_anywhere_is_a_configuration_error(
     table_name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "CHATHIST_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     with pytest.raises(ConfigurationError, match="region"):
         DynamoDBChatMessageHistory(f"{table_name}-noregion", "s")
+
+
+def test_chathist_endpoint_url_is_the_default_endpoint_below_an_explicit_one(
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    boto3_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if dynamodb_endpoint is None:
+        pytest.skip("needs an endpoint URL (DynamoDB Local)")
+    name = f"chathist-test-env-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("CHATHIST_ENDPOINT_URL", dynamodb_endpoint)
+    try:
+        assert create_table(name, region_name=dynamodb_region)  # no endpoint_url: the variable's
+        h = DynamoDBChatMessageHistory(name, "s", region_name=dynamodb_region)
+        h.add_user_message("via the environment")
+        assert [m.content for m in stored_messages(boto3_client, name)] == ["via the environment"]
+        assert Binding(name) == Binding(name, dynamodb_endpoint)
+        # An explicit endpoint_url wins over the variable.
+        monkeypatch.setenv("CHATHIST_ENDPOINT_URL", "http://127.0.0.1:9")
+        explicit = DynamoDBChatMessageHistory(
+            name, "s", dynamodb_endpoint, region_name=dynamodb_region
+        )
+        assert [m.content for m in explicit.messages] == ["via the environment"]
+        # Read when the history is built: changing the variable later changes nothing for it.
+        monkeypatch.setenv("CHATHIST_ENDPOINT_URL", dynamodb_endpoint)
+        later = DynamoDBChatMessageHistory(name, "s", region_name=dynamodb_region)
+        monkeypatch.setenv("CHATHIST_ENDPOINT_URL", "http://127.0.0.1:9")
+        assert [m.content for m in later.messages] == ["via the environment"]
+    finally:
+        with contextlib.suppress(Exception):
+            boto3_client.delete_table(TableName=name)
+
+
+def stored_messages(client: Any, table: str, session: str = "s") -> list[BaseMessage]:
+    """The messages of ``session`` as stored, decoded from the raw items (no chathist reader)."""
+    from chathist.codec import decode_message
+
+    return [
+        decode_message(item["codec"]["S"], item["History"]["S"])
+        for item in stored_items(client, table, session)
+        if item["event"]["S"] == "message"
+    ]
+
+
+def test_missing_credentials_for_an_endpoint_say_that_any_keys_do(
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+) -> None:
+    if dynamodb_endpoint is None:
+        pytest.skip("needs an endpoint URL (DynamoDB Local)")
+    without_aws_credentials(monkeypatch, tmp_path)
+    table = f"chathist-test-nokeys-{uuid.uuid4().hex[:8]}"  # a new table: a new client
+    h = DynamoDBChatMessageHistory(table, "s", dynamodb_endpoint, region_name=dynamodb_region)
+    with pytest.raises(StorageError, match="AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local"):
+        _ = h.messages
+    with pytest.raises(StorageError, match="any keys do"):
+        create_table(table, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
