@@ -84,7 +84,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from langchain_core.messages import BaseMessage, messages_from_dict, messages_to_dict
 
 from chathist.capacity import CapacityMeter
-from chathist.codec import check_json_value
+from chathist.codec import check_json_value, exact_number
 from chathist.errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -179,9 +179,16 @@ def _dynamodb_number(value: int | float, path: str) -> int | Decimal:
 
 
 def to_dynamodb_numbers(value: Any, *, coerce_float_to_decimal: bool, path: str = "message") -> Any:
-    """``value`` (checked JSON) with floats as Decimal, ready for boto3's TypeSerializer."""
+    """``value`` (checked JSON) with floats as Decimal, ready for boto3's TypeSerializer.
+
+    A Decimal (a number read back by boto3) is stored as the int or float of the same value
+    (`chathist.codec.exact_number`), and so reads back as that; it needs no
+    ``coerce_float_to_decimal``, which is about floats that may read back as ints.
+    """
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
+    if isinstance(value, Decimal):
+        return _dynamodb_number(exact_number(value, path), path)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise UnsupportedValueError(f"{path}: {value!r} cannot be stored (NaN and infinity)")

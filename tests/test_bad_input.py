@@ -398,7 +398,13 @@ BAD_MESSAGES: list[tuple[str, Callable[[], Any]]] = [
     ("object()", lambda: HumanMessage("x", additional_kwargs={"o": object()})),
     ("set", lambda: HumanMessage("x", additional_kwargs={"s": {1, 2}})),
     ("datetime", lambda: HumanMessage("x", additional_kwargs={"t": datetime.datetime.now()})),
-    ("Decimal", lambda: HumanMessage("x", additional_kwargs={"d": decimal.Decimal("1.5")})),
+    (
+        "Decimal no float equals",
+        lambda: HumanMessage(
+            "x", additional_kwargs={"d": decimal.Decimal("0.1000000000000000001")}
+        ),
+    ),
+    ("Decimal NaN", lambda: HumanMessage("x", additional_kwargs={"d": decimal.Decimal("NaN")})),
     ("complex", lambda: HumanMessage("x", additional_kwargs={"c": 1j})),
     ("nesting 300 deep", lambda: HumanMessage("x", additional_kwargs={"deep": _nested(300)})),
     ("lone surrogate in content", lambda: HumanMessage("a\ud800b")),

@@ -228,6 +228,28 @@ def test_numbers_come_back_as_int_and_float_never_decimal(listed: History) -> No
     assert type(nested["x"]) is float and nested["y"] == [3, 4.5]
 
 
+def test_decimals_are_stored_as_the_int_or_float_of_the_same_value(listed: History) -> None:
+    """What boto3 (and so LangChain's class) reads back can be written again, with or without
+    coerce_float_to_decimal."""
+    read_back = AIMessage(
+        "n", response_metadata={"n": Decimal("3"), "t": Decimal("0.7"), "e": Decimal("1E+2")}
+    )
+    for coerce in (False, True):
+        history = listed(session_id=f"decimals-{coerce}", coerce_float_to_decimal=coerce)
+        history.add_message(read_back)
+        (back,) = history.messages
+        assert back.response_metadata == {"n": 3, "t": 0.7, "e": 100}
+        types = {name: type(value) for name, value in back.response_metadata.items()}
+        assert types == {"n": int, "t": float, "e": int}
+        with pytest.raises(UnsupportedValueError, match=r"response_metadata\.x.*no float"):
+            history.add_message(
+                AIMessage("", response_metadata={"x": Decimal("0.1000000000000000000001")})
+            )
+        with pytest.raises(UnsupportedValueError, match=r"response_metadata\.x.*NaN"):
+            history.add_message(AIMessage("", response_metadata={"x": Decimal("NaN")}))
+        assert len(history.messages) == 1
+
+
 def test_floats_need_coerce_float_to_decimal(
     listed: History, boto3_client: Any, hash_table: str
 ) -> None:
@@ -387,6 +409,27 @@ def test_legacy_converters_round_trip_through_dynamodb_types(
                 same_kinds(x, y)
 
     same_kinds(kwargs, back[0].additional_kwargs)
+
+
+@given(
+    stored=st.decimals(allow_nan=False, allow_infinity=False)
+    | st.floats(allow_nan=False, allow_infinity=False).map(lambda f: Decimal(repr(f)))
+    | st.integers().map(Decimal)
+)
+def test_a_decimal_round_trips_through_the_list_layout_equal_in_value_or_is_refused(
+    stored: Decimal,
+) -> None:
+    message = AIMessage("x", response_metadata={"n": stored})
+    try:
+        entries = messages_to_legacy([message], coerce_float_to_decimal=False)
+    except UnsupportedValueError:
+        return
+    written = [TypeDeserializer().deserialize(TypeSerializer().serialize(e)) for e in entries]
+    number = messages_from_legacy(written)[0].response_metadata["n"]
+    if type(number) is int:
+        assert Decimal(number) == stored
+    else:
+        assert type(number) is float and Decimal(repr(number)) == stored
 
 
 def test_legacy_converters_refuse_what_dynamodb_cannot_hold() -> None:
