@@ -98,6 +98,7 @@ from chathist.errors import (
 from chathist.events import Event
 from chathist.models import Binding, botocore_failure, dynamodb_client, event_model
 from chathist.store import EventStore
+from chathist.tables import check_item_key, describe_key_schema
 
 __all__ = [
     "MIGRATED_ATTRIBUTE",
@@ -354,6 +355,7 @@ class ListStore:
             self._raw_key = {name: self._serializer.serialize(v) for name, v in key.items()}
         except TypeError as exc:
             raise ConfigurationError(f"key {dict(key)!r} is not a DynamoDB key: {exc}") from exc
+        self._key_checked = False
 
     @property
     def client(self) -> Any:
@@ -362,8 +364,23 @@ class ListStore:
 
     # -- requests -------------------------------------------------------------------------------
 
+    def _check_key(self) -> None:
+        """Check the key against the table's key schema (looked up once per process) before
+        the first request, so a mismatch is a `TableSchemaError` that says what to do instead
+        of DynamoDB's "number of conditions on the keys is invalid" or "type mismatch"."""
+        if self._key_checked:
+            return
+        try:
+            schema = describe_key_schema(self._binding)
+        except TableNotFoundError as exc:
+            raise TableNotFoundError(f"table {self.table_name!r} does not exist") from exc
+        types = {name: next(iter(value)) for name, value in self._raw_key.items()}
+        check_item_key(schema, self.table_name, types)
+        self._key_checked = True
+
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         kwargs.setdefault("TableName", self.table_name)
+        self._check_key()
         try:
             return self.meter.call(self.client, operation, **kwargs)
         except ClientError as exc:

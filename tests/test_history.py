@@ -649,3 +649,33 @@ def test_missing_credentials_for_an_endpoint_say_that_any_keys_do(
         _ = h.messages
     with pytest.raises(StorageError, match="any keys do"):
         create_table(table, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+
+
+def test_create_table_over_a_langchain_table_says_to_migrate_into_a_new_one(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, list_table: str
+) -> None:
+    with pytest.raises(TableSchemaError) as caught:
+        create_table(list_table, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    text = str(caught.value)
+    assert f"chathist migrate --source {list_table} --target NEW_NAME" in text
+    assert "layout=" not in text  # create_table takes no layout
+
+
+def test_the_event_layout_on_a_table_with_a_numeric_hash_key_is_a_schema_error(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any
+) -> None:
+    name = f"chathist-test-numeric-{uuid.uuid4().hex[:8]}"
+    keys = [("SessionId", "N", "HASH"), ("SK", "S", "RANGE")]
+    boto3_client.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": n, "AttributeType": t} for n, t, _ in keys],
+        KeySchema=[{"AttributeName": n, "KeyType": k} for n, _, k in keys],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    try:
+        h = DynamoDBChatMessageHistory(name, "s", dynamodb_endpoint, region_name=dynamodb_region)
+        with pytest.raises(TableSchemaError, match="needs string keys") as caught:
+            h.add_user_message("x")
+        assert "layout='list'" not in str(caught.value)
+    finally:
+        boto3_client.delete_table(TableName=name)

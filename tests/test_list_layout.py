@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -24,6 +26,7 @@ from chathist import (
     UnsupportedValueError,
 )
 from chathist.legacy import VERSION_ATTRIBUTE, messages_from_legacy, messages_to_legacy
+from chathist.models import Binding, dynamodb_client, event_model
 from tests.helpers import list_table_named
 
 History = Callable[..., DynamoDBChatMessageHistory]
@@ -157,6 +160,65 @@ def test_wrong_hash_key_name_is_a_schema_error(
     history = DynamoDBChatMessageHistory(hash_table, "s", dynamodb_endpoint, primary_key_name="Id")
     with pytest.raises(TableSchemaError, match="primary_key_name='SessionId'"):
         history.add_user_message("x")
+
+
+def test_a_table_whose_keys_do_not_fit_the_list_layout_is_a_schema_error_before_any_request(
+    boto3_client: Any, dynamodb_endpoint: str | None, table_name: str
+) -> None:
+    # An event table (composite key) asked for the list layout.
+    listed_on_events = DynamoDBChatMessageHistory(table_name, "s", dynamodb_endpoint, layout="list")
+    sent: list[str] = []
+    client = dynamodb_client(event_model(Binding(table_name, dynamodb_endpoint)))
+    client.meta.events.register(
+        "before-call.dynamodb.*", lambda model, **_: sent.append(model.name)
+    )
+    for action in (
+        lambda: listed_on_events.messages,
+        lambda: listed_on_events.add_user_message("x"),
+    ):
+        with pytest.raises(TableSchemaError, match="layout='events'") as caught:
+            action()
+        assert "RANGE SK (S)" in str(caught.value)
+    assert sent == ["DescribeTable"]  # asked once, and nothing was sent to the item
+    assert boto3_client.scan(TableName=table_name)["Count"] == 0
+    # A hash key that is a number, in the list layout and in auto (which picks the list layout).
+    with numeric_hash_table(boto3_client) as numeric:
+        for options in ({"layout": "list"}, {}):
+            history = DynamoDBChatMessageHistory(numeric, "s", dynamodb_endpoint, **options)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                with pytest.raises(TableSchemaError, match="SessionId is a number in the table"):
+                    history.add_user_message("x")
+                with pytest.raises(TableSchemaError, match="pass key="):
+                    history.messages  # noqa: B018
+        # ... which a key of the table's type addresses, as with LangChain's class.
+        by_number = DynamoDBChatMessageHistory(
+            numeric, "s", dynamodb_endpoint, key={"SessionId": 7}
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            by_number.add_user_message("numbered")
+        assert by_number.messages == [HumanMessage("numbered")]
+        item = boto3_client.get_item(TableName=numeric, Key={"SessionId": {"N": "7"}})
+        assert "Item" in item
+
+
+@contextlib.contextmanager
+def numeric_hash_table(client: Any) -> Iterator[str]:
+    """A fresh table whose only key is a number (``SessionId``, type N)."""
+    name = f"chathist-test-numeric-{uuid.uuid4().hex[:8]}"
+    client.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "SessionId", "AttributeType": "N"}],
+        KeySchema=[{"AttributeName": "SessionId", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.get_waiter("table_exists").wait(TableName=name)
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(Exception):
+            client.delete_table(TableName=name)
 
 
 # -- format and options --------------------------------------------------------------------------
