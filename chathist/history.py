@@ -28,7 +28,7 @@ from chathist.fold import TailFold
 from chathist.legacy import ListItem, ListStore, Outcome, commit_migration, messages_from_legacy
 from chathist.models import INTERNAL_NAMES, Binding, event_model
 from chathist.store import EventStore, SequenceTaken
-from chathist.tables import check_event_schema, describe_key_schema
+from chathist.tables import check_event_schema, describe_key_schema, move_sessions
 from chathist.writes import CLEAR, ITEM_LIMIT, Limits, Plan, item_overhead, plan_write
 
 if TYPE_CHECKING:
@@ -51,8 +51,8 @@ def _warn_list_layout(binding: Binding, reason: str, stacklevel: int) -> None:
     name = binding.table_name
     warnings.warn(
         f"table {name!r}: {reason}, so chathist uses LangChain's list layout, one item per"
-        " session, which cannot grow past DynamoDB's 400 KB item limit. Move the table to the"
-        f" event layout: chathist migrate --source {name} --target {name}-events",
+        " session, which cannot grow past DynamoDB's 400 KB item limit. To move its sessions to"
+        f" the event layout: {move_sessions(name, f'{name}-events')}",
         UserWarning,
         stacklevel=stacklevel + 1,
     )

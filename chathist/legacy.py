@@ -98,7 +98,7 @@ from chathist.errors import (
 from chathist.events import Event
 from chathist.models import Binding, botocore_failure, dynamodb_client, event_model
 from chathist.store import EventStore
-from chathist.tables import check_item_key, describe_key_schema
+from chathist.tables import check_item_key, describe_key_schema, move_sessions
 
 __all__ = [
     "MIGRATED_ATTRIBUTE",
@@ -393,7 +393,7 @@ class ListStore:
                     f"list-layout session {self.key} of table {self.table_name!r} would grow past"
                     " DynamoDB's 400 KB item limit; nothing was written and the stored history is"
                     " unchanged. Move the table to chathist's event layout, which has no size"
-                    f" limit: `chathist migrate --source {self.table_name} --target NEW_TABLE`"
+                    f" limit: {move_sessions(self.table_name, 'NEW_TABLE')}"
                 ) from exc
             if code == "ValidationException" and (
                 "match the schema" in text or "Missing the key" in text

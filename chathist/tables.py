@@ -23,6 +23,7 @@ __all__ = [
     "create_table",
     "describe_key_schema",
     "forget_key_schema",
+    "move_sessions",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,13 @@ def forget_key_schema(binding: Binding) -> None:
 
 
 _TYPE_NAMES = {"S": "a string", "N": "a number", "B": "binary"}
+
+
+def move_sessions(source: str, target: str) -> str:
+    """The commands that move the sessions of list-layout table ``source`` into a new event
+    table ``target`` (``chathist migrate`` needs the target to exist)."""
+    create = f"`chathist create-table {target}`"
+    return f"{create}, then `chathist migrate --source {source} --target {target}`"
 
 
 def check_event_schema(
@@ -204,9 +212,8 @@ def create_table(
         if not created:
             schema = describe_key_schema(binding)
             list_table = (
-                "it is a LangChain list-layout table: create the event table under another"
-                " name, then move the sessions into it with"
-                f" `chathist migrate --source {table_name} --target NEW_NAME`"
+                "it is a LangChain list-layout table: give the event table another name; to"
+                f" move the sessions into it: {move_sessions(table_name, 'NEW_NAME')}"
             )
             fix = None if schema.composite else list_table
             check_event_schema(schema, table_name, primary_key_name, sort_key_name, fix=fix)

@@ -657,7 +657,8 @@ def test_create_table_over_a_langchain_table_says_to_migrate_into_a_new_one(
     with pytest.raises(TableSchemaError) as caught:
         create_table(list_table, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
     text = str(caught.value)
-    assert f"chathist migrate --source {list_table} --target NEW_NAME" in text
+    assert "`chathist create-table NEW_NAME`" in text
+    assert f"`chathist migrate --source {list_table} --target NEW_NAME`" in text
     assert "layout=" not in text  # create_table takes no layout
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import re
+import shlex
 import threading
 import time
 import uuid
@@ -25,6 +27,7 @@ from chathist import (
     TableSchemaError,
     UnsupportedValueError,
 )
+from chathist.cli import main
 from chathist.legacy import VERSION_ATTRIBUTE, messages_from_legacy, messages_to_legacy
 from chathist.models import Binding, dynamodb_client, event_model
 from tests.helpers import list_table_named
@@ -102,6 +105,31 @@ def test_notebook_code_runs_unchanged_on_a_hash_only_table_and_warns_once(
         item = raw_item(boto3_client, table, {"SessionId": "0"})
         assert item is not None
         assert [entry["M"]["type"]["S"] for entry in item["History"]["L"]] == ["human", "ai"]
+
+
+def test_the_warnings_commands_run_verbatim_move_the_sessions(
+    boto3_client: Any, dynamodb_endpoint: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with list_table_named(boto3_client) as table:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            history = DynamoDBChatMessageHistory(table, "0", dynamodb_endpoint)
+            history.add_messages([HumanMessage("hi!"), AIMessage("whats up?")])
+        (warning,) = [str(w.message) for w in caught if table in str(w.message)]
+        commands = re.findall(r"`(chathist [^`]+)`", warning)
+        assert [c.split()[1] for c in commands] == ["create-table", "migrate"]
+        target = f"{table}-events"
+        try:
+            for command in commands:
+                endpoint = (
+                    [] if dynamodb_endpoint is None else ["--endpoint-url", dynamodb_endpoint]
+                )
+                assert main([*shlex.split(command)[1:], *endpoint]) == 0, capsys.readouterr()
+            moved = DynamoDBChatMessageHistory(target, "0", dynamodb_endpoint, layout="events")
+            assert moved.messages == [HumanMessage("hi!"), AIMessage("whats up?")]
+        finally:
+            with contextlib.suppress(Exception):
+                boto3_client.delete_table(TableName=target)
 
 
 def test_auto_with_a_key_dict_is_the_list_layout_and_warns_once(
@@ -353,6 +381,9 @@ def test_an_append_past_400_kb_fails_cleanly_and_leaves_the_item_intact(
     with pytest.raises(ItemTooLargeError, match="chathist migrate --source") as raised:
         history.add_user_message(chunk)
     assert "400 KB" in str(raised.value)
+    assert f"`chathist create-table NEW_TABLE`, then `chathist migrate --source {hash_table}" in (
+        str(raised.value)
+    )
     assert raw_item(boto3_client, hash_table, {"SessionId": "s"}) == before
     assert [m.content[0] for m in history.messages] == ["0", "1", "2"]
     truncating = listed(history_size=10)
