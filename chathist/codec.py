@@ -115,7 +115,7 @@ def check_json_value(value: Any, path: str = "message", depth: int = 0) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise UnsupportedValueError(
-                    f"{path}: dict key {key!r} is a {type(key).__name__}; keys must be strings"
+                    f"{path}: dict key {key!r} has type {type(key).__name__}; keys must be strings"
                 )
             check_json_value(item, f"{path}.{key}", depth + 1)
         return
@@ -124,7 +124,7 @@ def check_json_value(value: Any, path: str = "message", depth: int = 0) -> None:
             check_json_value(item, f"{path}[{index}]", depth + 1)
         return
     raise UnsupportedValueError(
-        f"{path}: a {type(value).__name__} is not JSON (use str, int, float, bool, None, "
+        f"{path}: type {type(value).__name__} is not JSON (use str, int, float, bool, None, "
         "list or dict; encode bytes as base64 text)"
     )
 
@@ -154,7 +154,7 @@ def encode_message(
     """
     if not isinstance(message, BaseMessage):
         raise UnsupportedValueError(
-            f"expected a LangChain BaseMessage, got a {type(message).__name__}"
+            f"expected a LangChain BaseMessage, got {type(message).__name__}"
         )
     raw = _json_bytes(message_to_dict(message))
     if compress_threshold is not None and len(raw) > compress_threshold:

@@ -146,7 +146,7 @@ def messages_from_legacy(items: list[dict[str, Any]]) -> list[BaseMessage]:
     """
     if not isinstance(items, list):
         raise CorruptHistoryError(
-            f"the history attribute is a {type(items).__name__}, not a list of messages"
+            f"the history attribute is of type {type(items).__name__}, not a list of messages"
         )
     converted = from_dynamodb_numbers(items)
     for index, entry in enumerate(converted):
@@ -216,7 +216,7 @@ def to_dynamodb_numbers(value: Any, *, coerce_float_to_decimal: bool, path: str 
             )
             for index, item in enumerate(value)
         ]
-    raise UnsupportedValueError(f"{path}: a {type(value).__name__} is not JSON")
+    raise UnsupportedValueError(f"{path}: type {type(value).__name__} is not JSON")
 
 
 def messages_to_legacy(
@@ -227,13 +227,13 @@ def messages_to_legacy(
     Raises `UnsupportedValueError` for a value the list layout cannot store (see the module
     docstring), before anything is written.
     """
+    messages = list(messages)  # read once: an iterator would be empty the second time
     for index, message in enumerate(messages):
         if not isinstance(message, BaseMessage):
             raise UnsupportedValueError(
-                f"messages[{index}]: expected a LangChain BaseMessage, got a"
-                f" {type(message).__name__}"
+                f"messages[{index}]: expected a LangChain BaseMessage, got {type(message).__name__}"
             )
-    entries = messages_to_dict(list(messages))
+    entries = messages_to_dict(messages)
     result: list[dict[str, Any]] = []
     for index, entry in enumerate(entries):
         path = f"messages[{index}]"

@@ -708,3 +708,56 @@ def test_hostile_session_ids_work_or_are_refused(
         record(SECTION, test, "session ids refused")
         record(SECTION, test, "writes", wrote)
         assert wrote == 0
+
+
+def test_add_messages_given_one_message_or_no_sequence_says_so(
+    history_factory: Callable[..., DynamoDBChatMessageHistory],
+    table_name: str,
+    boto3_client: Any,
+    list_table: str,
+    tried: Tried,
+) -> None:
+    for history in (
+        history_factory("one", **EVENTS),
+        history_factory("one", table=list_table, layout="list"),
+    ):
+        with pytest.raises(UnsupportedValueError) as caught:
+            history.add_messages(HumanMessage("x"))  # type: ignore[arg-type]
+        assert str(caught.value) == (
+            "add_messages takes a sequence of messages, got a single HumanMessage; use add_message"
+        )
+        for bad, name in (("hello", "str"), (None, "NoneType"), ({"type": "human"}, "dict")):
+            with pytest.raises(UnsupportedValueError, match=f"sequence of messages, got {name}$"):
+                history.add_messages(bad)  # type: ignore[arg-type]
+            tried.refused("add_messages arguments refused")
+        assert history.messages == []
+    assert scan_count(boto3_client, table_name) == 0
+    assert scan_count(boto3_client, list_table) == 0
+
+
+def test_type_names_in_errors_have_no_wrong_article(
+    history_factory: Callable[..., DynamoDBChatMessageHistory], list_table: str
+) -> None:
+    errors: list[str] = []
+    with pytest.raises(InvalidSessionIdError) as session_error:
+        history_factory(42)
+    errors.append(str(session_error.value))
+    for history in (
+        history_factory("s", **EVENTS),
+        history_factory("s", table=list_table, layout="list"),
+    ):
+        for bad in (
+            HumanMessage("x", additional_kwargs={"m": {1: "one"}}),
+            HumanMessage("x", additional_kwargs={"o": object()}),
+            HumanMessage("x", additional_kwargs={"e": ...}),
+        ):
+            with pytest.raises(UnsupportedValueError) as caught:
+                history.add_message(bad)
+            errors.append(str(caught.value))
+        with pytest.raises(UnsupportedValueError) as caught:
+            history.add_messages([1])  # type: ignore[list-item]
+        errors.append(str(caught.value))
+    assert "session_id must be a str, got int" in errors[0]
+    for text in errors:
+        assert not re.search(r"\ba (int|object|ellipsis)\b", text), text
+    assert any("got int" in text for text in errors[1:])

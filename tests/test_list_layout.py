@@ -368,6 +368,16 @@ def test_history_size_keeps_only_the_latest_messages(
     history.add_messages([HumanMessage(str(n)) for n in range(10, 15)])  # more than history_size
     assert [m.content for m in history.messages] == ["12", "13", "14"]
     assert [m.content for m in listed().messages] == ["12", "13", "14"]
+    unlimited = listed(history_size=0)  # 0 means no limit, as in LangChain's class
+    unlimited.add_messages([HumanMessage(str(n)) for n in range(20, 25)])
+    assert len(unlimited.messages) == 8
+    assert len(raw_item(boto3_client, hash_table, {"SessionId": "s"})["History"]["L"]) == 8  # type: ignore[index]
+
+
+def test_add_messages_takes_any_iterable_of_messages_once(listed: History) -> None:
+    history = listed()
+    history.add_messages(m for m in [HumanMessage("from"), AIMessage("a generator")])  # type: ignore[arg-type]
+    assert history.messages == [HumanMessage("from"), AIMessage("a generator")]
 
 
 def test_an_append_past_400_kb_fails_cleanly_and_leaves_the_item_intact(
