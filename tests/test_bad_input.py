@@ -353,7 +353,7 @@ def test_endpoint_urls_botocore_cannot_use_are_configuration_errors_with_a_hint(
 
 
 def test_other_values_botocore_refuses_when_building_a_client_are_configuration_errors(
-    dynamodb_endpoint: str | None, tried: Tried
+    dynamodb_endpoint: str | None, tried: Tried, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     import boto3
 
@@ -369,6 +369,11 @@ def test_other_values_botocore_refuses_when_building_a_client_are_configuration_
             build()
         assert isinstance(caught.value.__cause__, ValueError)
         tried.refused("regions refused")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    with pytest.raises(ConfigurationError, match="no-such-profile"):
+        DynamoDBChatMessageHistory(f"T-{uuid.uuid4().hex[:8]}", "s", endpoint)  # a new client
+    tried.refused("profiles refused")
 
 
 # -- messages --------------------------------------------------------------------------------------
