@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,13 +22,14 @@ from chathist.errors import (
     CorruptHistoryError,
     InvalidSessionIdError,
     TableSchemaError,
+    UnsupportedValueError,
 )
 from chathist.events import Event, sort_key
 from chathist.fold import TailFold
 from chathist.legacy import ListItem, ListStore, Outcome, commit_migration, messages_from_legacy
 from chathist.models import INTERNAL_NAMES, Binding, event_model
 from chathist.store import EventStore, SequenceTaken
-from chathist.tables import check_event_schema, describe_key_schema
+from chathist.tables import check_event_schema, describe_key_schema, move_sessions
 from chathist.writes import CLEAR, ITEM_LIMIT, Limits, Plan, item_overhead, plan_write
 
 if TYPE_CHECKING:
@@ -51,8 +52,8 @@ def _warn_list_layout(binding: Binding, reason: str, stacklevel: int) -> None:
     name = binding.table_name
     warnings.warn(
         f"table {name!r}: {reason}, so chathist uses LangChain's list layout, one item per"
-        " session, which cannot grow past DynamoDB's 400 KB item limit. Move the table to the"
-        f" event layout: chathist migrate --source {name} --target {name}-events",
+        " session, which cannot grow past DynamoDB's 400 KB item limit. To move its sessions to"
+        f" the event layout: {move_sessions(name, f'{name}-events')}",
         UserWarning,
         stacklevel=stacklevel + 1,
     )
@@ -74,7 +75,7 @@ TRUST_NEXT_SEQ = 300
 def validate_session_id(session_id: object) -> str:
     """Return ``session_id`` if it can be a partition key value, else raise."""
     if not isinstance(session_id, str):
-        raise InvalidSessionIdError(f"session_id must be a str, got a {type(session_id).__name__}")
+        raise InvalidSessionIdError(f"session_id must be a str, got {type(session_id).__name__}")
     if not session_id:
         raise InvalidSessionIdError("session_id must not be empty")
     try:
@@ -86,6 +87,21 @@ def validate_session_id(session_id: object) -> str:
             f"session_id is {size} bytes in UTF-8; DynamoDB keys hold at most {MAX_KEY_BYTES}"
         )
     return session_id
+
+
+def _message_list(messages: object) -> list[BaseMessage]:
+    """``add_messages``' argument as a list; `UnsupportedValueError` if it is not a sequence
+    (one message would otherwise be iterated as its fields, and a string as its characters)."""
+    if isinstance(messages, BaseMessage):
+        raise UnsupportedValueError(
+            "add_messages takes a sequence of messages, got a single"
+            f" {type(messages).__name__}; use add_message"
+        )
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
+        raise UnsupportedValueError(
+            f"add_messages takes a sequence of messages, got {type(messages).__name__}"
+        )
+    return list(messages)
 
 
 def _optional_count(name: str, value: object) -> int | None:
@@ -131,7 +147,8 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
       ``ttl_key_name``); expired items are never returned, even before DynamoDB deletes them.
       Tombstones of ``clear()`` never expire, so cleared messages cannot come back.
     - ``history_size``: ``messages`` returns only the latest N messages, reading about N items.
-      All messages stay stored (``clear()`` removes them).
+      All messages stay stored (``clear()`` removes them). None or 0 (in both layouts, as in
+      LangChain's class): every message.
     - ``history_messages_key``: the attribute holding each event's (uncompressed) payload.
     - ``coerce_float_to_decimal``: accepted for compatibility; floats are always stored exactly,
       as JSON, and read back as floats, so there is nothing to coerce.
@@ -333,6 +350,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append ``messages`` atomically and contiguously: all or none, in this order."""
+        messages = _message_list(messages)
         if self._list_layout():
             assert self._list is not None
             self._list.append(messages)

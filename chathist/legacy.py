@@ -84,7 +84,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from langchain_core.messages import BaseMessage, messages_from_dict, messages_to_dict
 
 from chathist.capacity import CapacityMeter
-from chathist.codec import check_json_value
+from chathist.codec import check_json_value, exact_number
 from chathist.errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -96,8 +96,9 @@ from chathist.errors import (
     UnsupportedValueError,
 )
 from chathist.events import Event
-from chathist.models import Binding, dynamodb_client, event_model
+from chathist.models import Binding, botocore_failure, dynamodb_client, event_model
 from chathist.store import EventStore
+from chathist.tables import check_item_key, describe_key_schema, move_sessions
 
 __all__ = [
     "MIGRATED_ATTRIBUTE",
@@ -145,7 +146,7 @@ def messages_from_legacy(items: list[dict[str, Any]]) -> list[BaseMessage]:
     """
     if not isinstance(items, list):
         raise CorruptHistoryError(
-            f"the history attribute is a {type(items).__name__}, not a list of messages"
+            f"the history attribute is of type {type(items).__name__}, not a list of messages"
         )
     converted = from_dynamodb_numbers(items)
     for index, entry in enumerate(converted):
@@ -179,9 +180,16 @@ def _dynamodb_number(value: int | float, path: str) -> int | Decimal:
 
 
 def to_dynamodb_numbers(value: Any, *, coerce_float_to_decimal: bool, path: str = "message") -> Any:
-    """``value`` (checked JSON) with floats as Decimal, ready for boto3's TypeSerializer."""
+    """``value`` (checked JSON) with floats as Decimal, ready for boto3's TypeSerializer.
+
+    A Decimal (a number read back by boto3) is stored as the int or float of the same value
+    (`chathist.codec.exact_number`), and so reads back as that; it needs no
+    ``coerce_float_to_decimal``, which is about floats that may read back as ints.
+    """
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
+    if isinstance(value, Decimal):
+        return _dynamodb_number(exact_number(value, path), path)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise UnsupportedValueError(f"{path}: {value!r} cannot be stored (NaN and infinity)")
@@ -208,7 +216,7 @@ def to_dynamodb_numbers(value: Any, *, coerce_float_to_decimal: bool, path: str 
             )
             for index, item in enumerate(value)
         ]
-    raise UnsupportedValueError(f"{path}: a {type(value).__name__} is not JSON")
+    raise UnsupportedValueError(f"{path}: type {type(value).__name__} is not JSON")
 
 
 def messages_to_legacy(
@@ -219,13 +227,13 @@ def messages_to_legacy(
     Raises `UnsupportedValueError` for a value the list layout cannot store (see the module
     docstring), before anything is written.
     """
+    messages = list(messages)  # read once: an iterator would be empty the second time
     for index, message in enumerate(messages):
         if not isinstance(message, BaseMessage):
             raise UnsupportedValueError(
-                f"messages[{index}]: expected a LangChain BaseMessage, got a"
-                f" {type(message).__name__}"
+                f"messages[{index}]: expected a LangChain BaseMessage, got {type(message).__name__}"
             )
-    entries = messages_to_dict(list(messages))
+    entries = messages_to_dict(messages)
     result: list[dict[str, Any]] = []
     for index, entry in enumerate(entries):
         path = f"messages[{index}]"
@@ -347,6 +355,7 @@ class ListStore:
             self._raw_key = {name: self._serializer.serialize(v) for name, v in key.items()}
         except TypeError as exc:
             raise ConfigurationError(f"key {dict(key)!r} is not a DynamoDB key: {exc}") from exc
+        self._key_checked = False
 
     @property
     def client(self) -> Any:
@@ -355,8 +364,23 @@ class ListStore:
 
     # -- requests -------------------------------------------------------------------------------
 
+    def _check_key(self) -> None:
+        """Check the key against the table's key schema (looked up once per process) before
+        the first request, so a mismatch is a `TableSchemaError` that says what to do instead
+        of DynamoDB's "number of conditions on the keys is invalid" or "type mismatch"."""
+        if self._key_checked:
+            return
+        try:
+            schema = describe_key_schema(self._binding)
+        except TableNotFoundError as exc:
+            raise TableNotFoundError(f"table {self.table_name!r} does not exist") from exc
+        types = {name: next(iter(value)) for name, value in self._raw_key.items()}
+        check_item_key(schema, self.table_name, types)
+        self._key_checked = True
+
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         kwargs.setdefault("TableName", self.table_name)
+        self._check_key()
         try:
             return self.meter.call(self.client, operation, **kwargs)
         except ClientError as exc:
@@ -369,7 +393,7 @@ class ListStore:
                     f"list-layout session {self.key} of table {self.table_name!r} would grow past"
                     " DynamoDB's 400 KB item limit; nothing was written and the stored history is"
                     " unchanged. Move the table to chathist's event layout, which has no size"
-                    f" limit: `chathist migrate --source {self.table_name} --target NEW_TABLE`"
+                    f" limit: {move_sessions(self.table_name, 'NEW_TABLE')}"
                 ) from exc
             if code == "ValidationException" and (
                 "match the schema" in text or "Missing the key" in text
@@ -382,7 +406,8 @@ class ListStore:
                 raise
             raise StorageError(f"{operation} on {self.table_name!r} failed: {exc}") from exc
         except BotoCoreError as exc:
-            raise StorageError(f"{operation} on {self.table_name!r} failed: {exc}") from exc
+            failure = botocore_failure(exc, self._binding.endpoint_url)
+            raise StorageError(f"{operation} on {self.table_name!r} failed: {failure}") from exc
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -574,5 +599,6 @@ def commit_migration(
             return Outcome.LEGACY_CHANGED
         return Outcome.SEQUENCE_TAKEN
     except BotoCoreError as exc:
-        raise StorageError(f"lazy migration of session {session!r} failed: {exc}") from exc
+        failure = botocore_failure(exc, store.model.Meta.host)
+        raise StorageError(f"lazy migration of session {session!r} failed: {failure}") from exc
     return Outcome.DONE

@@ -8,12 +8,15 @@ between two tables, endpoints, regions or credentials. `event_model` builds one 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from botocore.config import Config
-from botocore.exceptions import NoRegionError
+from botocore.exceptions import BotoCoreError, NoCredentialsError, NoRegionError
+from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
 from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
 from pynamodb.models import Model
 
@@ -22,33 +25,78 @@ from chathist.errors import ConfigurationError
 if TYPE_CHECKING:
     import boto3
 
-__all__ = ["INTERNAL_NAMES", "Binding", "EventModel", "dynamodb_client", "event_model"]
+__all__ = [
+    "ENDPOINT_ENV",
+    "INTERNAL_NAMES",
+    "LOCAL_CREDENTIALS_HINT",
+    "Binding",
+    "EventModel",
+    "botocore_failure",
+    "dynamodb_client",
+    "event_model",
+]
 
+ENDPOINT_ENV: Final = "CHATHIST_ENDPOINT_URL"
+"""Environment variable giving the endpoint URL wherever none is passed (`chathist local`
+prints an ``export`` of it): below an explicit ``endpoint_url``, above AWS's defaults."""
 LOCAL_DEFAULT_REGION = "us-east-1"
 MAX_RETRY_ATTEMPTS = 8
 """botocore retries (with exponential backoff) for throttling, 5xx and dropped connections."""
+LOCAL_CREDENTIALS_HINT: Final = (
+    "for DynamoDB Local any keys do: export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local"
+)
+NO_REGION: Final = (
+    "no AWS region: pass region_name=, use a boto3_session with a region, or set AWS_DEFAULT_REGION"
+)
+
+
+def _checked_endpoint_url(url: object, origin: str = "") -> str:
+    """``url`` if botocore can use it as an endpoint, else `ConfigurationError` with a hint
+    (``origin`` says where it came from); botocore itself raises a bare ValueError later."""
+    if not isinstance(url, str):
+        raise ConfigurationError(f"endpoint_url must be a str, got {type(url).__name__}")
+    scheme, separator, _ = url.partition("://")
+    if scheme.lower() in ("http", "https") and (
+        is_valid_endpoint_url(url) or is_valid_ipv6_endpoint_url(url)
+    ):
+        return url
+    if not separator:
+        hint = f"it has no scheme; did you mean http://{url}?"
+    else:
+        hint = "it needs http:// or https:// and a host, e.g. http://127.0.0.1:8000"
+    raise ConfigurationError(f"invalid endpoint URL {url!r}{origin}: {hint}")
 
 
 @dataclass(frozen=True)
 class Binding:
-    """Where a table lives and how to reach it: everything a model class is specific to."""
+    """Where a table lives and how to reach it: everything a model class is specific to.
+
+    Resolved once, here: without ``endpoint_url``, ``$CHATHIST_ENDPOINT_URL`` (`ENDPOINT_ENV`)
+    if set; ``region`` is ``region_name``, else the boto3 session's, the environment's, or
+    ``us-east-1`` with an endpoint. Equality and hashing use these resolved values only.
+    """
 
     table_name: str
     endpoint_url: str | None = None
     region_name: str | None = None
     boto3_session: boto3.Session | None = None
+    region: str | None = field(init=False, default=None)
 
-    @property
-    def region(self) -> str | None:
-        """The region to use: given, else the boto3 session's, the environment's, or a default."""
-        if self.region_name:
-            return self.region_name
-        if self.boto3_session is not None and self.boto3_session.region_name:
-            return self.boto3_session.region_name
-        env = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        if env:
-            return env
-        return LOCAL_DEFAULT_REGION if self.endpoint_url else None
+    def __post_init__(self) -> None:
+        endpoint, origin = self.endpoint_url, ""
+        if not endpoint:
+            endpoint, origin = os.environ.get(ENDPOINT_ENV) or None, f" (from ${ENDPOINT_ENV})"
+        if endpoint is not None:
+            endpoint = _checked_endpoint_url(endpoint, origin)
+        object.__setattr__(self, "endpoint_url", endpoint)
+        region = (
+            self.region_name
+            or (self.boto3_session.region_name if self.boto3_session is not None else None)
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or (LOCAL_DEFAULT_REGION if endpoint else None)
+        )
+        object.__setattr__(self, "region", region)
 
     def __hash__(self) -> int:
         return hash((self.table_name, self.endpoint_url, self.region, id(self.boto3_session)))
@@ -136,21 +184,38 @@ def _event_model(
     if binding.boto3_session is not None:
         # Use the caller's boto3 session (and its refreshable credentials) for every request.
         connection = model._get_connection().connection
-        connection._client = binding.boto3_session.client(  # type: ignore[assignment]
-            "dynamodb",
-            endpoint_url=binding.endpoint_url,
-            region_name=binding.region,
-            config=_retry_config(),
-        )
+        with _client_errors():
+            connection._client = binding.boto3_session.client(  # type: ignore[assignment]
+                "dynamodb",
+                endpoint_url=binding.endpoint_url,
+                region_name=binding.region,
+                config=_retry_config(),
+            )
     return model
+
+
+@contextmanager
+def _client_errors() -> Iterator[None]:
+    """Turn botocore's errors of building a client (no or a bad region, a missing profile, a
+    bad endpoint: bare ValueErrors among them) into `ConfigurationError`."""
+    try:
+        yield
+    except NoRegionError as exc:
+        raise ConfigurationError(NO_REGION) from exc
+    except (BotoCoreError, ValueError) as exc:
+        raise ConfigurationError(f"cannot create a DynamoDB client: {exc}") from exc
 
 
 def dynamodb_client(model: type[Model]) -> Any:
     """The botocore client of ``model``'s cached connection."""
-    try:
+    with _client_errors():
         return model._get_connection().connection.client
-    except NoRegionError as exc:
-        raise ConfigurationError(
-            "no AWS region: pass region_name=, use a boto3_session with a region, or set"
-            " AWS_DEFAULT_REGION"
-        ) from exc
+
+
+def botocore_failure(exc: BaseException, endpoint_url: str | None) -> str:
+    """``exc`` as text for a `StorageError`, with a hint when credentials are missing for an
+    endpoint (DynamoDB Local checks none, but botocore will not send unsigned requests)."""
+    text = str(exc)
+    if endpoint_url and isinstance(exc, NoCredentialsError):
+        text += f" ({LOCAL_CREDENTIALS_HINT})"
+    return text

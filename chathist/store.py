@@ -27,7 +27,7 @@ from chathist.errors import (
     TableSchemaError,
 )
 from chathist.events import MAX_SEQ, Event, format_seq, parse_key, parse_seq, sort_key, stage_prefix
-from chathist.models import EventModel, dynamodb_client
+from chathist.models import EventModel, botocore_failure, dynamodb_client
 
 __all__ = ["EventStore", "SequenceTaken"]
 
@@ -102,7 +102,8 @@ class EventStore:
                 raise  # the caller tells a lost race from a retried write of its own
             raise StorageError(f"{operation} on {self.table_name!r} failed: {exc}") from exc
         except BotoCoreError as exc:
-            raise StorageError(f"{operation} on {self.table_name!r} failed: {exc}") from exc
+            failure = botocore_failure(exc, self.model.Meta.host)
+            raise StorageError(f"{operation} on {self.table_name!r} failed: {failure}") from exc
 
     def _key(self, session: str, key: str) -> dict[str, Any]:
         return {self.hash_name: {"S": session}, self.range_name: {"S": key}}

@@ -56,3 +56,22 @@ def list_table_named(
     finally:
         with contextlib.suppress(Exception):
             client.delete_table(TableName=name)
+
+
+def without_aws_credentials(monkeypatch: Any, folder: Any) -> None:
+    """Leave botocore no credentials to find (``monkeypatch``: pytest's; ``folder``: an empty
+    directory for the config files that do not exist): no keys, no profile, no metadata."""
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(folder / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(folder / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
