@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.chat_history import BaseChatMessageHistory
@@ -30,6 +30,21 @@ if TYPE_CHECKING:
 __all__ = ["DynamoDBChatMessageHistory", "Layout", "validate_session_id"]
 
 T = TypeVar("T")
+
+
+def _message_list(messages: object) -> list[BaseMessage]:
+    """``add_messages``' argument as a list; `UnsupportedValueError` if it is not a sequence
+    (one message would otherwise be iterated as its fields, and a string as its characters)."""
+    if isinstance(messages, BaseMessage):
+        raise UnsupportedValueError(
+            "add_messages takes a sequence of messages, got a single"
+            f" {type(messages).__name__}; use add_message"
+        )
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
+        raise UnsupportedValueError(
+            f"add_messages takes a sequence of messages, got {type(messages).__name__}"
+        )
+    return list(messages)
 
 
 class DynamoDBChatMessageHistory(BaseChatMessageHistory):
@@ -64,7 +79,8 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
       ``ttl_key_name``); expired items are never returned, even before DynamoDB deletes them.
       Tombstones of ``clear()`` never expire, so cleared messages cannot come back.
     - ``history_size``: ``messages`` returns only the latest N messages, reading about N items.
-      All messages stay stored (``clear()`` removes them).
+      All messages stay stored (``clear()`` removes them). None or 0 (in both layouts, as in
+      LangChain's class): every message.
     - ``history_messages_key``: the attribute holding each event's (uncompressed) payload.
     - ``coerce_float_to_decimal``: accepted for compatibility; floats are always stored exactly,
       as JSON, and read back as floats, so there is nothing to coerce.
@@ -165,12 +181,8 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append ``messages`` atomically and contiguously: all or none, in this order."""
-        if isinstance(messages, BaseMessage) or not isinstance(messages, Sequence):
-            raise UnsupportedValueError(
-                "add_messages takes a sequence of messages, got"
-                f" {type(messages).__name__}; use add_message for one message"
-            )
-        self._run(lambda log: log.append(messages))
+        batch = _message_list(messages)
+        self._run(lambda log: log.append(batch))
 
     def clear(self) -> None:
         """Clear the session. In the event layout: a tombstone first (readers see nothing from

@@ -78,3 +78,28 @@ def transaction_outcome(parsed: dict[str, Any]) -> str:
         return "done"
     codes = [reason.get("Code") for reason in parsed.get("CancellationReasons") or []]
     return "legacy-changed" if codes and codes[-1] == "ConditionalCheckFailed" else "taken"
+
+
+def without_aws_credentials(monkeypatch: Any, folder: Any) -> None:
+    """Leave botocore no credentials to find (``monkeypatch``: pytest's; ``folder``: an empty
+    directory for the config files that do not exist): no keys, no profile, no metadata."""
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(folder / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(folder / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # chathist keeps one botocore session per process, which caches what it found: give this
+    # test a fresh one, and the next test the one it had.
+    from chathist.dynamo import client
+
+    monkeypatch.setattr(client, "_session", None)
+    monkeypatch.setattr(client, "_clients", {})

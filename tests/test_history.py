@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import string
 import threading
@@ -18,6 +19,7 @@ from chathist import (
     ConfigurationError,
     DynamoDBChatMessageHistory,
     InvalidSessionIdError,
+    StorageError,
     TableNotFoundError,
     TableSchemaError,
     UnsupportedValueError,
@@ -26,7 +28,7 @@ from chathist import (
 from chathist.core.events import SEQ_WIDTH
 from chathist.dynamo.binding import Binding
 from chathist.dynamo.client import client_for
-from tests.helpers import hooked, partition_items
+from tests.helpers import hooked, partition_items, without_aws_credentials
 from tests.test_codec import every_message_type
 
 History = Callable[..., DynamoDBChatMessageHistory]
@@ -216,7 +218,8 @@ def test_history_size_returns_the_latest_messages_reading_about_that_many_items(
     )
     assert [m.content for m in window.messages] == [f"m{i}" for i in range(280, 300)]
     assert sum(items_read) <= 22
-    assert [m.content for m in history(history_size=0).messages][-1] == "m299"  # 0 = no limit
+    everything = [m.content for m in history(history_size=0).messages]  # 0: no limit
+    assert everything == [f"m{i}" for i in range(300)]
 
     writer.add_messages([HumanMessage(f"s{i}") for i in range(300)])  # staged, then committed
     items_read.clear()
@@ -584,8 +587,99 @@ def test_a_clear_that_runs_during_a_read_gives_the_cleared_history(
 def test_no_region_anywhere_is_a_configuration_error(
     table_name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "CHATHIST_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     with pytest.raises(ConfigurationError, match="region"):
         DynamoDBChatMessageHistory(f"{table_name}-noregion", "s")
+
+
+def test_chathist_endpoint_url_is_the_default_endpoint_below_an_explicit_one(
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    boto3_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if dynamodb_endpoint is None:
+        pytest.skip("needs an endpoint URL (DynamoDB Local)")
+    name = f"chathist-test-env-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("CHATHIST_ENDPOINT_URL", dynamodb_endpoint)
+    try:
+        assert create_table(name, region_name=dynamodb_region)  # no endpoint_url: the variable's
+        h = DynamoDBChatMessageHistory(name, "s", region_name=dynamodb_region)
+        h.add_user_message("via the environment")
+        assert [m.content for m in stored_messages(boto3_client, name)] == ["via the environment"]
+        assert Binding.resolve(name) == Binding.resolve(name, dynamodb_endpoint)
+        # An explicit endpoint_url wins over the variable.
+        monkeypatch.setenv("CHATHIST_ENDPOINT_URL", "http://127.0.0.1:9")
+        explicit = DynamoDBChatMessageHistory(
+            name, "s", dynamodb_endpoint, region_name=dynamodb_region
+        )
+        assert [m.content for m in explicit.messages] == ["via the environment"]
+        # Read when the history is built: changing the variable later changes nothing for it.
+        monkeypatch.setenv("CHATHIST_ENDPOINT_URL", dynamodb_endpoint)
+        later = DynamoDBChatMessageHistory(name, "s", region_name=dynamodb_region)
+        monkeypatch.setenv("CHATHIST_ENDPOINT_URL", "http://127.0.0.1:9")
+        assert [m.content for m in later.messages] == ["via the environment"]
+    finally:
+        with contextlib.suppress(Exception):
+            boto3_client.delete_table(TableName=name)
+
+
+def stored_messages(client: Any, table: str, session: str = "s") -> list[BaseMessage]:
+    """The messages of ``session`` as stored, decoded from the raw items (no chathist reader)."""
+    from chathist.codec import decode_message
+
+    return [
+        decode_message(item["codec"]["S"], item["History"]["S"])
+        for item in stored_items(client, table, session)
+        if item["event"]["S"] == "message"
+    ]
+
+
+def test_missing_credentials_for_an_endpoint_say_that_any_keys_do(
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+) -> None:
+    if dynamodb_endpoint is None:
+        pytest.skip("needs an endpoint URL (DynamoDB Local)")
+    without_aws_credentials(monkeypatch, tmp_path)
+    table = f"chathist-test-nokeys-{uuid.uuid4().hex[:8]}"  # a new table: a new client
+    h = DynamoDBChatMessageHistory(table, "s", dynamodb_endpoint, region_name=dynamodb_region)
+    with pytest.raises(StorageError, match="AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local"):
+        _ = h.messages
+    with pytest.raises(StorageError, match="any keys do"):
+        create_table(table, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+
+
+def test_create_table_over_a_langchain_table_says_to_migrate_into_a_new_one(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, list_table: str
+) -> None:
+    with pytest.raises(TableSchemaError) as caught:
+        create_table(list_table, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    text = str(caught.value)
+    assert "`chathist create-table NEW_NAME`" in text
+    assert f"`chathist migrate --source {list_table} --target NEW_NAME`" in text
+    assert "layout=" not in text  # create_table takes no layout
+
+
+def test_the_event_layout_on_a_table_with_a_numeric_hash_key_is_a_schema_error(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any
+) -> None:
+    name = f"chathist-test-numeric-{uuid.uuid4().hex[:8]}"
+    keys = [("SessionId", "N", "HASH"), ("SK", "S", "RANGE")]
+    boto3_client.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": n, "AttributeType": t} for n, t, _ in keys],
+        KeySchema=[{"AttributeName": n, "KeyType": k} for n, _, k in keys],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    try:
+        h = DynamoDBChatMessageHistory(name, "s", dynamodb_endpoint, region_name=dynamodb_region)
+        with pytest.raises(TableSchemaError, match="needs string keys") as caught:
+            h.add_user_message("x")
+        assert "layout='list'" not in str(caught.value)
+    finally:
+        boto3_client.delete_table(TableName=name)

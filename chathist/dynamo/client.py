@@ -30,7 +30,7 @@ from chathist.dynamo.paging import Cursor
 from chathist.dynamo.translate import translate
 from chathist.errors import ChatHistoryError, ConfigurationError
 
-__all__ = ["CLIENT_CONFIG", "Sender", "botocore_session", "client_for"]
+__all__ = ["CLIENT_CONFIG", "Sender", "botocore_session", "client_for", "forget_clients"]
 
 T = TypeVar("T")
 
@@ -73,6 +73,15 @@ def botocore_session() -> botocore.session.Session:
         return _session
 
 
+def forget_clients() -> None:
+    """Drop the cached clients and botocore session: histories made afterwards build new ones,
+    which read AWS's environment and files (credentials, profiles) anew."""
+    global _session
+    with _lock:
+        _session = None
+        _clients.clear()
+
+
 def client_for(binding: Binding) -> Any:
     """The botocore DynamoDB client of ``binding``, made once per process (botocore clients
     are thread-safe)."""
@@ -99,11 +108,8 @@ def _make_client(binding: Binding, session: botocore.session.Session) -> Any:
         if binding.boto3_session is not None:
             return binding.boto3_session.client("dynamodb", **options)
         return session.create_client("dynamodb", **options)
-    except (BotoCoreError, ValueError) as exc:
-        error = translate(exc, "CreateClient", {"TableName": binding.table_name})
-        if isinstance(exc, ValueError):
-            error = ConfigurationError(f"cannot connect to {binding.where}: {exc}")
-        raise error from exc
+    except (BotoCoreError, ValueError) as exc:  # a missing profile, a bad region or endpoint
+        raise ConfigurationError(f"cannot create a DynamoDB client: {exc}") from exc
 
 
 class Sender:
