@@ -161,6 +161,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
             delete_legacy=delete_legacy,
         )
         self._sender = Sender(self._options.binding, self._options.meter)
+        _ = self._sender.client  # made now (no request is sent), so bad settings fail here
         self._log: SessionLog | None = None
         self._open_lock = threading.Lock()
         if key is not None and layout == "auto":

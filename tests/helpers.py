@@ -101,5 +101,5 @@ def without_aws_credentials(monkeypatch: Any, folder: Any) -> None:
     # test a fresh one, and the next test the one it had.
     from chathist.dynamo import client
 
-    monkeypatch.setattr(client, "_session", None)
+    monkeypatch.setattr(client, "_sessions", {})
     monkeypatch.setattr(client, "_clients", {})

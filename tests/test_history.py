@@ -628,7 +628,7 @@ def test_chathist_endpoint_url_is_the_default_endpoint_below_an_explicit_one(
 
 def stored_messages(client: Any, table: str, session: str = "s") -> list[BaseMessage]:
     """The messages of ``session`` as stored, decoded from the raw items (no chathist reader)."""
-    from chathist.codec import decode_message
+    from chathist.core.codec import decode_message
 
     return [
         decode_message(item["codec"]["S"], item["History"]["S"])

@@ -46,7 +46,7 @@ def check_endpoint_url(url: object, origin: str = "") -> str:
     raise ConfigurationError(f"invalid endpoint URL {url!r}{origin}: {hint}")
 
 
-def _configured_region(boto3_session: boto3.Session | None) -> str | None:
+def _configured_region(boto3_session: boto3.Session | None, profile: str | None) -> str | None:
     if boto3_session is not None and boto3_session.region_name:
         return str(boto3_session.region_name)
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
@@ -55,7 +55,7 @@ def _configured_region(boto3_session: boto3.Session | None) -> str | None:
     from chathist.dynamo.client import botocore_session
 
     try:
-        configured = botocore_session().get_config_variable("region")
+        configured = botocore_session(profile).get_config_variable("region")
     except BotoCoreError as exc:  # a missing profile, an unreadable config file
         raise ConfigurationError(f"cannot read the AWS configuration: {exc}") from exc
     return str(configured) if configured else None
@@ -72,6 +72,9 @@ class Binding:
     endpoint_url: str | None
     region_name: str
     boto3_session: boto3.Session | None = None
+    profile: str | None = None
+    """The AWS profile (``AWS_PROFILE``) of the default credentials, when no boto3 session is
+    given."""
 
     @classmethod
     def resolve(
@@ -97,7 +100,10 @@ class Binding:
             endpoint, origin = os.environ.get(ENDPOINT_ENV) or None, f" (from ${ENDPOINT_ENV})"
         if endpoint is not None:
             check_endpoint_url(endpoint, origin)
-        region = region_name or _configured_region(boto3_session)
+        profile = None
+        if boto3_session is None:
+            profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE")
+        region = region_name or _configured_region(boto3_session, profile)
         if region is None and endpoint is not None:
             region = LOCAL_DEFAULT_REGION
         if region is None:
@@ -105,11 +111,13 @@ class Binding:
                 "no AWS region: pass region_name=, use a boto3_session with a region, or set"
                 " AWS_DEFAULT_REGION"
             ) from NoRegionError()
-        return cls(table_name, endpoint, region, boto3_session)
+        return cls(table_name, endpoint, region, boto3_session, profile)
 
     def with_table(self, table_name: str) -> Binding:
         """The same connection, another table."""
-        return Binding(table_name, self.endpoint_url, self.region_name, self.boto3_session)
+        return Binding(
+            table_name, self.endpoint_url, self.region_name, self.boto3_session, self.profile
+        )
 
     @property
     def where(self) -> str:

@@ -30,7 +30,7 @@ from chathist.dynamo.paging import Cursor
 from chathist.dynamo.translate import translate
 from chathist.errors import ChatHistoryError, ConfigurationError
 
-__all__ = ["CLIENT_CONFIG", "Sender", "botocore_session", "client_for", "forget_clients"]
+__all__ = ["CLIENT_CONFIG", "Sender", "botocore_session", "client_for"]
 
 T = TypeVar("T")
 
@@ -60,26 +60,18 @@ METERED: Final = frozenset(
 ones, such as DescribeTable, do neither)."""
 
 _lock = threading.Lock()
-_session: botocore.session.Session | None = None
+_sessions: dict[str | None, botocore.session.Session] = {}
 _clients: dict[Binding, Any] = {}
 
 
-def botocore_session() -> botocore.session.Session:
-    """The botocore session every default-credential client is made from (one per process)."""
-    global _session
+def botocore_session(profile: str | None = None) -> botocore.session.Session:
+    """The botocore session that default-credential clients of ``profile`` are made from (one
+    per profile and process)."""
     with _lock:
-        if _session is None:
-            _session = botocore.session.get_session()
-        return _session
-
-
-def forget_clients() -> None:
-    """Drop the cached clients and botocore session: histories made afterwards build new ones,
-    which read AWS's environment and files (credentials, profiles) anew."""
-    global _session
-    with _lock:
-        _session = None
-        _clients.clear()
+        found = _sessions.get(profile)
+        if found is None:
+            found = _sessions[profile] = botocore.session.Session(profile=profile)
+        return found
 
 
 def client_for(binding: Binding) -> Any:
@@ -90,7 +82,7 @@ def client_for(binding: Binding) -> Any:
         found = _clients.get(key)
     if found is not None:
         return found
-    session = botocore_session()
+    session = botocore_session(binding.profile)
     with _lock:
         found = _clients.get(key)
         if found is None:

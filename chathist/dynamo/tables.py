@@ -181,12 +181,12 @@ def create_table(
     if layout not in ("events", "list"):
         raise ConfigurationError(f"layout must be 'events' or 'list', got {layout!r}")
     binding = Binding.resolve(table_name, endpoint_url, region_name, boto3_session)
+    sender = Sender(binding, CapacityMeter())
+    _ = sender.client  # bad settings fail here, as a ConfigurationError
     keys = [(primary_key_name, "HASH")]
     if layout == "events":
         keys.append((sort_key_name, "RANGE"))
-    return Sender(binding, CapacityMeter()).run(
-        _create(binding, keys, ttl, ttl_key_name, kms_key_id, wait)
-    )
+    return sender.run(_create(binding, keys, ttl, ttl_key_name, kms_key_id, wait))
 
 
 def _create(
