@@ -8,6 +8,7 @@ It holds no storage rules of its own.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,6 +19,7 @@ from langchain_core.messages import BaseMessage
 
 from chathist.core.codec import DEFAULT_COMPRESS_THRESHOLD
 from chathist.core.steps import Steps
+from chathist.dynamo import aio
 from chathist.dynamo.capacity import Capacity, CapacityMeter
 from chathist.dynamo.client import Sender
 from chathist.errors import UnsupportedValueError
@@ -199,6 +201,39 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         such leftovers; this only frees their storage (``clear()`` does it too). Event layout
         only."""
         return self._run(lambda log: log.repair(older_than))
+
+    # -- asyncio --------------------------------------------------------------------------------
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        """`messages`, natively async (aiobotocore); without the ``async`` extra, in an
+        executor."""
+        return await self._arun(lambda log: log.read(), lambda: self.messages)
+
+    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """`add_messages`, natively async (aiobotocore); without the extra, in an executor."""
+        batch = _message_list(messages)
+        await self._arun(lambda log: log.append(batch), lambda: self.add_messages(batch))
+
+    async def aclear(self) -> None:
+        """`clear`, natively async (aiobotocore); without the extra, in an executor."""
+        await self._arun(lambda log: log.clear(), self.clear)
+
+    async def arepair(self, older_than: float | None = None) -> int:
+        """`repair`, natively async (aiobotocore); without the extra, in an executor."""
+        return await self._arun(lambda log: log.repair(older_than), lambda: self.repair(older_than))
+
+    async def _arun(self, action: Callable[[SessionLog], Steps[T]], fallback: Callable[[], T]) -> T:
+        """`_run` in the running loop: the same steps, sent by the async sender."""
+        if not aio.AVAILABLE:
+            return await asyncio.get_running_loop().run_in_executor(None, fallback)
+        sender = aio.AsyncSender(self._options.binding, self._options.meter)
+        log = self._log
+        if log is None:
+            opened, warning = await sender.run(open_session(self._options))
+            self._log = log = opened
+            if warning is not None:
+                warnings.warn(warning, UserWarning, stacklevel=3)
+        return await sender.run(action(log))
 
     # -- chathist's additions -------------------------------------------------------------------
 

@@ -103,3 +103,60 @@ def without_aws_credentials(monkeypatch: Any, folder: Any) -> None:
 
     monkeypatch.setattr(client, "_sessions", {})
     monkeypatch.setattr(client, "_clients", {})
+
+
+class AsyncPortal:
+    """An event loop on a thread of its own, so that sync test code can drive the async API:
+    ``portal.run(coroutine)`` waits for its result."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Any) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def close(self) -> None:
+        from chathist.dynamo.aio import aclose_clients
+
+        self.run(aclose_clients())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+def async_driven(portal: AsyncPortal) -> type[Any]:
+    """A `DynamoDBChatMessageHistory` whose sync API runs its async twin in ``portal``'s loop:
+    every behavioural test written against the sync API then checks the async API too."""
+    from chathist import DynamoDBChatMessageHistory
+
+    class AsyncDriven(DynamoDBChatMessageHistory):
+        @property
+        def messages(self) -> Any:
+            return portal.run(self.aget_messages())
+
+        @messages.setter
+        def messages(self, value: Any) -> None:
+            raise NotImplementedError
+
+        def add_messages(self, messages: Any) -> None:
+            portal.run(self.aadd_messages(messages))
+
+        def clear(self) -> None:
+            portal.run(self.aclear())
+
+        def repair(self, older_than: float | None = None) -> int:
+            result: int = portal.run(self.arepair(older_than))
+            return result
+
+        @property
+        def client(self) -> Any:
+            raise AssertionError("a test hooking the sync client is marked sync_only")
+
+    return AsyncDriven

@@ -98,16 +98,17 @@ def tried(request: pytest.FixtureRequest) -> Tried:
 
 @pytest.fixture
 def history_factory(
-    table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None
+    table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None, api: Any
 ) -> Callable[..., DynamoDBChatMessageHistory]:
     def make(session: Any, table: str | None = None, **options: Any) -> DynamoDBChatMessageHistory:
-        return DynamoDBChatMessageHistory(
+        history: DynamoDBChatMessageHistory = api.history(
             table or table_name,
             session,
             endpoint_url=dynamodb_endpoint,
             region_name=dynamodb_region,
             **options,
         )
+        return history
 
     return make
 

@@ -35,13 +35,17 @@ History = Callable[..., DynamoDBChatMessageHistory]
 
 
 @pytest.fixture
-def history(table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None) -> History:
-    """Make histories on the test's table: ``history(session_id="s", **options)``."""
+def history(
+    table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None, api: Any
+) -> History:
+    """Make histories on the test's table: ``history(session_id="s", **options)``, driven
+    through the sync API or the async one (`api`)."""
 
     def make(session_id: str = "s", **options: Any) -> DynamoDBChatMessageHistory:
-        return DynamoDBChatMessageHistory(
+        history: DynamoDBChatMessageHistory = api.history(
             table_name, session_id, dynamodb_endpoint, region_name=dynamodb_region, **options
         )
+        return history
 
     return make
 
@@ -178,6 +182,7 @@ def test_a_batch_too_big_for_one_transaction_is_atomic_and_contiguous(
     assert sum(i["SK"]["S"].startswith("!") for i in items) == len(batch)  # the staged events
 
 
+@pytest.mark.sync_only  # the busy writer needs a thread of its own, not the test loop's turn
 def test_a_multi_transaction_write_is_not_starved_by_a_busy_writer(history: History) -> None:
     rng = random.Random(5)
     batch: list[BaseMessage] = [HumanMessage(random_text(rng, 60_000)) for _ in range(80)]
@@ -205,6 +210,7 @@ def test_a_multi_transaction_write_is_not_starved_by_a_busy_writer(history: Hist
     assert len(written) > 10  # the busy writer really appended during the batch
 
 
+@pytest.mark.sync_only
 def test_history_size_returns_the_latest_messages_reading_about_that_many_items(
     history: History,
 ) -> None:
@@ -286,6 +292,7 @@ def test_a_writer_with_a_stale_next_number_is_not_lost_after_another_clears(
     assert [m.content for m in history().messages] == ["a2"]
 
 
+@pytest.mark.sync_only
 def test_an_interrupted_clear_still_reads_empty_and_the_next_clear_finishes(
     history: History, boto3_client: Any, table_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -460,6 +467,7 @@ def test_runnable_with_message_history_sees_the_first_exchange(history: History)
     ]
 
 
+@pytest.mark.sync_only
 def test_repair_deletes_only_old_uncommitted_stages(
     history: History, boto3_client: Any, table_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -488,6 +496,7 @@ def test_repair_deletes_only_old_uncommitted_stages(
     assert len(left) == 30
 
 
+@pytest.mark.sync_only
 def test_a_stage_older_than_half_the_abandon_age_is_staged_anew_before_its_commit(
     history: History, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -561,6 +570,7 @@ def test_an_expired_staged_write_reads_as_gone_while_ttl_deletes_it_piecemeal(
     assert [m.content for m in history(history_size=1).messages] == ["kept"]
 
 
+@pytest.mark.sync_only
 def test_a_clear_that_runs_during_a_read_gives_the_cleared_history(
     history: History,
 ) -> None:

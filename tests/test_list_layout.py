@@ -44,14 +44,18 @@ def hash_table(boto3_client: Any) -> Iterator[str]:
 
 
 @pytest.fixture
-def listed(hash_table: str, dynamodb_endpoint: str | None, dynamodb_region: str | None) -> History:
-    """Make list-layout histories on ``hash_table``: ``listed(session_id="s", **options)``."""
+def listed(
+    hash_table: str, dynamodb_endpoint: str | None, dynamodb_region: str | None, api: Any
+) -> History:
+    """Make list-layout histories on ``hash_table``: ``listed(session_id="s", **options)``,
+    driven through the sync API or the async one (`api`)."""
 
     def make(session_id: str = "s", **options: Any) -> DynamoDBChatMessageHistory:
         options.setdefault("layout", "list")
-        return DynamoDBChatMessageHistory(
+        history: DynamoDBChatMessageHistory = api.history(
             hash_table, session_id, dynamodb_endpoint, region_name=dynamodb_region, **options
         )
+        return history
 
     return make
 
@@ -164,6 +168,7 @@ def test_the_auto_layout_warning_from_a_read_points_at_the_reader(
     assert ours[0].filename == __file__  # the line that read, not its caller's caller
 
 
+@pytest.mark.sync_only
 def test_a_truncating_append_keeps_to_append_timeout(
     listed: History, hash_table: str, boto3_client: Any
 ) -> None:
@@ -232,6 +237,7 @@ def test_wrong_hash_key_name_is_a_schema_error(
         history.add_user_message("x")
 
 
+@pytest.mark.sync_only
 def test_a_table_whose_keys_do_not_fit_the_list_layout_is_a_schema_error_before_any_request(
     boto3_client: Any, dynamodb_endpoint: str | None, table_name: str
 ) -> None:

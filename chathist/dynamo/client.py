@@ -104,36 +104,57 @@ def _make_client(binding: Binding, session: botocore.session.Session) -> Any:
         raise ConfigurationError(f"cannot create a DynamoDB client: {exc}") from exc
 
 
-class Sender:
-    """Sends requests for one binding and meters them; runs steps."""
+class Sending:
+    """What the sync `Sender` and its asyncio twin share: the request's parameters, the
+    metering and the error mapping of every request."""
 
     def __init__(self, binding: Binding, meter: CapacityMeter) -> None:
         self.binding = binding
         self.meter = meter
 
+    @staticmethod
+    def params(request: Call) -> dict[str, Any]:
+        """The parameters to send: the request's, asking for consumed capacity where it can."""
+        if request.operation in METERED:
+            return dict(request.params, ReturnConsumedCapacity="TOTAL")
+        return request.params
+
+    def record(self, request: Call, response: dict[str, Any] | None) -> None:
+        """Meter one request (a failed one counts too, with what its error response says)."""
+        if request.operation in METERED:
+            self.meter.record(request.operation, response)
+
+    def failure(self, exc: Exception, request: Call, params: dict[str, Any]) -> ChatHistoryError:
+        """The chathist error of a request that raised ``exc``."""
+        return translate(exc, request.operation, params, where=self.binding.where)
+
+
+def error_response(exc: Exception) -> dict[str, Any] | None:
+    """The response carried by a botocore error (a ClientError's), if any."""
+    return cast(dict[str, Any], exc.response) if isinstance(exc, ClientError) else None
+
+
+class Sender(Sending):
+    """Sends requests for one binding and meters them; runs steps."""
+
     @property
     def client(self) -> Any:
-        """The botocore client requests go through (shared by every sender of the endpoint)."""
+        """The botocore client requests go through (shared by every sender of the binding)."""
         return client_for(self.binding)
 
     def send(self, request: Call) -> dict[str, Any]:
         """Send one request; return its response or raise its chathist error."""
-        params = request.params
-        if request.operation in METERED:
-            params = dict(params, ReturnConsumedCapacity="TOTAL")
+        params = self.params(request)
         response: dict[str, Any] | None = None
         try:
             method = getattr(self.client, xform_name(request.operation))
             response = cast(dict[str, Any], method(**params))
             return response
-        except ClientError as exc:
-            response = cast(dict[str, Any], exc.response)
-            raise translate(exc, request.operation, params, where=self.binding.where) from exc
-        except BotoCoreError as exc:
-            raise translate(exc, request.operation, params, where=self.binding.where) from exc
+        except (ClientError, BotoCoreError) as exc:
+            response = error_response(exc)
+            raise self.failure(exc, request, params) from exc
         finally:
-            if request.operation in METERED:
-                self.meter.record(request.operation, response)
+            self.record(request, response)
 
     def run(self, steps: Steps[T]) -> T:
         """Drive ``steps`` to their result, sending each request and sleeping each backoff."""
