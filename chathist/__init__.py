@@ -6,8 +6,9 @@ partition key; an append is one conditional write whatever the length of the con
 
 from importlib.metadata import PackageNotFoundError, version
 
+from chathist.dynamo.aio import aclose_clients
 from chathist.dynamo.capacity import Capacity, CapacityMeter
-from chathist.dynamo.tables import create_table
+from chathist.dynamo.tables import acreate_table, create_table
 from chathist.errors import (
     ChatHistoryError,
     ConcurrencyError,
@@ -46,5 +47,7 @@ __all__ = [
     "TableSchemaError",
     "UnsupportedValueError",
     "__version__",
+    "aclose_clients",
+    "acreate_table",
     "create_table",
 ]

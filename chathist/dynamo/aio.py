@@ -17,6 +17,7 @@ installed. Without it the history's async methods run the sync ones in an execut
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar, cast
@@ -29,17 +30,13 @@ from chathist.dynamo.binding import Binding
 from chathist.dynamo.client import CLIENT_CONFIG, Sending, error_response
 from chathist.errors import ChatHistoryError, ConfigurationError
 
-try:
-    from aiobotocore.session import AioSession as _AioSession
-except ImportError:  # pragma: no cover - the extra is not installed
-    _AioSession = None  # type: ignore[assignment,misc]
-
 __all__ = ["AVAILABLE", "AsyncSender", "aclose_clients", "async_client_for"]
 
 T = TypeVar("T")
 
-AVAILABLE = _AioSession is not None
-"""Whether aiobotocore is installed (the ``async`` extra)."""
+AVAILABLE = importlib.util.find_spec("aiobotocore") is not None
+"""Whether aiobotocore is installed (the ``async`` extra); it is imported on first use, so
+``import chathist`` does not pay for it."""
 
 
 class _LoopClients:
@@ -82,13 +79,15 @@ async def _loop_clients() -> _LoopClients:
 
 
 def _session(binding: Binding) -> Any:
-    if _AioSession is None:
+    if not AVAILABLE:
         raise ConfigurationError("native asyncio needs aiobotocore: pip install 'chathist[async]'")
+    from aiobotocore.session import AioSession
+
     if binding.boto3_session is not None:
         # aiobotocore cannot share a boto3 session: take its credentials as they are now (a
         # client opened later, in another loop, takes them anew).
         source = binding.boto3_session
-        session = _AioSession()
+        session = AioSession()
         credentials = source.get_credentials()
         if credentials is not None:
             frozen = credentials.get_frozen_credentials()
@@ -96,7 +95,7 @@ def _session(binding: Binding) -> Any:
         return session
     found = _sessions.get(binding.profile)
     if found is None:
-        found = _sessions[binding.profile] = _AioSession(profile=binding.profile)
+        found = _sessions[binding.profile] = AioSession(profile=binding.profile)
     return found
 
 

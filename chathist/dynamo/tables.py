@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KeySchema",
+    "acreate_table",
     "check_event_schema",
     "check_item_key",
     "create_table",
@@ -178,15 +180,87 @@ def create_table(
     it created the table, False (and logs why) if a table of the right schema already exists;
     raises `TableSchemaError` if the existing table has another key schema.
     """
+    binding, steps = _creation(
+        table_name,
+        endpoint_url,
+        boto3_session,
+        region_name,
+        ttl,
+        ttl_key_name,
+        primary_key_name,
+        sort_key_name,
+        kms_key_id,
+        wait,
+        layout,
+    )
+    sender = Sender(binding, CapacityMeter())
+    _ = sender.client  # bad settings fail here, as a ConfigurationError
+    return sender.run(steps)
+
+
+async def acreate_table(
+    table_name: str,
+    *,
+    endpoint_url: str | None = None,
+    boto3_session: boto3.Session | None = None,
+    region_name: str | None = None,
+    ttl: bool = False,
+    ttl_key_name: str = "expireAt",
+    primary_key_name: str = "SessionId",
+    sort_key_name: str = "SK",
+    kms_key_id: str | None = None,
+    wait: bool = True,
+    layout: Literal["events", "list"] = "events",
+) -> bool:
+    """`create_table` in the running event loop (natively with the ``async`` extra, else in
+    an executor)."""
+    from chathist.dynamo import aio
+
+    arguments = (
+        table_name,
+        endpoint_url,
+        boto3_session,
+        region_name,
+        ttl,
+        ttl_key_name,
+        primary_key_name,
+        sort_key_name,
+        kms_key_id,
+        wait,
+        layout,
+    )
+    if not aio.AVAILABLE:
+
+        def create() -> bool:
+            binding, steps = _creation(*arguments)
+            return Sender(binding, CapacityMeter()).run(steps)
+
+        return await asyncio.get_running_loop().run_in_executor(None, create)
+    binding, steps = _creation(*arguments)
+    return await aio.AsyncSender(binding, CapacityMeter()).run(steps)
+
+
+def _creation(
+    table_name: str,
+    endpoint_url: str | None,
+    boto3_session: boto3.Session | None,
+    region_name: str | None,
+    ttl: bool,
+    ttl_key_name: str,
+    primary_key_name: str,
+    sort_key_name: str,
+    kms_key_id: str | None,
+    wait: bool,
+    layout: str,
+) -> tuple[Binding, Steps[bool]]:
+    """The binding and the steps of a table's creation (arguments checked first)."""
     if layout not in ("events", "list"):
         raise ConfigurationError(f"layout must be 'events' or 'list', got {layout!r}")
     binding = Binding.resolve(table_name, endpoint_url, region_name, boto3_session)
-    sender = Sender(binding, CapacityMeter())
-    _ = sender.client  # bad settings fail here, as a ConfigurationError
     keys = [(primary_key_name, "HASH")]
     if layout == "events":
         keys.append((sort_key_name, "RANGE"))
-    return sender.run(_create(binding, keys, ttl, ttl_key_name, kms_key_id, wait))
+    return binding, _create(binding, keys, ttl, ttl_key_name, kms_key_id, wait)
 
 
 def _create(
