@@ -30,6 +30,8 @@ from typing import Any
 import boto3
 import pytest
 from boto3.dynamodb.types import TypeSerializer
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -40,7 +42,7 @@ from langchain_core.messages import (
     messages_to_dict,
 )
 
-from chathist import DynamoDBChatMessageHistory, create_table
+from chathist import DynamoDBChatMessageHistory, StorageError, TableNotFoundError, create_table
 from chathist.bulk import (
     MigrationConfig,
     WriteLimiter,
@@ -1038,3 +1040,97 @@ def test_ctrl_c_on_a_running_migrate_prints_the_partial_report(
     assert re.search(rf"^  sessions migrated\s+{done}$", out, re.MULTILINE), out
     assert "result: interrupted" in out
     assert "run the same command again to resume" in err and "Traceback" not in err
+
+
+# -- DynamoDB errors arrive as chathist's errors -----------------------------------------------
+
+
+def throttled(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+    """A ``before-call`` answer: DynamoDB refusing the request (as after botocore's retries)."""
+    parsed = {
+        "Error": {"Code": "ThrottlingException", "Message": "Rate of requests exceeds the limit"},
+        "ResponseMetadata": {"HTTPStatusCode": 400},
+    }
+    return AWSResponse("http://dynamodb.invalid", 400, {}, None), parsed
+
+
+def client_of(table: str, endpoint: str | None, region: str | None) -> Any:
+    """The botocore client chathist sends through for ``table`` (one per table, endpoint and
+    region: the bulk run's too)."""
+    return DynamoDBChatMessageHistory(table, "any", endpoint, region_name=region).client
+
+
+@pytest.mark.parametrize("direction", ["migrate", "rollback"])
+def test_a_failed_scan_raises_a_storage_error_not_a_client_error(
+    direction: str,
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    boto3_client: Any,
+    new_table: Any,
+) -> None:
+    lists, events = new_table("list"), new_table("events")
+    create_list_table(boto3_client, lists)
+    create_table(events, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    fill(dynamodb_endpoint, dynamodb_region, lists, small_sessions(3))
+    source, target = (lists, events) if direction == "migrate" else (events, lists)
+    run = migrate_list_to_events if direction == "migrate" else rollback_events_to_list
+    config = MigrationConfig(
+        source, target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region, segments=2
+    )
+    client = client_of(source, dynamodb_endpoint, dynamodb_region)
+    with (
+        hooked(client, "before-call.dynamodb.Scan", throttled),
+        pytest.raises(StorageError, match="ThrottlingException") as raised,
+    ):
+        run(config)
+    assert not isinstance(raised.value, ClientError)
+    assert raised.value.code == "ThrottlingException"
+    assert isinstance(raised.value.__cause__, ClientError)  # kept for --debug
+
+
+def test_a_failed_write_is_a_listed_failure_and_a_rerun_finishes(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    source, target = new_table("list"), new_table("events")
+    create_list_table(boto3_client, source)
+    create_table(target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    sessions = {f"t{i}": [HumanMessage(f"message {i}")] for i in range(4)}
+    fill(dynamodb_endpoint, dynamodb_region, source, sessions)
+    config = MigrationConfig(
+        source, target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region, segments=1
+    )
+    client = client_of(target, dynamodb_endpoint, dynamodb_region)
+    with hooked(client, "before-call.dynamodb.PutItem", throttled):
+        report = migrate_list_to_events(config)
+    assert report.failures == 4 and report.migrated == 0 and not report.ok
+    details = [detail for _, detail in report.problems["failures"]]
+    assert all(d.startswith("StorageError: PutItem on") for d in details), details
+    assert all("ThrottlingException" in d for d in details)
+    again = migrate_list_to_events(dataclasses.replace(config, verify=True))
+    assert again.migrated == 4 and again.verified == 4 and again.ok
+
+
+def test_a_target_deleted_mid_run_raises_table_not_found(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    source, target = new_table("list"), new_table("events")
+    create_list_table(boto3_client, source)
+    create_table(target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    fill(dynamodb_endpoint, dynamodb_region, source, small_sessions(6))
+    config = MigrationConfig(
+        source, target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region, segments=1
+    )
+    writes: list[str] = []
+
+    def delete_the_target(**_: Any) -> None:
+        writes.append("write")
+        if len(writes) == 1:
+            boto3_client.delete_table(TableName=target)
+
+    client = client_of(target, dynamodb_endpoint, dynamodb_region)
+    with (
+        hooked(client, "after-call.dynamodb.PutItem", delete_the_target),
+        hooked(client, "after-call.dynamodb.TransactWriteItems", delete_the_target),
+        pytest.raises(TableNotFoundError, match=f"table {target!r} does not exist"),
+    ):
+        migrate_list_to_events(config)
