@@ -1060,6 +1060,21 @@ def client_of(table: str, endpoint: str | None, region: str | None) -> Any:
     return DynamoDBChatMessageHistory(table, "any", endpoint, region_name=region).client
 
 
+def filled_tables(
+    boto3_client: Any,
+    new_table: Any,
+    endpoint: str | None,
+    region: str | None,
+    sessions: dict[str, list[BaseMessage]],
+) -> tuple[str, str]:
+    """A list table holding ``sessions`` and an empty event table."""
+    lists, events = new_table("list"), new_table("events")
+    create_list_table(boto3_client, lists)
+    create_table(events, endpoint_url=endpoint, region_name=region)
+    fill(endpoint, region, lists, sessions)
+    return lists, events
+
+
 @pytest.mark.parametrize("direction", ["migrate", "rollback"])
 def test_a_failed_scan_raises_a_storage_error_not_a_client_error(
     direction: str,
@@ -1068,10 +1083,9 @@ def test_a_failed_scan_raises_a_storage_error_not_a_client_error(
     boto3_client: Any,
     new_table: Any,
 ) -> None:
-    lists, events = new_table("list"), new_table("events")
-    create_list_table(boto3_client, lists)
-    create_table(events, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
-    fill(dynamodb_endpoint, dynamodb_region, lists, small_sessions(3))
+    lists, events = filled_tables(
+        boto3_client, new_table, dynamodb_endpoint, dynamodb_region, small_sessions(3)
+    )
     source, target = (lists, events) if direction == "migrate" else (events, lists)
     run = migrate_list_to_events if direction == "migrate" else rollback_events_to_list
     config = MigrationConfig(
@@ -1091,16 +1105,18 @@ def test_a_failed_scan_raises_a_storage_error_not_a_client_error(
 def test_a_failed_write_is_a_listed_failure_and_a_rerun_finishes(
     dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
 ) -> None:
-    source, target = new_table("list"), new_table("events")
-    create_list_table(boto3_client, source)
-    create_table(target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
     sessions = {f"t{i}": [HumanMessage(f"message {i}")] for i in range(4)}
-    fill(dynamodb_endpoint, dynamodb_region, source, sessions)
+    source, target = filled_tables(
+        boto3_client, new_table, dynamodb_endpoint, dynamodb_region, sessions
+    )
     config = MigrationConfig(
         source, target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region, segments=1
     )
-    client = client_of(target, dynamodb_endpoint, dynamodb_region)
-    with hooked(client, "before-call.dynamodb.PutItem", throttled):
+    with hooked(
+        client_of(target, dynamodb_endpoint, dynamodb_region),
+        "before-call.dynamodb.PutItem",
+        throttled,
+    ):
         report = migrate_list_to_events(config)
     assert report.failures == 4 and report.migrated == 0 and not report.ok
     details = [detail for _, detail in report.problems["failures"]]
@@ -1113,12 +1129,8 @@ def test_a_failed_write_is_a_listed_failure_and_a_rerun_finishes(
 def test_a_target_deleted_mid_run_raises_table_not_found(
     dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
 ) -> None:
-    source, target = new_table("list"), new_table("events")
-    create_list_table(boto3_client, source)
-    create_table(target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
-    fill(dynamodb_endpoint, dynamodb_region, source, small_sessions(6))
-    config = MigrationConfig(
-        source, target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region, segments=1
+    source, target = filled_tables(
+        boto3_client, new_table, dynamodb_endpoint, dynamodb_region, small_sessions(6)
     )
     writes: list[str] = []
 
@@ -1128,6 +1140,9 @@ def test_a_target_deleted_mid_run_raises_table_not_found(
             boto3_client.delete_table(TableName=target)
 
     client = client_of(target, dynamodb_endpoint, dynamodb_region)
+    config = MigrationConfig(
+        source, target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region, segments=1
+    )
     with (
         hooked(client, "after-call.dynamodb.PutItem", delete_the_target),
         hooked(client, "after-call.dynamodb.TransactWriteItems", delete_the_target),

@@ -17,14 +17,16 @@ from typing import Any, TypeVar
 
 from chathist.bulk.config import MigrationConfig
 from chathist.bulk.limiter import WriteLimiter
-from chathist.bulk.report import Counts, MigrationInterrupted, ProgressCallback, Report
+from chathist.bulk.report import Counts, MigrationInterrupted, Problem, ProgressCallback, Report
 from chathist.core.steps import Steps
+from chathist.dynamo.binding import Binding
 from chathist.dynamo.capacity import Capacity, CapacityMeter
 from chathist.dynamo.client import Sender
+from chathist.dynamo.event_store import EventStore
 from chathist.dynamo.paging import Cursor
-from chathist.errors import ConfigurationError
+from chathist.errors import ChatHistoryError, ConfigurationError, TableError
 
-__all__ = ["Run", "SegmentCursor"]
+__all__ = ["Run", "SegmentCursor", "Worker"]
 
 T = TypeVar("T")
 
@@ -135,3 +137,29 @@ class Run:
         if self.limiter is not None:
             report.limiter_units = self.limiter.consumed
             report.limiter_wait_seconds = self.limiter.waited
+
+
+class Worker:
+    """What one worker thread holds: the run, a sender for the source and the target table
+    (sharing the worker's meter) and the event store of the event-layout side."""
+
+    def __init__(self, run: Run, source: Binding, target: Binding, store: EventStore) -> None:
+        self.run = run
+        self.config = run.config
+        self.report = run.report
+        meter = run.meter()
+        self.source = Sender(source, meter)
+        self.target = Sender(target, meter)
+        self.store = store
+
+    def handle(self, session: str, work: Callable[[], None]) -> None:
+        """Do one session's ``work`` and count the session. A table error stops the run; any
+        other chathist error, or data that cannot be converted, is the session's failure."""
+        try:
+            work()
+        except TableError:
+            raise
+        except (ChatHistoryError, ValueError, TypeError) as exc:
+            self.report.problem(Problem.FAILURE, session, f"{type(exc).__name__}: {exc}")
+        finally:
+            self.report.add(Counts(sessions=1))

@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Final
 
 from boto3.dynamodb.types import TypeDeserializer
@@ -31,7 +32,7 @@ from chathist.bulk.compare import (
 from chathist.bulk.config import MigrationConfig
 from chathist.bulk.report import Counts, Problem, ProgressCallback, Report
 from chathist.bulk.schemas import CHECK_SOURCE, estimated_items, event_key_names, key_schema
-from chathist.bulk.segments import Run
+from chathist.bulk.segments import Run, Worker
 from chathist.core.codec import Payload, encode_message
 from chathist.core.events import Event
 from chathist.core.fold import fold
@@ -39,7 +40,6 @@ from chathist.core.listformat import messages_from_legacy
 from chathist.core.plan import Limits, event_size, item_overhead, plan_write
 from chathist.core.sizes import item_size, write_units
 from chathist.dynamo.binding import Binding
-from chathist.dynamo.client import Sender
 from chathist.dynamo.event_store import EventStore, SequenceTaken
 from chathist.dynamo.items import event_items
 from chathist.dynamo.list_store import ListItem, ListStore
@@ -48,7 +48,6 @@ from chathist.errors import (
     ChatHistoryError,
     ConfigurationError,
     CorruptHistoryError,
-    TableError,
     TableSchemaError,
 )
 from chathist.options import validate_session_id
@@ -130,19 +129,13 @@ def _describe_key(raw: dict[str, Any], schema: KeySchema) -> str:
     return "/".join(values)
 
 
-class _Migrator:
+class _Migrator(Worker):
     """The per-thread worker of `migrate_list_to_events`."""
 
     def __init__(
         self, run: Run, source: Binding, target: Binding, source_key: KeySchema, store: EventStore
     ) -> None:
-        self.run = run
-        self.config = run.config
-        self.report = run.report
-        meter = run.meter()
-        self.source = Sender(source, meter)
-        self.target = Sender(target, meter)
-        self.store = store
+        super().__init__(run, source, target, store)
         self.source_key = source_key
         self.session_key = self.config.primary_key_name or source_key.hash_key
 
@@ -159,28 +152,20 @@ class _Migrator:
 
     def segment(self, segment: int) -> None:
         for raw in self.run.scan(self.source, self.scan_params(), segment):
-            self.session(raw)
+            self.handle(self._name(raw), partial(self._migrate, raw))
             self.run.progress()
 
-    def session(self, raw: dict[str, Any]) -> None:
-        report = self.report
-        session = _describe_key(raw, self.source_key)
+    def _session_id(self, raw: dict[str, Any]) -> str:
+        """The session id of the source item ``raw`` (`InvalidSessionIdError` if unusable)."""
+        stored = raw.get(self.session_key)
+        return validate_session_id(None if stored is None else _deserializer.deserialize(stored))
+
+    def _name(self, raw: dict[str, Any]) -> str:
+        """The session's name in the report: its id, or its item's key if it has no usable id."""
         try:
-            stored_id = raw.get(self.session_key)
-            session = validate_session_id(
-                None if stored_id is None else _deserializer.deserialize(stored_id)
-            )
-            self._migrate(session, raw)
-        except SequenceTaken as exc:
-            report.problem(
-                Problem.CONFLICT, session, f"another writer took a sequence number: {exc}"
-            )
-        except TableError:
-            raise
-        except (ChatHistoryError, ValueError, TypeError) as exc:
-            report.problem(Problem.FAILURE, session, f"{type(exc).__name__}: {exc}")
-        finally:
-            report.add(Counts(sessions=1))
+            return self._session_id(raw)
+        except (ChatHistoryError, ValueError, TypeError):
+            return _describe_key(raw, self.source_key)
 
     def _legacy(self, raw: dict[str, Any]) -> ListStore:
         """The list store of the source item ``raw``."""
@@ -190,8 +175,9 @@ class _Migrator:
         key = {name: _deserializer.deserialize(raw[name]) for name in names}
         return ListStore(self.config.source, key, history_key=self.config.history_key)
 
-    def _migrate(self, session: str, raw: dict[str, Any]) -> None:
+    def _migrate(self, raw: dict[str, Any]) -> None:
         config, report = self.config, self.report
+        session = self._session_id(raw)
         legacy = self._legacy(raw)
         item = legacy.parse(raw)
         ttl = raw.get(config.ttl_key_name)
@@ -227,32 +213,31 @@ class _Migrator:
             if config.delete_source and not config.dry_run:
                 self._delete_source(session, raw, legacy, item)
             return
+        written = Counts(
+            migrated=1,
+            messages=len(messages),
+            items_written=plan.items,
+            payload_bytes=plan.payload_bytes,
+        )
         if state is SessionState.DONE:
             report.add(Counts(already=1))
         elif config.dry_run:
-            report.add(
-                Counts(
-                    migrated=1,
-                    messages=len(messages),
-                    items_written=plan.items,
-                    payload_bytes=plan.payload_bytes,
-                    estimated_wcu=sum(plan.estimate(r) for r in plan.requests),
-                )
-            )
+            report.add(replace(written, estimated_wcu=sum(map(plan.estimate, plan.requests))))
             return  # nothing stored to verify or delete
         else:
-            for request in plan.requests:
-                estimate = plan.estimate(request)
-                self.run.write(self.target, estimate, self.store.insert_events(session, request))
-                report.add(Counts(estimated_wcu=estimate))
-            report.add(
-                Counts(
-                    migrated=1,
-                    messages=len(messages),
-                    items_written=plan.items,
-                    payload_bytes=plan.payload_bytes,
+            try:
+                for request in plan.requests:
+                    estimate = plan.estimate(request)
+                    self.run.write(
+                        self.target, estimate, self.store.insert_events(session, request)
+                    )
+                    report.add(Counts(estimated_wcu=estimate))
+            except SequenceTaken as exc:
+                report.problem(
+                    Problem.CONFLICT, session, f"another writer took a sequence number: {exc}"
                 )
-            )
+                return
+            report.add(written)
             stored = None  # read back what was written
         if checking:
             difference = self._verify(session, messages, expires_at, plan, stored)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from langchain_core.messages import BaseMessage
@@ -19,14 +21,13 @@ from chathist.bulk.compare import compare_messages, read_session
 from chathist.bulk.config import MigrationConfig
 from chathist.bulk.report import Counts, Problem, ProgressCallback, Report
 from chathist.bulk.schemas import CHECK_SOURCE, estimated_items, event_key_names, key_schema
-from chathist.bulk.segments import Run
+from chathist.bulk.segments import Run, Worker
 from chathist.core.events import sort_key
 from chathist.core.fold import fold
 from chathist.core.listformat import messages_from_legacy, messages_to_legacy
 from chathist.core.plan import event_size
 from chathist.core.sizes import ITEM_LIMIT, item_size, write_units
 from chathist.dynamo.binding import Binding
-from chathist.dynamo.client import Sender
 from chathist.dynamo.event_store import EventStore
 from chathist.dynamo.items import event_items
 from chathist.dynamo.list_store import ListItem, ListStore
@@ -35,14 +36,13 @@ from chathist.errors import (
     ChatHistoryError,
     ConfigurationError,
     ItemTooLargeError,
-    TableError,
     TableSchemaError,
 )
 
 __all__ = ["rollback_events_to_list"]
 
 
-class _RollbackWorker:
+class _RollbackWorker(Worker):
     """The per-thread worker of `rollback_events_to_list`."""
 
     def __init__(
@@ -55,13 +55,7 @@ class _RollbackWorker:
         seen: set[str],
         seen_lock: threading.Lock,
     ) -> None:
-        self.run = run
-        self.config = run.config
-        self.report = run.report
-        meter = run.meter()
-        self.source = Sender(source, meter)
-        self.target = Sender(target, meter)
-        self.store = store
+        super().__init__(run, source, target, store)
         self.target_key = target_key
         self.seen = seen
         self.seen_lock = seen_lock
@@ -82,18 +76,8 @@ class _RollbackWorker:
                 if session in self.seen:
                     continue
                 self.seen.add(session)
-            self.session(session)
+            self.handle(session, partial(self._rollback, session))
             self.run.progress()
-
-    def session(self, session: str) -> None:
-        try:
-            self._rollback(session)
-        except TableError:
-            raise
-        except (ChatHistoryError, ValueError, TypeError) as exc:
-            self.report.problem(Problem.FAILURE, session, f"{type(exc).__name__}: {exc}")
-        finally:
-            self.report.add(Counts(sessions=1))
 
     def _legacy(self, session: str) -> ListStore:
         """The list store of the session's item in the target."""
@@ -140,18 +124,11 @@ class _RollbackWorker:
                 f"the target's list item differs ({difference}); --overwrite replaces it",
             )
             return
+        written = Counts(migrated=1, messages=len(messages), items_written=1, payload_bytes=size)
         if current.exists and difference is None:
             report.add(Counts(already=1))
         elif config.dry_run:
-            report.add(
-                Counts(
-                    migrated=1,
-                    messages=len(messages),
-                    items_written=1,
-                    payload_bytes=size,
-                    estimated_wcu=write_units(size),
-                )
-            )
+            report.add(replace(written, estimated_wcu=write_units(size)))
             if difference is not None:
                 report.problem(
                     Problem.OVERWRITTEN,
@@ -162,9 +139,7 @@ class _RollbackWorker:
         else:
             if not self._put(session, legacy, item, size, current):
                 return
-            report.add(
-                Counts(migrated=1, messages=len(messages), items_written=1, payload_bytes=size)
-            )
+            report.add(written)
             if difference is not None:
                 report.problem(
                     Problem.OVERWRITTEN,
