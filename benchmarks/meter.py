@@ -20,22 +20,10 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from chathist.dynamo.capacity import reported
+from chathist.dynamo.client import METERED
 
-DATA_OPERATIONS = frozenset(
-    {
-        "GetItem",
-        "PutItem",
-        "UpdateItem",
-        "DeleteItem",
-        "Query",
-        "Scan",
-        "BatchGetItem",
-        "BatchWriteItem",
-        "TransactWriteItems",
-        "TransactGetItems",
-    }
-)
-"""Operations that move items and accept ``ReturnConsumedCapacity``."""
+DATA_OPERATIONS = METERED
+"""Operations that move items and accept ``ReturnConsumedCapacity`` (chathist's own list)."""
 
 
 @dataclass(frozen=True)

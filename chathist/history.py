@@ -8,9 +8,10 @@ It holds no storage rules of its own.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.chat_history import BaseChatMessageHistory
@@ -18,6 +19,7 @@ from langchain_core.messages import BaseMessage
 
 from chathist.core.codec import DEFAULT_COMPRESS_THRESHOLD
 from chathist.core.steps import Steps
+from chathist.dynamo import aio
 from chathist.dynamo.capacity import Capacity, CapacityMeter
 from chathist.dynamo.client import Sender
 from chathist.errors import UnsupportedValueError
@@ -30,6 +32,21 @@ if TYPE_CHECKING:
 __all__ = ["DynamoDBChatMessageHistory", "Layout", "validate_session_id"]
 
 T = TypeVar("T")
+
+
+def _message_list(messages: object) -> list[BaseMessage]:
+    """``add_messages``' argument as a list; `UnsupportedValueError` if it is not a sequence
+    (one message would otherwise be iterated as its fields, and a string as its characters)."""
+    if isinstance(messages, BaseMessage):
+        raise UnsupportedValueError(
+            "add_messages takes a sequence of messages, got a single"
+            f" {type(messages).__name__}; use add_message"
+        )
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
+        raise UnsupportedValueError(
+            f"add_messages takes a sequence of messages, got {type(messages).__name__}"
+        )
+    return list(messages)
 
 
 class DynamoDBChatMessageHistory(BaseChatMessageHistory):
@@ -64,7 +81,8 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
       ``ttl_key_name``); expired items are never returned, even before DynamoDB deletes them.
       Tombstones of ``clear()`` never expire, so cleared messages cannot come back.
     - ``history_size``: ``messages`` returns only the latest N messages, reading about N items.
-      All messages stay stored (``clear()`` removes them).
+      All messages stay stored (``clear()`` removes them). None or 0 (in both layouts, as in
+      LangChain's class): every message.
     - ``history_messages_key``: the attribute holding each event's (uncompressed) payload.
     - ``coerce_float_to_decimal``: accepted for compatibility; floats are always stored exactly,
       as JSON, and read back as floats, so there is nothing to coerce.
@@ -145,6 +163,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
             delete_legacy=delete_legacy,
         )
         self._sender = Sender(self._options.binding, self._options.meter)
+        _ = self._sender.client  # made now (no request is sent), so bad settings fail here
         self._log: SessionLog | None = None
         self._open_lock = threading.Lock()
         if key is not None and layout == "auto":
@@ -165,12 +184,8 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append ``messages`` atomically and contiguously: all or none, in this order."""
-        if isinstance(messages, BaseMessage) or not isinstance(messages, Sequence):
-            raise UnsupportedValueError(
-                "add_messages takes a sequence of messages, got"
-                f" {type(messages).__name__}; use add_message for one message"
-            )
-        self._run(lambda log: log.append(messages))
+        batch = _message_list(messages)
+        self._run(lambda log: log.append(batch))
 
     def clear(self) -> None:
         """Clear the session. In the event layout: a tombstone first (readers see nothing from
@@ -186,6 +201,39 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         such leftovers; this only frees their storage (``clear()`` does it too). Event layout
         only."""
         return self._run(lambda log: log.repair(older_than))
+
+    # -- asyncio --------------------------------------------------------------------------------
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        """`messages`, natively async (aiobotocore); without the ``async`` extra, in an
+        executor."""
+        return await self._arun(lambda log: log.read(), lambda: self.messages)
+
+    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """`add_messages`, natively async (aiobotocore); without the extra, in an executor."""
+        batch = _message_list(messages)
+        await self._arun(lambda log: log.append(batch), lambda: self.add_messages(batch))
+
+    async def aclear(self) -> None:
+        """`clear`, natively async (aiobotocore); without the extra, in an executor."""
+        await self._arun(lambda log: log.clear(), self.clear)
+
+    async def arepair(self, older_than: float | None = None) -> int:
+        """`repair`, natively async (aiobotocore); without the extra, in an executor."""
+        return await self._arun(lambda log: log.repair(older_than), lambda: self.repair(older_than))
+
+    async def _arun(self, action: Callable[[SessionLog], Steps[T]], fallback: Callable[[], T]) -> T:
+        """`_run` in the running loop: the same steps, sent by the async sender."""
+        if not aio.AVAILABLE:
+            return await asyncio.get_running_loop().run_in_executor(None, fallback)
+        sender = aio.AsyncSender(self._options.binding, self._options.meter)
+        log = self._log
+        if log is None:
+            opened, warning = await sender.run(open_session(self._options))
+            self._log = log = opened
+            if warning is not None:
+                warnings.warn(warning, UserWarning, stacklevel=3)
+        return await sender.run(action(log))
 
     # -- chathist's additions -------------------------------------------------------------------
 

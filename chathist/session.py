@@ -20,8 +20,8 @@ from chathist.dynamo.binding import Binding
 from chathist.dynamo.event_store import EventStore
 from chathist.dynamo.items import event_items
 from chathist.dynamo.list_store import ListStore
-from chathist.dynamo.tables import KeySchema, check_event_schema, key_schema
-from chathist.errors import ConfigurationError, TableSchemaError
+from chathist.dynamo.tables import check_event_schema, check_item_key, key_schema, move_sessions
+from chathist.errors import ConfigurationError
 from chathist.event_log import EventLog, LogSettings
 from chathist.lazy_migration import LazyMigration
 from chathist.list_log import ListLog
@@ -64,53 +64,42 @@ def list_layout_warning(binding: Binding, reason: str) -> str | None:
     name = binding.table_name
     return (
         f"table {name!r}: {reason}, so chathist uses LangChain's list layout, one item per"
-        " session, which cannot grow past DynamoDB's 400 KB item limit. Move the table to the"
-        f" event layout: `chathist create-table {name}-events`, then"
-        f" `chathist migrate --source {name} --target {name}-events`"
+        " session, which cannot grow past DynamoDB's 400 KB item limit. To move its sessions to"
+        f" the event layout: {move_sessions(name, f'{name}-events')}"
     )
 
 
 def open_session(options: HistoryOptions) -> Steps[tuple[SessionLog, str | None]]:
-    """The session's storage for ``options``, and a warning to show (or None)."""
-    if options.key is not None:
-        return _list_log(options, options.key), None
-    schema = yield from key_schema(options.binding)
-    if options.layout == "list" or (options.layout == "auto" and not schema.composite):
-        _check_list_schema(schema, options)
-        warning = None
-        if options.layout == "auto":
-            if options.migrating:
-                raise ConfigurationError(
-                    f"table {options.binding.table_name!r} has only a hash key ({schema}), so"
-                    " it is used in the list layout; legacy_table_name/legacy_key need an event"
-                    " table"
-                )
-            warning = list_layout_warning(options.binding, "it has only a hash key")
-        key = {options.primary_key_name: options.session_id}
-        return _list_log(options, key), warning
-    check_event_schema(
-        schema, options.binding.table_name, options.primary_key_name, options.sort_key_name
-    )
-    return _event_log(options), None
+    """The session's storage for ``options``, and a warning to show (or None). The table's key
+    schema (looked up once per process) decides ``layout="auto"`` and is checked against the
+    layout, so a mismatch is a `TableSchemaError` saying what to do, before any other request."""
+    binding = options.binding
+    schema = yield from key_schema(binding)
+    warning = None
+    if options.key is None and options.layout == "auto" and not schema.composite:
+        if options.migrating:
+            raise ConfigurationError(
+                f"table {binding.table_name!r} has only a hash key ({schema}), so it is used in"
+                " the list layout; legacy_table_name/legacy_key need an event table"
+            )
+        warning = list_layout_warning(binding, "it has only a hash key")
+    if options.key is not None or options.layout == "list" or warning is not None:
+        log = _list_log(options, options.key or {options.primary_key_name: options.session_id})
+        check_item_key(schema, binding.table_name, _key_types(log.store))
+        return log, warning
+    check_event_schema(schema, binding.table_name, options.primary_key_name, options.sort_key_name)
+    event_log = _event_log(options)
+    if isinstance(event_log, LazyMigration) and options.legacy_binding is not None:
+        legacy_schema = yield from key_schema(options.legacy_binding)
+        check_item_key(
+            legacy_schema, options.legacy_binding.table_name, _key_types(event_log.legacy)
+        )
+    return event_log, None
 
 
-def _check_list_schema(schema: KeySchema, options: HistoryOptions) -> None:
-    table = options.binding.table_name
-    if schema.composite:
-        raise TableSchemaError(
-            f"table {table!r} has key schema {schema}: a composite key, so a list-layout item"
-            " needs its whole key: pass key={...} (as LangChain's class does), or use the event"
-            " layout (layout='events' or 'auto')"
-        )
-    if schema.hash_key != options.primary_key_name:
-        raise TableSchemaError(
-            f"table {table!r} has key schema {schema}; pass primary_key_name={schema.hash_key!r}"
-        )
-    if schema.hash_type != "S":
-        raise TableSchemaError(
-            f"table {table!r} has key schema {schema}: its hash key is not a string, so it"
-            " cannot hold session ids"
-        )
+def _key_types(store: ListStore) -> dict[str, str]:
+    """The DynamoDB type of each attribute of a list item's key (``{"SessionId": "S"}``)."""
+    return {name: next(iter(value)) for name, value in store.raw_key.items()}
 
 
 def _list_log(options: HistoryOptions, key: Mapping[str, object]) -> ListLog:

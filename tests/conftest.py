@@ -52,9 +52,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "soak: a larger, slower test; runs only with --soak")
+    config.addinivalue_line(
+        "markers", "sync_only: runs against the sync API only (hooks the sync client, threads)"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    sync_only = [
+        item
+        for item in items
+        if item.get_closest_marker("sync_only")
+        and getattr(getattr(item, "callspec", None), "params", {}).get("api") == "async"
+    ]
+    if sync_only:  # a test that hooks the sync botocore client has no async twin
+        config.hook.pytest_deselected(items=sync_only)
+        items[:] = [item for item in items if item not in sync_only]
     if config.getoption("--soak"):
         return
     skip = pytest.mark.skip(reason="soak test: run with --soak")
@@ -134,3 +146,42 @@ def list_table(boto3_client: DynamoDBClient) -> Iterator[str]:
 
     with list_table_named(boto3_client) as name:
         yield name
+
+
+@pytest.fixture(scope="session")
+def portal() -> Iterator[Any]:
+    """One event loop on a thread for the whole run, for the async side of `api`."""
+    from tests.helpers import AsyncPortal
+
+    loop = AsyncPortal()
+    try:
+        yield loop
+    finally:
+        loop.close()
+
+
+class Api:
+    """Which API a behavioural test drives: ``api.history(...)`` makes a history whose sync
+    methods are the real ones (``sync``) or run the native async ones (``async``)."""
+
+    def __init__(self, name: str, history_class: type[Any]) -> None:
+        self.name = name
+        self.history = history_class
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest) -> Iterator[Api]:
+    """The sync API, then the async API (each test that makes its histories with it runs
+    twice). Tests marked ``sync_only`` run once."""
+    from chathist import DynamoDBChatMessageHistory
+
+    if request.param == "sync":
+        yield Api("sync", DynamoDBChatMessageHistory)
+        return
+    from tests.helpers import async_driven
+
+    portal = request.getfixturevalue("portal")
+    yield Api("async", async_driven(portal))
+    from chathist.dynamo.aio import aclose_clients
+
+    portal.run(aclose_clients())  # this test's tables are gone: so are their clients

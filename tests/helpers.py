@@ -78,3 +78,85 @@ def transaction_outcome(parsed: dict[str, Any]) -> str:
         return "done"
     codes = [reason.get("Code") for reason in parsed.get("CancellationReasons") or []]
     return "legacy-changed" if codes and codes[-1] == "ConditionalCheckFailed" else "taken"
+
+
+def without_aws_credentials(monkeypatch: Any, folder: Any) -> None:
+    """Leave botocore no credentials to find (``monkeypatch``: pytest's; ``folder``: an empty
+    directory for the config files that do not exist): no keys, no profile, no metadata."""
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(folder / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(folder / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # chathist keeps one botocore session per process, which caches what it found: give this
+    # test a fresh one, and the next test the one it had.
+    from chathist.dynamo import client
+
+    monkeypatch.setattr(client, "_sessions", {})
+    monkeypatch.setattr(client, "_clients", {})
+
+
+class AsyncPortal:
+    """An event loop on a thread of its own, so that sync test code can drive the async API:
+    ``portal.run(coroutine)`` waits for its result."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Any) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def close(self) -> None:
+        from chathist.dynamo.aio import aclose_clients
+
+        self.run(aclose_clients())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+def async_driven(portal: AsyncPortal) -> type[Any]:
+    """A `DynamoDBChatMessageHistory` whose sync API runs its async twin in ``portal``'s loop:
+    every behavioural test written against the sync API then checks the async API too."""
+    from chathist import DynamoDBChatMessageHistory
+
+    class AsyncDriven(DynamoDBChatMessageHistory):
+        @property
+        def messages(self) -> Any:
+            return portal.run(self.aget_messages())
+
+        @messages.setter
+        def messages(self, value: Any) -> None:
+            raise NotImplementedError
+
+        def add_messages(self, messages: Any) -> None:
+            portal.run(self.aadd_messages(messages))
+
+        def clear(self) -> None:
+            portal.run(self.aclear())
+
+        def repair(self, older_than: float | None = None) -> int:
+            result: int = portal.run(self.arepair(older_than))
+            return result
+
+        @property
+        def client(self) -> Any:
+            raise AssertionError("a test hooking the sync client is marked sync_only")
+
+    return AsyncDriven

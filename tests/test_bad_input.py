@@ -98,16 +98,17 @@ def tried(request: pytest.FixtureRequest) -> Tried:
 
 @pytest.fixture
 def history_factory(
-    table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None
+    table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None, api: Any
 ) -> Callable[..., DynamoDBChatMessageHistory]:
     def make(session: Any, table: str | None = None, **options: Any) -> DynamoDBChatMessageHistory:
-        return DynamoDBChatMessageHistory(
+        history: DynamoDBChatMessageHistory = api.history(
             table or table_name,
             session,
             endpoint_url=dynamodb_endpoint,
             region_name=dynamodb_region,
             **options,
         )
+        return history
 
     return make
 
@@ -324,6 +325,58 @@ def test_attribute_names_that_collide_with_internal_ones_are_refused(
         )
 
 
+BAD_ENDPOINTS: list[tuple[str, str]] = [
+    ("127.0.0.1:18811", "did you mean http://127.0.0.1:18811?"),
+    ("localhost:8000", "did you mean http://localhost:8000?"),
+    ("ftp://127.0.0.1:8000", "http:// or https://"),
+    ("http://", "http:// or https://"),
+    ("http://bad host:8000", "http:// or https://"),
+]
+
+
+def test_endpoint_urls_botocore_cannot_use_are_configuration_errors_with_a_hint(
+    monkeypatch: pytest.MonkeyPatch, tried: Tried
+) -> None:
+    for url, hint in BAD_ENDPOINTS:
+        for build in (
+            lambda url: DynamoDBChatMessageHistory("T", "s", endpoint_url=url),
+            lambda url: create_table("T", endpoint_url=url),
+        ):
+            with pytest.raises(ConfigurationError, match=re.escape(hint)) as caught:
+                build(url)
+            assert url in str(caught.value)
+            tried.refused("endpoint URLs refused")
+        monkeypatch.setenv("CHATHIST_ENDPOINT_URL", url)
+        with pytest.raises(ConfigurationError, match=r"\$CHATHIST_ENDPOINT_URL"):
+            DynamoDBChatMessageHistory("T", "s")
+        monkeypatch.delenv("CHATHIST_ENDPOINT_URL")
+        tried.refused("endpoint URLs refused")
+
+
+def test_other_values_botocore_refuses_when_building_a_client_are_configuration_errors(
+    dynamodb_endpoint: str | None, tried: Tried, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    import boto3
+
+    endpoint = dynamodb_endpoint or "https://dynamodb.us-east-1.amazonaws.com"
+    for build in (
+        lambda: DynamoDBChatMessageHistory("T", "s", endpoint, region_name="us east 1"),
+        lambda: DynamoDBChatMessageHistory(
+            "T", "s", endpoint, boto3_session=boto3.Session(region_name="us east 1")
+        ),
+        lambda: create_table("T", endpoint_url=endpoint, region_name="us east 1"),
+    ):
+        with pytest.raises(ConfigurationError, match="us east 1") as caught:
+            build()
+        assert isinstance(caught.value.__cause__, ValueError)
+        tried.refused("regions refused")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    with pytest.raises(ConfigurationError, match="no-such-profile"):
+        DynamoDBChatMessageHistory(f"T-{uuid.uuid4().hex[:8]}", "s", endpoint)  # a new client
+    tried.refused("profiles refused")
+
+
 # -- messages --------------------------------------------------------------------------------------
 
 
@@ -351,7 +404,13 @@ BAD_MESSAGES: list[tuple[str, Callable[[], Any]]] = [
     ("object()", lambda: HumanMessage("x", additional_kwargs={"o": object()})),
     ("set", lambda: HumanMessage("x", additional_kwargs={"s": {1, 2}})),
     ("datetime", lambda: HumanMessage("x", additional_kwargs={"t": datetime.datetime.now()})),
-    ("Decimal", lambda: HumanMessage("x", additional_kwargs={"d": decimal.Decimal("1.5")})),
+    (
+        "Decimal no float equals",
+        lambda: HumanMessage(
+            "x", additional_kwargs={"d": decimal.Decimal("0.1000000000000000001")}
+        ),
+    ),
+    ("Decimal NaN", lambda: HumanMessage("x", additional_kwargs={"d": decimal.Decimal("NaN")})),
     ("complex", lambda: HumanMessage("x", additional_kwargs={"c": 1j})),
     ("nesting 300 deep", lambda: HumanMessage("x", additional_kwargs={"deep": _nested(300)})),
     ("lone surrogate in content", lambda: HumanMessage("a\ud800b")),
@@ -655,3 +714,56 @@ def test_hostile_session_ids_work_or_are_refused(
         record(SECTION, test, "session ids refused")
         record(SECTION, test, "writes", wrote)
         assert wrote == 0
+
+
+def test_add_messages_given_one_message_or_no_sequence_says_so(
+    history_factory: Callable[..., DynamoDBChatMessageHistory],
+    table_name: str,
+    boto3_client: Any,
+    list_table: str,
+    tried: Tried,
+) -> None:
+    for history in (
+        history_factory("one", **EVENTS),
+        history_factory("one", table=list_table, layout="list"),
+    ):
+        with pytest.raises(UnsupportedValueError) as caught:
+            history.add_messages(HumanMessage("x"))  # type: ignore[arg-type]
+        assert str(caught.value) == (
+            "add_messages takes a sequence of messages, got a single HumanMessage; use add_message"
+        )
+        for bad, name in (("hello", "str"), (None, "NoneType"), ({"type": "human"}, "dict")):
+            with pytest.raises(UnsupportedValueError, match=f"sequence of messages, got {name}$"):
+                history.add_messages(bad)  # type: ignore[arg-type]
+            tried.refused("add_messages arguments refused")
+        assert history.messages == []
+    assert scan_count(boto3_client, table_name) == 0
+    assert scan_count(boto3_client, list_table) == 0
+
+
+def test_type_names_in_errors_have_no_wrong_article(
+    history_factory: Callable[..., DynamoDBChatMessageHistory], list_table: str
+) -> None:
+    errors: list[str] = []
+    with pytest.raises(InvalidSessionIdError) as session_error:
+        history_factory(42)
+    errors.append(str(session_error.value))
+    for history in (
+        history_factory("s", **EVENTS),
+        history_factory("s", table=list_table, layout="list"),
+    ):
+        for bad in (
+            HumanMessage("x", additional_kwargs={"m": {1: "one"}}),
+            HumanMessage("x", additional_kwargs={"o": object()}),
+            HumanMessage("x", additional_kwargs={"e": ...}),
+        ):
+            with pytest.raises(UnsupportedValueError) as caught:
+                history.add_message(bad)
+            errors.append(str(caught.value))
+        with pytest.raises(UnsupportedValueError) as caught:
+            history.add_messages([1])  # type: ignore[list-item]
+        errors.append(str(caught.value))
+    assert "session_id must be a str, got int" in errors[0]
+    for text in errors:
+        assert not re.search(r"\ba (int|object|ellipsis)\b", text), text
+    assert any("got int" in text for text in errors[1:])

@@ -31,7 +31,7 @@ from chathist import DynamoDBChatMessageHistory, create_table
 from chathist.cli import main
 from chathist.cli.sessions import import_plan
 from chathist.core.sizes import item_size
-from tests.helpers import create_list_table
+from tests.helpers import create_list_table, without_aws_credentials
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -181,6 +181,39 @@ def test_missing_table_is_one_line(
         assert main([*args, *endpoint]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("chathist: error: ") and missing in err[0]
+
+
+def test_an_endpoint_url_without_a_scheme_is_one_line_with_the_fix() -> None:
+    line = assert_one_error_line(run_cli("127.0.0.1:18811", "show", "ChatEvents", "s"))
+    assert "did you mean http://127.0.0.1:18811?" in line
+
+
+def test_no_region_is_one_line_naming_the_command_line_options(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "CHATHIST_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    assert main(["show", f"chathist-test-noregion-{uuid.uuid4().hex[:8]}", "s"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("chathist: error: ")
+    assert "--region" in err[0] and "region_name=" not in err[0]
+
+
+def test_missing_credentials_against_an_endpoint_say_that_any_keys_do(
+    dynamodb_endpoint: str | None,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    if dynamodb_endpoint is None:
+        pytest.skip("needs an endpoint URL (DynamoDB Local)")
+    without_aws_credentials(monkeypatch, tmp_path)
+    table = f"chathist-test-nokeys-{uuid.uuid4().hex[:8]}"  # a new table: a new client
+    assert main(["show", table, "s", "--endpoint-url", dynamodb_endpoint]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("chathist: error: ")
+    assert err[0].count("export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local") == 1
 
 
 # -- show ---------------------------------------------------------------------------------------

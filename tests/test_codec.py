@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from chathist.core.codec import (
     CODEC_JSON,
     CODEC_ZLIB,
     MAX_DEPTH,
+    MAX_INT_DIGITS,
     check_json_value,
     decode_message,
     encode_message,
@@ -139,6 +141,8 @@ def test_compression_that_saves_no_write_unit_is_not_used() -> None:
         ({1: "x"}, "keys must be strings"),
         ({1.5}, "set"),
         (object(), "object"),
+        pytest.param(10**MAX_INT_DIGITS, "more than 4300 digits", id="int-4301-digits"),
+        pytest.param(-(10**MAX_INT_DIGITS), "more than 4300 digits", id="int-minus-4301-digits"),
     ],
 )
 def test_values_json_cannot_hold_exactly_are_refused(value: Any, fragment: str) -> None:
@@ -177,3 +181,82 @@ def test_not_a_message_is_refused() -> None:
 def test_garbage_payloads_give_corrupt_history_error(codec: str, data: bytes) -> None:
     with pytest.raises(CorruptHistoryError):
         decode_message(codec, data)
+
+
+def test_ints_up_to_the_digit_limit_round_trip() -> None:
+    for number in (10**MAX_INT_DIGITS - 1, -(10**MAX_INT_DIGITS - 1)):
+        payload = encode_message(HumanMessage("x", additional_kwargs={"n": number}))
+        assert decode_message(payload.codec, payload.data).additional_kwargs["n"] == number
+
+
+# -- Decimal: what boto3 reads every DynamoDB number as (LangChain's class returns them) ----------
+
+
+def _round_trip_number(value: Any) -> Any:
+    payload = encode_message(AIMessage("x", response_metadata={"n": value}))
+    return decode_message(payload.codec, payload.data).response_metadata["n"]
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        (Decimal("3"), 3),
+        (Decimal("3.000"), 3),
+        (Decimal("1E+2"), 100),
+        (Decimal("-0"), 0),
+        (Decimal("0.7"), 0.7),
+        (Decimal("-2.5E-9"), -2.5e-9),
+        (Decimal("1.5E-300"), 1.5e-300),
+        # integral, so an int, as the list layout reads such a number
+        pytest.param(Decimal("1.5E+300"), 15 * 10**299, id="1.5E+300"),
+        (Decimal(12345678901234567890), 12345678901234567890),
+    ],
+)
+def test_decimals_are_stored_as_the_int_or_float_of_the_same_value(
+    stored: Decimal, expected: Any
+) -> None:
+    back = _round_trip_number(stored)
+    assert type(back) is type(expected) and back == expected
+
+
+@pytest.mark.parametrize(
+    ("stored", "fragment"),
+    [
+        (Decimal("NaN"), "NaN"),
+        (Decimal("sNaN"), "NaN"),
+        (Decimal("Infinity"), "infinity"),
+        (Decimal("-Infinity"), "infinity"),
+        (Decimal("0.1000000000000000000001"), "no float equals it"),
+        (Decimal("1E-400"), "no float equals it"),
+        (Decimal("1E+400000000"), "more than 4300 digits"),
+    ],
+)
+def test_decimals_no_int_or_float_equals_are_refused_naming_the_path(
+    stored: Decimal, fragment: str
+) -> None:
+    with pytest.raises(UnsupportedValueError, match=fragment) as caught:
+        _round_trip_number(stored)
+    assert "response_metadata.n" in str(caught.value)
+
+
+def _equal_in_value(number: Any, stored: Decimal) -> bool:
+    """``number`` is an int or float whose value, written as JSON, is ``stored``."""
+    if type(number) is int:
+        return Decimal(number) == stored
+    return type(number) is float and Decimal(repr(number)) == stored
+
+
+@given(
+    stored=st.decimals(allow_nan=False, allow_infinity=False)
+    | st.floats(allow_nan=False, allow_infinity=False).map(lambda f: Decimal(repr(f)))
+    | st.integers().map(Decimal)
+)
+def test_a_decimal_round_trips_equal_in_value_or_is_refused(stored: Decimal) -> None:
+    try:
+        back = _round_trip_number(stored)
+    except UnsupportedValueError:
+        # Refused only when no int or float holds it: every float's and int's Decimal is taken.
+        assert stored != stored.to_integral_value()
+        assert Decimal(repr(float(stored))) != stored
+        return
+    assert _equal_in_value(back, stored)

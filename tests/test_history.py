@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import string
 import threading
@@ -18,6 +19,7 @@ from chathist import (
     ConfigurationError,
     DynamoDBChatMessageHistory,
     InvalidSessionIdError,
+    StorageError,
     TableNotFoundError,
     TableSchemaError,
     UnsupportedValueError,
@@ -26,20 +28,24 @@ from chathist import (
 from chathist.core.events import SEQ_WIDTH
 from chathist.dynamo.binding import Binding
 from chathist.dynamo.client import client_for
-from tests.helpers import hooked, partition_items
+from tests.helpers import hooked, partition_items, without_aws_credentials
 from tests.test_codec import every_message_type
 
 History = Callable[..., DynamoDBChatMessageHistory]
 
 
 @pytest.fixture
-def history(table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None) -> History:
-    """Make histories on the test's table: ``history(session_id="s", **options)``."""
+def history(
+    table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None, api: Any
+) -> History:
+    """Make histories on the test's table: ``history(session_id="s", **options)``, driven
+    through the sync API or the async one (`api`)."""
 
     def make(session_id: str = "s", **options: Any) -> DynamoDBChatMessageHistory:
-        return DynamoDBChatMessageHistory(
+        history: DynamoDBChatMessageHistory = api.history(
             table_name, session_id, dynamodb_endpoint, region_name=dynamodb_region, **options
         )
+        return history
 
     return make
 
@@ -176,6 +182,7 @@ def test_a_batch_too_big_for_one_transaction_is_atomic_and_contiguous(
     assert sum(i["SK"]["S"].startswith("!") for i in items) == len(batch)  # the staged events
 
 
+@pytest.mark.sync_only  # the busy writer needs a thread of its own, not the test loop's turn
 def test_a_multi_transaction_write_is_not_starved_by_a_busy_writer(history: History) -> None:
     rng = random.Random(5)
     batch: list[BaseMessage] = [HumanMessage(random_text(rng, 60_000)) for _ in range(80)]
@@ -203,6 +210,7 @@ def test_a_multi_transaction_write_is_not_starved_by_a_busy_writer(history: Hist
     assert len(written) > 10  # the busy writer really appended during the batch
 
 
+@pytest.mark.sync_only
 def test_history_size_returns_the_latest_messages_reading_about_that_many_items(
     history: History,
 ) -> None:
@@ -216,7 +224,8 @@ def test_history_size_returns_the_latest_messages_reading_about_that_many_items(
     )
     assert [m.content for m in window.messages] == [f"m{i}" for i in range(280, 300)]
     assert sum(items_read) <= 22
-    assert [m.content for m in history(history_size=0).messages][-1] == "m299"  # 0 = no limit
+    everything = [m.content for m in history(history_size=0).messages]  # 0: no limit
+    assert everything == [f"m{i}" for i in range(300)]
 
     writer.add_messages([HumanMessage(f"s{i}") for i in range(300)])  # staged, then committed
     items_read.clear()
@@ -283,6 +292,7 @@ def test_a_writer_with_a_stale_next_number_is_not_lost_after_another_clears(
     assert [m.content for m in history().messages] == ["a2"]
 
 
+@pytest.mark.sync_only
 def test_an_interrupted_clear_still_reads_empty_and_the_next_clear_finishes(
     history: History, boto3_client: Any, table_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -457,6 +467,7 @@ def test_runnable_with_message_history_sees_the_first_exchange(history: History)
     ]
 
 
+@pytest.mark.sync_only
 def test_repair_deletes_only_old_uncommitted_stages(
     history: History, boto3_client: Any, table_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -485,6 +496,7 @@ def test_repair_deletes_only_old_uncommitted_stages(
     assert len(left) == 30
 
 
+@pytest.mark.sync_only
 def test_a_stage_older_than_half_the_abandon_age_is_staged_anew_before_its_commit(
     history: History, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -558,6 +570,7 @@ def test_an_expired_staged_write_reads_as_gone_while_ttl_deletes_it_piecemeal(
     assert [m.content for m in history(history_size=1).messages] == ["kept"]
 
 
+@pytest.mark.sync_only
 def test_a_clear_that_runs_during_a_read_gives_the_cleared_history(
     history: History,
 ) -> None:
@@ -584,8 +597,99 @@ def test_a_clear_that_runs_during_a_read_gives_the_cleared_history(
 def test_no_region_anywhere_is_a_configuration_error(
     table_name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "CHATHIST_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     with pytest.raises(ConfigurationError, match="region"):
         DynamoDBChatMessageHistory(f"{table_name}-noregion", "s")
+
+
+def test_chathist_endpoint_url_is_the_default_endpoint_below_an_explicit_one(
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    boto3_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if dynamodb_endpoint is None:
+        pytest.skip("needs an endpoint URL (DynamoDB Local)")
+    name = f"chathist-test-env-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("CHATHIST_ENDPOINT_URL", dynamodb_endpoint)
+    try:
+        assert create_table(name, region_name=dynamodb_region)  # no endpoint_url: the variable's
+        h = DynamoDBChatMessageHistory(name, "s", region_name=dynamodb_region)
+        h.add_user_message("via the environment")
+        assert [m.content for m in stored_messages(boto3_client, name)] == ["via the environment"]
+        assert Binding.resolve(name) == Binding.resolve(name, dynamodb_endpoint)
+        # An explicit endpoint_url wins over the variable.
+        monkeypatch.setenv("CHATHIST_ENDPOINT_URL", "http://127.0.0.1:9")
+        explicit = DynamoDBChatMessageHistory(
+            name, "s", dynamodb_endpoint, region_name=dynamodb_region
+        )
+        assert [m.content for m in explicit.messages] == ["via the environment"]
+        # Read when the history is built: changing the variable later changes nothing for it.
+        monkeypatch.setenv("CHATHIST_ENDPOINT_URL", dynamodb_endpoint)
+        later = DynamoDBChatMessageHistory(name, "s", region_name=dynamodb_region)
+        monkeypatch.setenv("CHATHIST_ENDPOINT_URL", "http://127.0.0.1:9")
+        assert [m.content for m in later.messages] == ["via the environment"]
+    finally:
+        with contextlib.suppress(Exception):
+            boto3_client.delete_table(TableName=name)
+
+
+def stored_messages(client: Any, table: str, session: str = "s") -> list[BaseMessage]:
+    """The messages of ``session`` as stored, decoded from the raw items (no chathist reader)."""
+    from chathist.core.codec import decode_message
+
+    return [
+        decode_message(item["codec"]["S"], item["History"]["S"])
+        for item in stored_items(client, table, session)
+        if item["event"]["S"] == "message"
+    ]
+
+
+def test_missing_credentials_for_an_endpoint_say_that_any_keys_do(
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+) -> None:
+    if dynamodb_endpoint is None:
+        pytest.skip("needs an endpoint URL (DynamoDB Local)")
+    without_aws_credentials(monkeypatch, tmp_path)
+    table = f"chathist-test-nokeys-{uuid.uuid4().hex[:8]}"  # a new table: a new client
+    h = DynamoDBChatMessageHistory(table, "s", dynamodb_endpoint, region_name=dynamodb_region)
+    with pytest.raises(StorageError, match="AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local"):
+        _ = h.messages
+    with pytest.raises(StorageError, match="any keys do"):
+        create_table(table, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+
+
+def test_create_table_over_a_langchain_table_says_to_migrate_into_a_new_one(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, list_table: str
+) -> None:
+    with pytest.raises(TableSchemaError) as caught:
+        create_table(list_table, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
+    text = str(caught.value)
+    assert "`chathist create-table NEW_NAME`" in text
+    assert f"`chathist migrate --source {list_table} --target NEW_NAME`" in text
+    assert "layout=" not in text  # create_table takes no layout
+
+
+def test_the_event_layout_on_a_table_with_a_numeric_hash_key_is_a_schema_error(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any
+) -> None:
+    name = f"chathist-test-numeric-{uuid.uuid4().hex[:8]}"
+    keys = [("SessionId", "N", "HASH"), ("SK", "S", "RANGE")]
+    boto3_client.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": n, "AttributeType": t} for n, t, _ in keys],
+        KeySchema=[{"AttributeName": n, "KeyType": k} for n, _, k in keys],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    try:
+        h = DynamoDBChatMessageHistory(name, "s", dynamodb_endpoint, region_name=dynamodb_region)
+        with pytest.raises(TableSchemaError, match="needs string keys") as caught:
+            h.add_user_message("x")
+        assert "layout='list'" not in str(caught.value)
+    finally:
+        boto3_client.delete_table(TableName=name)

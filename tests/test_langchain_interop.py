@@ -181,3 +181,25 @@ def test_stored_format_is_the_same_as_langchains(
         mine = raw_item(boto3_client, table, {"SessionId": "ch"})
     assert theirs is not None and mine is not None
     assert mine["History"] == theirs["History"]
+
+
+def test_messages_langchain_read_back_can_be_added_to_chathist_in_either_layout(
+    boto3_client: Any, dynamodb_endpoint: str | None, table_name: str
+) -> None:
+    """LangChain's class returns every number as a Decimal; chathist stores each as the int or
+    float of the same value (the event layout and the list layout alike)."""
+    case = Case("decimals", options={"coerce_float_to_decimal": True})
+    written = [*conversation(), AIMessage("x", response_metadata={"n": 3, "p": 0.25})]
+    with list_table_named(boto3_client, prefix="decimals") as table:
+        theirs = langchain(table, dynamodb_endpoint, case, "lc")
+        theirs.add_messages(written)
+        read_back = theirs.messages
+        assert decimals_in(dumped(read_back)) != []  # what this test is about
+        for history in (
+            ours(table, dynamodb_endpoint, Case("list"), "ch"),
+            DynamoDBChatMessageHistory(table_name, "ch", dynamodb_endpoint, layout="events"),
+        ):
+            history.add_messages(read_back)
+            back = history.messages
+            assert dumped(back) == dumped(written)
+            assert decimals_in(dumped(back)) == []

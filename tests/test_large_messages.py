@@ -77,13 +77,17 @@ def dicts(messages: list[BaseMessage]) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def history(table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None) -> History:
-    """Make histories on the test's table: ``history(session_id="s", **options)``."""
+def history(
+    table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None, api: Any
+) -> History:
+    """Make histories on the test's table: ``history(session_id="s", **options)``, driven
+    through the sync API or the async one (`api`)."""
 
     def make(session_id: str = "s", **options: Any) -> DynamoDBChatMessageHistory:
-        return DynamoDBChatMessageHistory(
+        history: DynamoDBChatMessageHistory = api.history(
             table_name, session_id, dynamodb_endpoint, region_name=dynamodb_region, **options
         )
+        return history
 
     return make
 
@@ -228,6 +232,7 @@ def _message(shape: str, size: int) -> tuple[BaseMessage, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("shape", ["letters", "prose", "image"])
+@pytest.mark.sync_only
 def test_large_messages_round_trip_exactly(
     history: History, client: Any, table_name: str, chunk: int, shape: str
 ) -> None:
@@ -263,6 +268,7 @@ def test_large_messages_round_trip_exactly(
             assert json.loads(zlib.decompress(stored)) == message_to_dict(message)
 
 
+@pytest.mark.sync_only
 def test_a_16_mb_image_block_round_trips(history: History, client: Any, table_name: str) -> None:
     """The largest documented size, as 16 MB of base64 in a content block (compressed to ~12 MB,
     some 30 parts written in four transactions and a commit)."""
@@ -276,6 +282,7 @@ def test_a_16_mb_image_block_round_trips(history: History, client: Any, table_na
     assert len(parts_of(items, header)) == int(header["parts"]["N"])
 
 
+@pytest.mark.sync_only
 def test_a_small_message_stays_plain_json_and_a_compressible_one_is_compressed(
     history: History, client: Any, table_name: str
 ) -> None:
@@ -299,6 +306,7 @@ def test_a_small_message_stays_plain_json_and_a_compressible_one_is_compressed(
     assert dicts(history(compress_threshold=None).messages) == sent  # each item says its codec
 
 
+@pytest.mark.sync_only
 def test_a_message_too_large_even_compressed_is_refused_and_nothing_is_written(
     history: History, client: Any, table_name: str
 ) -> None:
@@ -315,6 +323,7 @@ def test_a_message_too_large_even_compressed_is_refused_and_nothing_is_written(
 # -- atomicity ------------------------------------------------------------------------------------
 
 
+@pytest.mark.sync_only
 def test_a_batch_of_small_and_huge_messages_is_atomic_and_contiguous_while_another_writes(
     history: History, client: Any, table_name: str
 ) -> None:
@@ -374,6 +383,7 @@ def test_a_batch_of_small_and_huge_messages_is_atomic_and_contiguous_while_anoth
 
 
 @pytest.mark.parametrize("allowed", [1, 2], ids=["after-1st-transaction", "after-2nd"])
+@pytest.mark.sync_only
 def test_a_write_interrupted_between_transactions_shows_nothing_and_clear_removes_it(
     history: History,
     client: Any,
@@ -462,6 +472,7 @@ def boundaries_for(chunk: int) -> dict[str, int]:
 
 @settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
+@pytest.mark.sync_only
 def test_sizes_around_every_boundary_round_trip(
     history: History,
     client: Any,
@@ -510,6 +521,7 @@ def test_sizes_around_every_boundary_round_trip(
 
 
 @pytest.mark.soak
+@pytest.mark.sync_only
 def test_the_largest_message_round_trips_and_one_byte_more_is_refused(
     history: History, client: Any, table_name: str
 ) -> None:

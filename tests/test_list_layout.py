@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+import shlex
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -24,6 +28,7 @@ from chathist import (
     TableSchemaError,
     UnsupportedValueError,
 )
+from chathist.cli import main
 from chathist.core.listformat import messages_from_legacy, messages_to_legacy
 from chathist.dynamo.list_store import VERSION_ATTRIBUTE
 from tests.helpers import hooked, list_table_named
@@ -39,14 +44,18 @@ def hash_table(boto3_client: Any) -> Iterator[str]:
 
 
 @pytest.fixture
-def listed(hash_table: str, dynamodb_endpoint: str | None, dynamodb_region: str | None) -> History:
-    """Make list-layout histories on ``hash_table``: ``listed(session_id="s", **options)``."""
+def listed(
+    hash_table: str, dynamodb_endpoint: str | None, dynamodb_region: str | None, api: Any
+) -> History:
+    """Make list-layout histories on ``hash_table``: ``listed(session_id="s", **options)``,
+    driven through the sync API or the async one (`api`)."""
 
     def make(session_id: str = "s", **options: Any) -> DynamoDBChatMessageHistory:
         options.setdefault("layout", "list")
-        return DynamoDBChatMessageHistory(
+        history: DynamoDBChatMessageHistory = api.history(
             hash_table, session_id, dynamodb_endpoint, region_name=dynamodb_region, **options
         )
+        return history
 
     return make
 
@@ -103,6 +112,31 @@ def test_notebook_code_runs_unchanged_on_a_hash_only_table_and_warns_once(
         assert [entry["M"]["type"]["S"] for entry in item["History"]["L"]] == ["human", "ai"]
 
 
+def test_the_warnings_commands_run_verbatim_move_the_sessions(
+    boto3_client: Any, dynamodb_endpoint: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with list_table_named(boto3_client) as table:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            history = DynamoDBChatMessageHistory(table, "0", dynamodb_endpoint)
+            history.add_messages([HumanMessage("hi!"), AIMessage("whats up?")])
+        (warning,) = [str(w.message) for w in caught if table in str(w.message)]
+        commands = re.findall(r"`(chathist [^`]+)`", warning)
+        assert [c.split()[1] for c in commands] == ["create-table", "migrate"]
+        target = f"{table}-events"
+        try:
+            for command in commands:
+                endpoint = (
+                    [] if dynamodb_endpoint is None else ["--endpoint-url", dynamodb_endpoint]
+                )
+                assert main([*shlex.split(command)[1:], *endpoint]) == 0, capsys.readouterr()
+            moved = DynamoDBChatMessageHistory(target, "0", dynamodb_endpoint, layout="events")
+            assert moved.messages == [HumanMessage("hi!"), AIMessage("whats up?")]
+        finally:
+            with contextlib.suppress(Exception):
+                boto3_client.delete_table(TableName=target)
+
+
 def test_auto_with_a_key_dict_is_the_list_layout_and_warns_once(
     boto3_client: Any, dynamodb_endpoint: str | None
 ) -> None:
@@ -134,6 +168,7 @@ def test_the_auto_layout_warning_from_a_read_points_at_the_reader(
     assert ours[0].filename == __file__  # the line that read, not its caller's caller
 
 
+@pytest.mark.sync_only
 def test_a_truncating_append_keeps_to_append_timeout(
     listed: History, hash_table: str, boto3_client: Any
 ) -> None:
@@ -200,6 +235,66 @@ def test_wrong_hash_key_name_is_a_schema_error(
     history = DynamoDBChatMessageHistory(hash_table, "s", dynamodb_endpoint, primary_key_name="Id")
     with pytest.raises(TableSchemaError, match="primary_key_name='SessionId'"):
         history.add_user_message("x")
+
+
+@pytest.mark.sync_only
+def test_a_table_whose_keys_do_not_fit_the_list_layout_is_a_schema_error_before_any_request(
+    boto3_client: Any, dynamodb_endpoint: str | None, table_name: str
+) -> None:
+    # An event table (composite key) asked for the list layout.
+    listed_on_events = DynamoDBChatMessageHistory(table_name, "s", dynamodb_endpoint, layout="list")
+    sent: list[str] = []
+    client = listed_on_events.client
+    client.meta.events.register(
+        "before-call.dynamodb.*", lambda model, **_: sent.append(model.name)
+    )
+    for action in (
+        lambda: listed_on_events.messages,
+        lambda: listed_on_events.add_user_message("x"),
+    ):
+        with pytest.raises(TableSchemaError, match="layout='events'") as caught:
+            action()
+        assert "RANGE SK (S)" in str(caught.value)
+    assert sent == ["DescribeTable"]  # asked once, and nothing was sent to the item
+    assert boto3_client.scan(TableName=table_name)["Count"] == 0
+    # A hash key that is a number, in the list layout and in auto (which picks the list layout).
+    with numeric_hash_table(boto3_client) as numeric:
+        for options in ({"layout": "list"}, {}):
+            history = DynamoDBChatMessageHistory(numeric, "s", dynamodb_endpoint, **options)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                with pytest.raises(TableSchemaError, match="SessionId is a number in the table"):
+                    history.add_user_message("x")
+                with pytest.raises(TableSchemaError, match="pass key="):
+                    history.messages  # noqa: B018
+        # ... which a key of the table's type addresses, as with LangChain's class.
+        by_number = DynamoDBChatMessageHistory(
+            numeric, "s", dynamodb_endpoint, key={"SessionId": 7}
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            by_number.add_user_message("numbered")
+        assert by_number.messages == [HumanMessage("numbered")]
+        item = boto3_client.get_item(TableName=numeric, Key={"SessionId": {"N": "7"}})
+        assert "Item" in item
+
+
+@contextlib.contextmanager
+def numeric_hash_table(client: Any) -> Iterator[str]:
+    """A fresh table whose only key is a number (``SessionId``, type N)."""
+    name = f"chathist-test-numeric-{uuid.uuid4().hex[:8]}"
+    client.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "SessionId", "AttributeType": "N"}],
+        KeySchema=[{"AttributeName": "SessionId", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.get_waiter("table_exists").wait(TableName=name)
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(Exception):
+            client.delete_table(TableName=name)
 
 
 # -- format and options --------------------------------------------------------------------------
@@ -271,6 +366,28 @@ def test_numbers_come_back_as_int_and_float_never_decimal(listed: History) -> No
     assert type(nested["x"]) is float and nested["y"] == [3, 4.5]
 
 
+def test_decimals_are_stored_as_the_int_or_float_of_the_same_value(listed: History) -> None:
+    """What boto3 (and so LangChain's class) reads back can be written again, with or without
+    coerce_float_to_decimal."""
+    read_back = AIMessage(
+        "n", response_metadata={"n": Decimal("3"), "t": Decimal("0.7"), "e": Decimal("1E+2")}
+    )
+    for coerce in (False, True):
+        history = listed(session_id=f"decimals-{coerce}", coerce_float_to_decimal=coerce)
+        history.add_message(read_back)
+        (back,) = history.messages
+        assert back.response_metadata == {"n": 3, "t": 0.7, "e": 100}
+        types = {name: type(value) for name, value in back.response_metadata.items()}
+        assert types == {"n": int, "t": float, "e": int}
+        with pytest.raises(UnsupportedValueError, match=r"response_metadata\.x.*no float"):
+            history.add_message(
+                AIMessage("", response_metadata={"x": Decimal("0.1000000000000000000001")})
+            )
+        with pytest.raises(UnsupportedValueError, match=r"response_metadata\.x.*NaN"):
+            history.add_message(AIMessage("", response_metadata={"x": Decimal("NaN")}))
+        assert len(history.messages) == 1
+
+
 def test_floats_need_coerce_float_to_decimal(
     listed: History, boto3_client: Any, hash_table: str
 ) -> None:
@@ -299,6 +416,16 @@ def test_history_size_keeps_only_the_latest_messages(
     history.add_messages([HumanMessage(str(n)) for n in range(10, 15)])  # more than history_size
     assert [m.content for m in history.messages] == ["12", "13", "14"]
     assert [m.content for m in listed().messages] == ["12", "13", "14"]
+    unlimited = listed(history_size=0)  # 0 means no limit, as in LangChain's class
+    unlimited.add_messages([HumanMessage(str(n)) for n in range(20, 25)])
+    assert len(unlimited.messages) == 8
+    assert len(raw_item(boto3_client, hash_table, {"SessionId": "s"})["History"]["L"]) == 8  # type: ignore[index]
+
+
+def test_add_messages_takes_any_iterable_of_messages_once(listed: History) -> None:
+    history = listed()
+    history.add_messages(m for m in [HumanMessage("from"), AIMessage("a generator")])  # type: ignore[arg-type]
+    assert history.messages == [HumanMessage("from"), AIMessage("a generator")]
 
 
 def test_an_append_past_400_kb_fails_cleanly_and_leaves_the_item_intact(
@@ -312,6 +439,9 @@ def test_an_append_past_400_kb_fails_cleanly_and_leaves_the_item_intact(
     with pytest.raises(ItemTooLargeError, match="chathist migrate --source") as raised:
         history.add_user_message(chunk)
     assert "400 KB" in str(raised.value)
+    assert f"`chathist create-table NEW_TABLE`, then `chathist migrate --source {hash_table}" in (
+        str(raised.value)
+    )
     assert raw_item(boto3_client, hash_table, {"SessionId": "s"}) == before
     assert [m.content[0] for m in history.messages] == ["0", "1", "2"]
     truncating = listed(history_size=10)
@@ -430,6 +560,27 @@ def test_legacy_converters_round_trip_through_dynamodb_types(
                 same_kinds(x, y)
 
     same_kinds(kwargs, back[0].additional_kwargs)
+
+
+@given(
+    stored=st.decimals(allow_nan=False, allow_infinity=False)
+    | st.floats(allow_nan=False, allow_infinity=False).map(lambda f: Decimal(repr(f)))
+    | st.integers().map(Decimal)
+)
+def test_a_decimal_round_trips_through_the_list_layout_equal_in_value_or_is_refused(
+    stored: Decimal,
+) -> None:
+    message = AIMessage("x", response_metadata={"n": stored})
+    try:
+        entries = messages_to_legacy([message], coerce_float_to_decimal=False)
+    except UnsupportedValueError:
+        return
+    written = [TypeDeserializer().deserialize(TypeSerializer().serialize(e)) for e in entries]
+    number = messages_from_legacy(written)[0].response_metadata["n"]
+    if type(number) is int:
+        assert Decimal(number) == stored
+    else:
+        assert type(number) is float and Decimal(repr(number)) == stored
 
 
 def test_legacy_converters_refuse_what_dynamodb_cannot_hold() -> None:

@@ -160,9 +160,7 @@ def test_installed_command_line_migrates_on_dynamodb_local(
     boto3_client: DynamoDBClient = request.getfixturevalue("boto3_client")  # no AWS client
     list_table: str = request.getfixturevalue("list_table")  # nor table before the skip
     history = TypeSerializer().serialize(messages_to_dict([HumanMessage("hello from a wheel")]))
-    boto3_client.put_item(
-        TableName=list_table, Item={"SessionId": {"S": "s1"}, "History": history}
-    )
+    boto3_client.put_item(TableName=list_table, Item={"SessionId": {"S": "s1"}, "History": history})
     connection = ["--endpoint-url", dynamodb_endpoint, "--region", str(dynamodb_region)]
     table = f"chathist-test-pkg-{uuid.uuid4().hex[:10]}"
     try:

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 from types import ModuleType
 
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 from chathist.cli import local, migrate, sessions, tables
 from chathist.cli.common import (
@@ -27,6 +27,7 @@ from chathist.cli.common import (
     CommandError,
 )
 from chathist.dynamo.binding import ENDPOINT_ENV
+from chathist.dynamo.translate import LOCAL_CREDENTIALS_HINT
 from chathist.errors import ChatHistoryError
 from chathist.local import LocalDatabaseError
 
@@ -110,13 +111,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` or an exception in its ``__cause__`` chain is a ``kind``."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def _error_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, NoCredentialsError):
-        text += (
-            " (for DynamoDB Local any keys do: export AWS_ACCESS_KEY_ID=local"
-            " AWS_SECRET_ACCESS_KEY=local)"
-        )
+    if _caused_by(exc, NoRegionError):
+        # The library's message names region_name=; here the user has options.
+        text = "no AWS region: pass --region, set AWS_DEFAULT_REGION, or use a --profile with one"
+    if _caused_by(exc, NoCredentialsError) and LOCAL_CREDENTIALS_HINT not in text:
+        text += f" ({LOCAL_CREDENTIALS_HINT})"
     return f"chathist: error: {text}"
 
 

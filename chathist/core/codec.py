@@ -2,9 +2,11 @@
 
 A message is stored as its ``message_to_dict`` form written as compact UTF-8 JSON. JSON keeps ints
 as ints and floats as floats (``repr`` round-trips every finite float), so nothing comes back as
-``Decimal``. Values JSON cannot hold exactly are refused before anything is written: NaN and
-infinities, non-string dict keys, bytes and other objects, lone surrogates, nesting deeper than
-`MAX_DEPTH`. Tuples are stored as lists.
+``Decimal``. A ``Decimal`` (boto3 reads every DynamoDB number as one, so messages returned by
+LangChain's class hold them) is stored as the int or float of the same value (`exact_number`).
+Values JSON cannot hold exactly are refused before anything is written: NaN and infinities,
+Decimals no int or float equals, ints over `MAX_INT_DIGITS` digits, non-string dict keys, bytes
+and other objects, lone surrogates, nesting deeper than `MAX_DEPTH`. Tuples are stored as lists.
 
 Payloads larger than ``compress_threshold`` are compressed with zlib when that saves at least one
 DynamoDB write unit (1 KB); the codec name stored with each payload says which was done, so items
@@ -17,6 +19,7 @@ import json
 import math
 import zlib
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Final
 
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
@@ -29,10 +32,12 @@ __all__ = [
     "CODEC_ZLIB",
     "DEFAULT_COMPRESS_THRESHOLD",
     "MAX_DEPTH",
+    "MAX_INT_DIGITS",
     "Payload",
     "check_json_value",
     "decode_message",
     "encode_message",
+    "exact_number",
 ]
 
 CODEC_JSON: Final = "json"
@@ -45,6 +50,10 @@ DEFAULT_COMPRESS_THRESHOLD: Final = 4096
 """Payloads up to this many bytes stay plain JSON, readable in the AWS console."""
 MAX_DEPTH: Final = 200
 """Deepest nesting of lists and dicts accepted in a message."""
+MAX_INT_DIGITS: Final = 4300
+"""Most digits of an int in a message: Python's default limit on converting an int to and from
+text (``sys.int_info.default_max_str_digits``), which json.dumps and json.loads obey."""
+_INT_LIMIT: Final = 10**MAX_INT_DIGITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,21 +64,53 @@ class Payload:
     data: bytes
 
 
+def exact_number(value: Decimal, path: str = "message") -> int | float:
+    """``value`` as the int (when it is integral) or float of the same value; a Decimal that
+    neither holds exactly is refused with `UnsupportedValueError` naming ``path``.
+
+    A float is exact when its shortest ``repr`` is ``value`` (``Decimal(repr(f)) == value``), which
+    is how LangChain and chathist write floats as DynamoDB numbers (``Decimal(str(f))``), so
+    every number they stored comes back as what it was.
+    """
+    if not value.is_finite():
+        raise UnsupportedValueError(f"{path}: Decimal {value} cannot be stored (NaN and infinity)")
+    if value == value.to_integral_value():
+        if value.adjusted() >= MAX_INT_DIGITS:
+            raise UnsupportedValueError(
+                f"{path}: Decimal {value} is an int of more than {MAX_INT_DIGITS} digits"
+            )
+        return int(value)
+    number = float(value)
+    if math.isfinite(number) and Decimal(repr(number)) == value:
+        return number
+    raise UnsupportedValueError(
+        f"{path}: Decimal {value} is not an integer and no float equals it (the nearest is"
+        f" {number!r}); round it, or store it as a string"
+    )
+
+
 def check_json_value(value: Any, path: str = "message", depth: int = 0) -> None:
     """Raise `UnsupportedValueError` unless ``value`` is JSON that round-trips exactly."""
     if depth > MAX_DEPTH:
         raise UnsupportedValueError(f"{path}: nested deeper than {MAX_DEPTH} levels")
-    if value is None or isinstance(value, (str, bool, int)):
+    if value is None or isinstance(value, (str, bool)):
+        return
+    if isinstance(value, int):
+        if abs(value) >= _INT_LIMIT:
+            raise UnsupportedValueError(f"{path}: an int of more than {MAX_INT_DIGITS} digits")
         return
     if isinstance(value, float):
         if not math.isfinite(value):
             raise UnsupportedValueError(f"{path}: {value!r} cannot be stored (NaN and infinity)")
         return
+    if isinstance(value, Decimal):
+        exact_number(value, path)
+        return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise UnsupportedValueError(
-                    f"{path}: dict key {key!r} is a {type(key).__name__}; keys must be strings"
+                    f"{path}: dict key {key!r} has type {type(key).__name__}; keys must be strings"
                 )
             check_json_value(item, f"{path}.{key}", depth + 1)
         return
@@ -78,14 +119,19 @@ def check_json_value(value: Any, path: str = "message", depth: int = 0) -> None:
             check_json_value(item, f"{path}[{index}]", depth + 1)
         return
     raise UnsupportedValueError(
-        f"{path}: a {type(value).__name__} is not JSON (use str, int, float, bool, None, "
+        f"{path}: type {type(value).__name__} is not JSON (use str, int, float, bool, None, "
         "list or dict; encode bytes as base64 text)"
     )
 
 
 def _json_bytes(value: Any) -> bytes:
     check_json_value(value)
-    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        text = json.dumps(
+            value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=exact_number
+        )
+    except ValueError as exc:  # an int over a limit lowered with sys.set_int_max_str_digits
+        raise UnsupportedValueError(f"message cannot be written as JSON: {exc}") from exc
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -103,7 +149,7 @@ def encode_message(
     """
     if not isinstance(message, BaseMessage):
         raise UnsupportedValueError(
-            f"expected a LangChain BaseMessage, got a {type(message).__name__}"
+            f"expected a LangChain BaseMessage, got {type(message).__name__}"
         )
     raw = _json_bytes(message_to_dict(message))
     if compress_threshold is not None and len(raw) > compress_threshold:

@@ -29,7 +29,7 @@ from typing import Any
 from boto3.dynamodb.types import DYNAMODB_CONTEXT, Binary
 from langchain_core.messages import BaseMessage, messages_from_dict, messages_to_dict
 
-from chathist.core.codec import check_json_value
+from chathist.core.codec import check_json_value, exact_number
 from chathist.errors import CorruptHistoryError, UnsupportedValueError
 
 __all__ = [
@@ -71,7 +71,7 @@ def messages_from_legacy(items: list[dict[str, Any]]) -> list[BaseMessage]:
     """
     if not isinstance(items, list):
         raise CorruptHistoryError(
-            f"the history attribute is a {type(items).__name__}, not a list of messages"
+            f"the history attribute is of type {type(items).__name__}, not a list of messages"
         )
     converted = from_dynamodb_numbers(items)
     for index, entry in enumerate(converted):
@@ -105,9 +105,16 @@ def _dynamodb_number(value: int | float, path: str) -> int | Decimal:
 
 
 def to_dynamodb_numbers(value: Any, *, coerce_float_to_decimal: bool, path: str = "message") -> Any:
-    """``value`` (checked JSON) with floats as Decimal, ready for boto3's TypeSerializer."""
+    """``value`` (checked JSON) with floats as Decimal, ready for boto3's TypeSerializer.
+
+    A Decimal (a number read back by boto3) is stored as the int or float of the same value
+    (`chathist.core.codec.exact_number`), and so reads back as that; it needs no
+    ``coerce_float_to_decimal``, which is about floats that may read back as ints.
+    """
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
+    if isinstance(value, Decimal):
+        return _dynamodb_number(exact_number(value, path), path)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise UnsupportedValueError(f"{path}: {value!r} cannot be stored (NaN and infinity)")
@@ -134,7 +141,7 @@ def to_dynamodb_numbers(value: Any, *, coerce_float_to_decimal: bool, path: str 
             )
             for index, item in enumerate(value)
         ]
-    raise UnsupportedValueError(f"{path}: a {type(value).__name__} is not JSON")
+    raise UnsupportedValueError(f"{path}: type {type(value).__name__} is not JSON")
 
 
 def messages_to_legacy(
@@ -145,13 +152,13 @@ def messages_to_legacy(
     Raises `UnsupportedValueError` for a value the list layout cannot store (see the module
     docstring), before anything is written.
     """
+    messages = list(messages)  # read once: an iterator would be empty the second time
     for index, message in enumerate(messages):
         if not isinstance(message, BaseMessage):
             raise UnsupportedValueError(
-                f"messages[{index}]: expected a LangChain BaseMessage, got a"
-                f" {type(message).__name__}"
+                f"messages[{index}]: expected a LangChain BaseMessage, got {type(message).__name__}"
             )
-    entries = messages_to_dict(list(messages))
+    entries = messages_to_dict(messages)
     result: list[dict[str, Any]] = []
     for index, entry in enumerate(entries):
         path = f"messages[{index}]"

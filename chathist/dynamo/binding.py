@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
-from urllib.parse import urlsplit
+
+from botocore.exceptions import BotoCoreError, NoRegionError
+from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
 
 from chathist.errors import ConfigurationError
 
@@ -26,20 +28,25 @@ LOCAL_DEFAULT_REGION: Final = "us-east-1"
 """The region used with an endpoint when nothing else names one (DynamoDB Local ignores it)."""
 
 
-def check_endpoint_url(url: str) -> str:
-    """``url`` if it is an http(s) URL with a host, else `ConfigurationError` with a hint."""
+def check_endpoint_url(url: object, origin: str = "") -> str:
+    """``url`` if botocore can use it as an endpoint (http or https, a host), else
+    `ConfigurationError` with a hint (``origin`` says where it came from); botocore itself
+    would raise a bare ValueError later."""
     if not isinstance(url, str):
         raise ConfigurationError(f"endpoint_url must be a str, got {type(url).__name__}")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        hint = f"; did you mean 'http://{url}'?" if "://" not in url else ""
-        raise ConfigurationError(
-            f"endpoint_url {url!r} is not an http:// or https:// URL with a host{hint}"
-        )
-    return url
+    scheme, separator, _ = url.partition("://")
+    if scheme.lower() in ("http", "https") and (
+        is_valid_endpoint_url(url) or is_valid_ipv6_endpoint_url(url)
+    ):
+        return url
+    if not separator:
+        hint = f"it has no scheme; did you mean http://{url}?"
+    else:
+        hint = "it needs http:// or https:// and a host, e.g. http://127.0.0.1:8000"
+    raise ConfigurationError(f"invalid endpoint URL {url!r}{origin}: {hint}")
 
 
-def _configured_region(boto3_session: boto3.Session | None) -> str | None:
+def _configured_region(boto3_session: boto3.Session | None, profile: str | None) -> str | None:
     if boto3_session is not None and boto3_session.region_name:
         return str(boto3_session.region_name)
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
@@ -47,7 +54,10 @@ def _configured_region(boto3_session: boto3.Session | None) -> str | None:
         return region
     from chathist.dynamo.client import botocore_session
 
-    configured = botocore_session().get_config_variable("region")
+    try:
+        configured = botocore_session(profile).get_config_variable("region")
+    except BotoCoreError as exc:  # a missing profile, an unreadable config file
+        raise ConfigurationError(f"cannot read the AWS configuration: {exc}") from exc
     return str(configured) if configured else None
 
 
@@ -62,6 +72,9 @@ class Binding:
     endpoint_url: str | None
     region_name: str
     boto3_session: boto3.Session | None = None
+    profile: str | None = None
+    """The AWS profile (``AWS_PROFILE``) of the default credentials, when no boto3 session is
+    given."""
 
     @classmethod
     def resolve(
@@ -82,22 +95,29 @@ class Binding:
             raise ConfigurationError(
                 f"boto3_session must be a boto3.Session, got {type(boto3_session).__name__}"
             )
-        endpoint = endpoint_url or os.environ.get(ENDPOINT_ENV) or None
+        endpoint, origin = endpoint_url, ""
+        if not endpoint:
+            endpoint, origin = os.environ.get(ENDPOINT_ENV) or None, f" (from ${ENDPOINT_ENV})"
         if endpoint is not None:
-            check_endpoint_url(endpoint)
-        region = region_name or _configured_region(boto3_session)
+            check_endpoint_url(endpoint, origin)
+        profile = None
+        if boto3_session is None:
+            profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE")
+        region = region_name or _configured_region(boto3_session, profile)
         if region is None and endpoint is not None:
             region = LOCAL_DEFAULT_REGION
         if region is None:
             raise ConfigurationError(
-                "no AWS region: pass region_name= (--region on the command line), use a"
-                " boto3_session with a region, or set AWS_DEFAULT_REGION"
-            )
-        return cls(table_name, endpoint, region, boto3_session)
+                "no AWS region: pass region_name=, use a boto3_session with a region, or set"
+                " AWS_DEFAULT_REGION"
+            ) from NoRegionError()
+        return cls(table_name, endpoint, region, boto3_session, profile)
 
     def with_table(self, table_name: str) -> Binding:
         """The same connection, another table."""
-        return Binding(table_name, self.endpoint_url, self.region_name, self.boto3_session)
+        return Binding(
+            table_name, self.endpoint_url, self.region_name, self.boto3_session, self.profile
+        )
 
     @property
     def where(self) -> str:

@@ -60,17 +60,18 @@ METERED: Final = frozenset(
 ones, such as DescribeTable, do neither)."""
 
 _lock = threading.Lock()
-_session: botocore.session.Session | None = None
+_sessions: dict[str | None, botocore.session.Session] = {}
 _clients: dict[Binding, Any] = {}
 
 
-def botocore_session() -> botocore.session.Session:
-    """The botocore session every default-credential client is made from (one per process)."""
-    global _session
+def botocore_session(profile: str | None = None) -> botocore.session.Session:
+    """The botocore session that default-credential clients of ``profile`` are made from (one
+    per profile and process)."""
     with _lock:
-        if _session is None:
-            _session = botocore.session.get_session()
-        return _session
+        found = _sessions.get(profile)
+        if found is None:
+            found = _sessions[profile] = botocore.session.Session(profile=profile)
+        return found
 
 
 def client_for(binding: Binding) -> Any:
@@ -81,7 +82,7 @@ def client_for(binding: Binding) -> Any:
         found = _clients.get(key)
     if found is not None:
         return found
-    session = botocore_session()
+    session = botocore_session(binding.profile)
     with _lock:
         found = _clients.get(key)
         if found is None:
@@ -99,43 +100,61 @@ def _make_client(binding: Binding, session: botocore.session.Session) -> Any:
         if binding.boto3_session is not None:
             return binding.boto3_session.client("dynamodb", **options)
         return session.create_client("dynamodb", **options)
-    except (BotoCoreError, ValueError) as exc:
-        error = translate(exc, "CreateClient", {"TableName": binding.table_name})
-        if isinstance(exc, ValueError):
-            error = ConfigurationError(f"cannot connect to {binding.where}: {exc}")
-        raise error from exc
+    except (BotoCoreError, ValueError) as exc:  # a missing profile, a bad region or endpoint
+        raise ConfigurationError(f"cannot create a DynamoDB client: {exc}") from exc
 
 
-class Sender:
-    """Sends requests for one binding and meters them; runs steps."""
+class Sending:
+    """What the sync `Sender` and its asyncio twin share: the request's parameters, the
+    metering and the error mapping of every request."""
 
     def __init__(self, binding: Binding, meter: CapacityMeter) -> None:
         self.binding = binding
         self.meter = meter
 
+    @staticmethod
+    def params(request: Call) -> dict[str, Any]:
+        """The parameters to send: the request's, asking for consumed capacity where it can."""
+        if request.operation in METERED:
+            return dict(request.params, ReturnConsumedCapacity="TOTAL")
+        return request.params
+
+    def record(self, request: Call, response: dict[str, Any] | None) -> None:
+        """Meter one request (a failed one counts too, with what its error response says)."""
+        if request.operation in METERED:
+            self.meter.record(request.operation, response)
+
+    def failure(self, exc: Exception, request: Call, params: dict[str, Any]) -> ChatHistoryError:
+        """The chathist error of a request that raised ``exc``."""
+        return translate(exc, request.operation, params, where=self.binding.where)
+
+
+def error_response(exc: Exception) -> dict[str, Any] | None:
+    """The response carried by a botocore error (a ClientError's), if any."""
+    return cast(dict[str, Any], exc.response) if isinstance(exc, ClientError) else None
+
+
+class Sender(Sending):
+    """Sends requests for one binding and meters them; runs steps."""
+
     @property
     def client(self) -> Any:
-        """The botocore client requests go through (shared by every sender of the endpoint)."""
+        """The botocore client requests go through (shared by every sender of the binding)."""
         return client_for(self.binding)
 
     def send(self, request: Call) -> dict[str, Any]:
         """Send one request; return its response or raise its chathist error."""
-        params = request.params
-        if request.operation in METERED:
-            params = dict(params, ReturnConsumedCapacity="TOTAL")
+        params = self.params(request)
         response: dict[str, Any] | None = None
         try:
             method = getattr(self.client, xform_name(request.operation))
             response = cast(dict[str, Any], method(**params))
             return response
-        except ClientError as exc:
-            response = cast(dict[str, Any], exc.response)
-            raise translate(exc, request.operation, params, where=self.binding.where) from exc
-        except BotoCoreError as exc:
-            raise translate(exc, request.operation, params, where=self.binding.where) from exc
+        except (ClientError, BotoCoreError) as exc:
+            response = error_response(exc)
+            raise self.failure(exc, request, params) from exc
         finally:
-            if request.operation in METERED:
-                self.meter.record(request.operation, response)
+            self.record(request, response)
 
     def run(self, steps: Steps[T]) -> T:
         """Drive ``steps`` to their result, sending each request and sleeping each backoff."""

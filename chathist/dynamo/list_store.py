@@ -19,6 +19,7 @@ from typing import Any, Final
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from chathist.core.steps import Steps, call
+from chathist.dynamo.tables import move_sessions
 from chathist.dynamo.translate import ConditionFailed
 from chathist.errors import ConfigurationError, CorruptHistoryError, ItemTooLargeError
 
@@ -298,7 +299,6 @@ class ListStore:
                 f"list-layout session {self.key} of table {self.table_name!r} would grow past"
                 " DynamoDB's 400 KB item limit; nothing was written and the stored history is"
                 " unchanged. Move the table to chathist's event layout, which has no size"
-                " limit: create an event table (`chathist create-table NEW_TABLE`), then"
-                f" `chathist migrate --source {self.table_name} --target NEW_TABLE`"
+                f" limit: {move_sessions(self.table_name, 'NEW_TABLE')}"
             ) from exc
         return True

@@ -20,10 +20,12 @@ if TYPE_CHECKING:
 __all__ = [
     "KeySchema",
     "check_event_schema",
+    "check_item_key",
     "create_table",
     "describe_key_schema",
     "forget_key_schema",
     "key_schema",
+    "move_sessions",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,25 +95,63 @@ def forget_key_schema(binding: Binding | None = None) -> None:
             _schemas.pop(binding, None)
 
 
+_TYPE_NAMES = {"S": "a string", "N": "a number", "B": "binary"}
+
+
+def move_sessions(source: str, target: str) -> str:
+    """The commands that move the sessions of list-layout table ``source`` into a new event
+    table ``target`` (``chathist migrate`` needs the target to exist)."""
+    create = f"`chathist create-table {target}`"
+    return f"{create}, then `chathist migrate --source {source} --target {target}`"
+
+
 def check_event_schema(
-    schema: KeySchema, table_name: str, hash_key: str, range_key: str, *, creating: bool = False
+    schema: KeySchema, table_name: str, hash_key: str, range_key: str, *, fix: str | None = None
 ) -> None:
-    """Raise `TableSchemaError` unless the table fits the event layout with these key names."""
+    """Raise `TableSchemaError` unless the table fits the event layout with these key names.
+
+    ``fix`` says what to do instead; by default, what a history can be told (other key names,
+    or the list layout for a table with only a hash key)."""
     wanted = KeySchema(hash_key, "S", range_key, "S")
     if schema == wanted:
         return
-    if creating:
-        hint = (
-            "choose another table name; to move a LangChain table's sessions into it, run"
-            f" `chathist migrate --source {table_name} --target NEW_TABLE`"
-        )
-    elif not schema.composite:
-        hint = "a hash-key-only table is LangChain's list layout: pass layout='list' (or leave"
-        hint += " layout='auto') to use it as it is"
-    else:
-        hint = "pass primary_key_name=/sort_key_name= to match"
+    if fix is None:
+        if not schema.composite:
+            fix = "a table with only a hash key is LangChain's list layout: use layout='list'"
+        elif (schema.hash_type, schema.range_type) == ("S", "S"):
+            fix = f"pass primary_key_name={schema.hash_key!r}, sort_key_name={schema.range_key!r}"
+        else:
+            fix = "the event layout needs string keys: use another table"
     raise TableSchemaError(
-        f"table {table_name!r} has key schema {schema}; the event layout needs {wanted} ({hint})"
+        f"table {table_name!r} has key schema {schema}; the event layout needs {wanted} ({fix})"
+    )
+
+
+def check_item_key(schema: KeySchema, table_name: str, key: dict[str, str]) -> None:
+    """Raise `TableSchemaError` unless ``key`` (attribute name: DynamoDB type, as in ``S``) is
+    the whole primary key of the table: the list layout addresses one item per session."""
+    wanted = {schema.hash_key: schema.hash_type}
+    if schema.range_key is not None and schema.range_type is not None:
+        wanted[schema.range_key] = schema.range_type
+    if key == wanted:
+        return
+    given = ", ".join(f"{name} ({kind})" for name, kind in key.items())
+    if set(key) == set(wanted):
+        fix = "; ".join(
+            f"{name} is {_TYPE_NAMES.get(wanted[name], wanted[name])} in the table"
+            for name in key
+            if key[name] != wanted[name]
+        )
+        fix += ": pass key= with values of the table's key types"
+    elif schema.composite and len(key) == 1:
+        fix = (
+            "a table with a sort key is the event layout: use layout='events' or 'auto', or"
+            " pass key= with both key attributes to address one LangChain item on it"
+        )
+    else:
+        fix = f"pass primary_key_name={schema.hash_key!r}, or key= naming the table's keys"
+    raise TableSchemaError(
+        f"table {table_name!r} has key schema {schema}; the list layout's key is {given} ({fix})"
     )
 
 
@@ -141,12 +181,12 @@ def create_table(
     if layout not in ("events", "list"):
         raise ConfigurationError(f"layout must be 'events' or 'list', got {layout!r}")
     binding = Binding.resolve(table_name, endpoint_url, region_name, boto3_session)
+    sender = Sender(binding, CapacityMeter())
+    _ = sender.client  # bad settings fail here, as a ConfigurationError
     keys = [(primary_key_name, "HASH")]
     if layout == "events":
         keys.append((sort_key_name, "RANGE"))
-    return Sender(binding, CapacityMeter()).run(
-        _create(binding, keys, ttl, ttl_key_name, kms_key_id, wait)
-    )
+    return sender.run(_create(binding, keys, ttl, ttl_key_name, kms_key_id, wait))
 
 
 def _create(
@@ -181,7 +221,12 @@ def _create(
     if not created:
         schema = yield from key_schema(binding)
         if len(keys) == 2:
-            check_event_schema(schema, table_name, keys[0][0], keys[1][0], creating=True)
+            list_table = (
+                "it is a LangChain list-layout table: give the event table another name; to"
+                f" move the sessions into it: {move_sessions(table_name, 'NEW_NAME')}"
+            )
+            fix = None if schema.composite else list_table
+            check_event_schema(schema, table_name, keys[0][0], keys[1][0], fix=fix)
         elif schema != KeySchema(keys[0][0], "S"):
             raise TableSchemaError(
                 f"table {table_name!r} has key schema {schema}; LangChain's list layout needs"

@@ -28,7 +28,13 @@ from chathist.errors import (
     TableSchemaError,
 )
 
-__all__ = ["ConditionFailed", "TransactionCanceled", "table_of", "translate"]
+__all__ = [
+    "LOCAL_CREDENTIALS_HINT",
+    "ConditionFailed",
+    "TransactionCanceled",
+    "table_of",
+    "translate",
+]
 
 _KEY_SCHEMA_TEXTS = (
     "does not match the schema",
@@ -39,9 +45,8 @@ _KEY_SCHEMA_TEXTS = (
     "one of the required keys was not given a value",
     "key schema",
 )
-CREDENTIALS_HINT = (
-    "for DynamoDB Local any keys of letters and digits do: export AWS_ACCESS_KEY_ID=local"
-    " AWS_SECRET_ACCESS_KEY=local"
+LOCAL_CREDENTIALS_HINT = (
+    "for DynamoDB Local any keys do: export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local"
 )
 
 
@@ -121,7 +126,7 @@ def translate(
             " or set AWS_DEFAULT_REGION"
         )
     if isinstance(exc, NoCredentialsError):
-        hint = f" ({CREDENTIALS_HINT})" if where.startswith("http") else ""
+        hint = f" ({LOCAL_CREDENTIALS_HINT})" if where.startswith("http") else ""
         return StorageError(f"{operation} on {table!r} failed: {exc}{hint}")
     if isinstance(exc, BotoCoreError):
         return StorageError(f"{operation} on {table!r} failed: {exc}")

@@ -1,0 +1,168 @@
+"""The request path under asyncio: the same steps, sent with aiobotocore.
+
+`AsyncSender.run` drives the steps of `chathist.core.steps` exactly as `Sender.run` does, with
+``await`` where the sync driver blocks; the parameters, metering and error mapping are the
+shared `Sending`'s. So the async API has the sync API's rules, not a copy of them.
+
+Clients. aiobotocore clients belong to the event loop they were opened in. `async_client_for`
+keeps one client per (binding, running loop), opened on first use and reused by every history
+of that binding in that loop. They are closed by `aclose_clients` (in the loop), and otherwise
+when the loop shuts down its async generators, which ``asyncio.run`` does on exit: a program can
+run several loops one after another without leaking a connection or a warning.
+
+aiobotocore is optional (``pip install chathist[async]``); `AVAILABLE` says whether it is
+installed. Without it the history's async methods run the sync ones in an executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar, cast
+
+from botocore import xform_name
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chathist.core.steps import Call, Sleep, Steps
+from chathist.dynamo.binding import Binding
+from chathist.dynamo.client import CLIENT_CONFIG, Sending, error_response
+from chathist.errors import ChatHistoryError, ConfigurationError
+
+try:
+    from aiobotocore.session import AioSession as _AioSession
+except ImportError:  # pragma: no cover - the extra is not installed
+    _AioSession = None  # type: ignore[assignment,misc]
+
+__all__ = ["AVAILABLE", "AsyncSender", "aclose_clients", "async_client_for"]
+
+T = TypeVar("T")
+
+AVAILABLE = _AioSession is not None
+"""Whether aiobotocore is installed (the ``async`` extra)."""
+
+
+class _LoopClients:
+    """The clients opened in one event loop."""
+
+    def __init__(self) -> None:
+        self.clients: dict[Binding, Any] = {}
+        self.lock = asyncio.Lock()
+        self.keeper: AsyncIterator[None] | None = None
+
+    async def aclose(self) -> None:
+        clients, self.clients = list(self.clients.values()), {}
+        for client in clients:
+            await client.close()
+
+
+_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = (
+    weakref.WeakKeyDictionary()
+)
+_sessions: dict[str | None, Any] = {}
+
+
+async def _close_at_shutdown(clients: _LoopClients) -> AsyncIterator[None]:
+    """An async generator the loop finalizes when it shuts down its async generators (as
+    ``asyncio.run`` does): then it closes the loop's clients."""
+    try:
+        yield
+    finally:
+        await clients.aclose()
+
+
+async def _loop_clients() -> _LoopClients:
+    loop = asyncio.get_running_loop()
+    found = _loops.get(loop)
+    if found is None:
+        found = _loops[loop] = _LoopClients()
+        found.keeper = _close_at_shutdown(found)
+        await found.keeper.__anext__()
+    return found
+
+
+def _session(binding: Binding) -> Any:
+    if _AioSession is None:
+        raise ConfigurationError("native asyncio needs aiobotocore: pip install 'chathist[async]'")
+    if binding.boto3_session is not None:
+        # aiobotocore cannot share a boto3 session: take its credentials as they are now (a
+        # client opened later, in another loop, takes them anew).
+        source = binding.boto3_session
+        session = _AioSession()
+        credentials = source.get_credentials()
+        if credentials is not None:
+            frozen = credentials.get_frozen_credentials()
+            session.set_credentials(frozen.access_key or "", frozen.secret_key or "", frozen.token)
+        return session
+    found = _sessions.get(binding.profile)
+    if found is None:
+        found = _sessions[binding.profile] = _AioSession(profile=binding.profile)
+    return found
+
+
+async def async_client_for(binding: Binding) -> Any:
+    """The aiobotocore DynamoDB client of ``binding`` in the running loop, opened on first
+    use."""
+    clients = await _loop_clients()
+    found = clients.clients.get(binding)
+    if found is not None:
+        return found
+    async with clients.lock:
+        found = clients.clients.get(binding)
+        if found is None:
+            try:
+                context = _session(binding).create_client(
+                    "dynamodb",
+                    region_name=binding.region_name,
+                    endpoint_url=binding.endpoint_url,
+                    config=CLIENT_CONFIG,
+                )
+                found = await context.__aenter__()
+            except (BotoCoreError, ValueError) as exc:
+                raise ConfigurationError(f"cannot create a DynamoDB client: {exc}") from exc
+            clients.clients[binding] = found
+    return found
+
+
+async def aclose_clients() -> None:
+    """Close every client opened in the running loop (new ones open on the next request)."""
+    found = _loops.get(asyncio.get_running_loop())
+    if found is not None:
+        await found.aclose()
+
+
+class AsyncSender(Sending):
+    """The asyncio twin of `chathist.dynamo.client.Sender`."""
+
+    async def send(self, request: Call) -> dict[str, Any]:
+        """Send one request; return its response or raise its chathist error."""
+        params = self.params(request)
+        response: dict[str, Any] | None = None
+        try:
+            client = await async_client_for(self.binding)
+            method = getattr(client, xform_name(request.operation))
+            response = cast(dict[str, Any], await method(**params))
+            return response
+        except (ClientError, BotoCoreError) as exc:
+            response = error_response(exc)
+            raise self.failure(exc, request, params) from exc
+        finally:
+            self.record(request, response)
+
+    async def run(self, steps: Steps[T]) -> T:
+        """Drive ``steps`` to their result, awaiting each request and each backoff."""
+        answer: Any = None
+        error: ChatHistoryError | None = None
+        while True:
+            try:
+                op = steps.throw(error) if error is not None else steps.send(answer)
+            except StopIteration as done:
+                return cast(T, done.value)
+            answer = error = None
+            if isinstance(op, Sleep):
+                await asyncio.sleep(op.seconds)
+                continue
+            try:
+                answer = await self.send(op)
+            except ChatHistoryError as exc:
+                error = exc
