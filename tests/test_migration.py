@@ -1124,6 +1124,7 @@ def test_a_failed_write_is_a_listed_failure_and_a_rerun_finishes(
     assert all("ThrottlingException" in d for d in details)
     again = migrate_list_to_events(dataclasses.replace(config, verify=True))
     assert again.migrated == 4 and again.verified == 4 and again.ok
+    assert again.scanned_items == 4 and again.sessions == 4
 
 
 def test_a_target_deleted_mid_run_raises_table_not_found(
