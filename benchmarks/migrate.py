@@ -1,4 +1,4 @@
-"""Scenario 7: ``chathist.migration.migrate_list_to_events`` throughput (sessions/s, messages/s).
+"""Scenario 7: ``chathist.bulk.migrate_list_to_events`` throughput (sessions/s, messages/s).
 
 A LangChain list-layout table is filled through LangChain's own class (one ``add_messages`` per
 session), then migrated into a fresh event table per repeat, with the migration's defaults
@@ -28,7 +28,7 @@ def migration_throughput(
     region: str,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    from chathist.migration import MigrationConfig, migrate_list_to_events
+    from chathist.bulk import MigrationConfig, migrate_list_to_events
 
     prefix = f"bench-mig-{uuid.uuid4().hex[:6]}"
     source = f"{prefix}-source"

@@ -499,7 +499,7 @@ def concurrency(contenders: Sequence[Contender], sizes: Sizes, log: Log) -> dict
 
 
 def migration_available() -> bool:
-    return importlib.util.find_spec("chathist.migration") is not None
+    return importlib.util.find_spec("chathist.bulk") is not None
 
 
 def migration(
@@ -509,7 +509,7 @@ def migration(
     if not migration_available():
         return {
             "available": False,
-            "note": "chathist.migration is not in this checkout: not measured",
+            "note": "chathist.bulk is not in this checkout: not measured",
         }
     from benchmarks.migrate import migration_throughput
 

@@ -28,14 +28,14 @@ from __future__ import annotations
 import sys
 from typing import Final
 
-from chathist.core.events import FORMAT_VERSION
-from chathist.migration import (
+from chathist.bulk import (
     MigrationConfig,
     ProgressCallback,
     Report,
     migrate_list_to_events,
     rollback_events_to_list,
 )
+from chathist.core.events import FORMAT_VERSION
 
 VERSION: Final = 1
 DESCRIPTION: Final = "LangChain list layout (one item per session) -> event layout, format v1"

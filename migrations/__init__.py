@@ -7,9 +7,9 @@ with a docstring saying what it changes and how it is undone, and:
 
 - ``VERSION`` (int, its number) and ``DESCRIPTION`` (one line);
 - ``migrate(config, *, on_progress=None) -> Report`` and ``rollback(config, *, on_progress=None)
-  -> Report`` taking a `chathist.migration.MigrationConfig`.
+  -> Report`` taking a `chathist.bulk.MigrationConfig`.
 
-A future change of the event item format (events carry ``v``, `chathist.events.FORMAT_VERSION`)
+A future change of the event item format (events carry ``v``, `chathist.core.events.FORMAT_VERSION`)
 adds the next script here, and the reader refuses items newer than it understands.
 """
 
@@ -19,7 +19,7 @@ import importlib
 from types import ModuleType
 from typing import Final
 
-__all__ = ["SCRIPTS", "describe", "latest", "load"]
+__all__ = ["SCRIPTS", "load"]
 
 SCRIPTS: Final[dict[int, str]] = {
     1: "chathist.migrations.0001_list_to_events",
@@ -42,12 +42,3 @@ def load(version: int) -> ModuleType:
         raise TypeError(f"migration script {name} says it is version {module.VERSION}")
     return module
 
-
-def latest() -> int:
-    """The highest script number."""
-    return max(SCRIPTS)
-
-
-def describe() -> list[tuple[int, str]]:
-    """(number, description) of every script, in order."""
-    return [(version, str(load(version).DESCRIPTION)) for version in sorted(SCRIPTS)]

@@ -82,6 +82,8 @@ def test_quick_benchmark_writes_table_json_and_plot(tmp_path: Path) -> None:
     large = results["scenarios"]["large_messages"]["sizes"]["0.5"]
     assert large["chathist-event"]["error"] is None
     assert large["langchain"]["error"]
+    migration = results["scenarios"]["migration"]  # measured, not skipped as unavailable
+    assert migration["available"] and all(run["ok"] for run in migration["runs"]), migration
 
     png = out / "append.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -29,8 +29,9 @@ from typing import Any
 
 import boto3
 import pytest
-from chathist.models import Binding, event_model
-from chathist.store import EventStore
+from boto3.dynamodb.types import TypeSerializer
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -41,19 +42,23 @@ from langchain_core.messages import (
     messages_to_dict,
 )
 
-from chathist import DynamoDBChatMessageHistory, create_table
-from chathist.core.events import parse_seq
-from chathist.core.fold import fold
-from chathist.dynamo.capacity import CapacityMeter
-from chathist.migration import (
+from chathist import DynamoDBChatMessageHistory, StorageError, TableNotFoundError, create_table
+from chathist.bulk import (
     MigrationConfig,
     WriteLimiter,
-    item_size,
     migrate_list_to_events,
     plan_session,
     rollback_events_to_list,
 )
-from tests.helpers import create_list_table
+from chathist.core.events import parse_seq
+from chathist.core.fold import fold
+from chathist.core.sizes import item_size
+from chathist.dynamo.binding import Binding
+from chathist.dynamo.capacity import CapacityMeter
+from chathist.dynamo.client import Sender
+from chathist.dynamo.event_store import EventStore
+from chathist.dynamo.items import event_items
+from tests.helpers import create_list_table, hooked
 
 REPO = Path(__file__).resolve().parent.parent
 HAVE_CLI = (REPO / "chathist" / "cli" / "main.py").is_file()
@@ -69,6 +74,12 @@ EXPIRED_SESSIONS = 10
 def legacy_history(messages: list[BaseMessage]) -> list[dict[str, Any]]:
     """``messages`` as LangChain's class stores them (floats coerced to Decimal)."""
     return json.loads(json.dumps(messages_to_dict(messages)), parse_float=Decimal)
+
+
+def python_item_size(item: dict[str, Any]) -> int:
+    """DynamoDB's size of an item given as boto3's resource layer takes it."""
+    serializer = TypeSerializer()
+    return item_size({name: serializer.serialize(value) for name, value in item.items()})
 
 
 def plain(value: Any) -> Any:
@@ -199,10 +210,10 @@ def check_exactly_once(
     assert [parse_seq(i["SK"]["S"]) for i in sequence] == list(range(len(sequence)))
     writers = {i["w"]["S"] for i in items}
     assert len(writers) == 1 and next(iter(writers)).startswith("mig1.")
-    events = [store.to_event(i) for i in sequence]
+    events = [store.event(i) for i in sequence]
     stages: dict[str, list[Any]] = defaultdict(list)
     for raw in staged:
-        event = store.to_event(raw)
+        event = store.event(raw)
         assert event.stage is not None
         stages[event.stage].append(event)
     got = fold(events, stages=stages)
@@ -227,7 +238,8 @@ def test_bulk_migration_killed_and_resumed_is_exactly_once(
     expired = [sid for i, sid in enumerate(sessions) if i % 5 == 1][:EXPIRED_SESSIONS]
     expiries.update({sid: now - 60 for sid in expired})
     largest = max(
-        item_size({"SessionId": sid, "History": legacy_history(m)}) for sid, m in sessions.items()
+        python_item_size({"SessionId": sid, "History": legacy_history(m)})
+        for sid, m in sessions.items()
     )
     assert 380_000 < largest < 409_600  # some sessions really are near the item limit
 
@@ -281,8 +293,7 @@ def test_bulk_migration_killed_and_resumed_is_exactly_once(
 
     partitions = event_partitions(boto3_client, target)
     assert set(partitions) == set(sessions) - set(expired)
-    model = event_model(Binding(target, dynamodb_endpoint, dynamodb_region))
-    store = EventStore(model, meter=CapacityMeter())
+    store = EventStore(event_items(target))
     for sid, items in partitions.items():
         check_exactly_once(store, items, sessions[sid])
         for raw in items:
@@ -687,9 +698,9 @@ def test_item_size_matches_dynamodb_limit(
     create_list_table(boto3_client, table)
     resource = resource_table(dynamodb_endpoint, dynamodb_region, table)
     base = {"SessionId": "x", "History": legacy_history([HumanMessage("a", id="1")])}
-    pad = 409_600 - item_size(base)
+    pad = 409_600 - python_item_size(base)
     fits = {"SessionId": "x", "History": legacy_history([HumanMessage("a" * (1 + pad), id="1")])}
-    assert item_size(fits) == 409_600
+    assert python_item_size(fits) == 409_600
     resource.put_item(Item=fits)
     over = {"SessionId": "x", "History": legacy_history([HumanMessage("a" * (2 + pad), id="1")])}
     with pytest.raises(Exception, match="size"):
@@ -706,12 +717,12 @@ def test_resume_after_a_kill_between_stage_and_commit(
     create_table(target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
     messages: list[BaseMessage] = [HumanMessage(f"m{k}") for k in range(230)]
     fill(dynamodb_endpoint, dynamodb_region, source, {"big": messages})
-    model = event_model(Binding(target, dynamodb_endpoint, dynamodb_region))
-    store = EventStore(model, meter=CapacityMeter())
-    plan = plan_session("big", messages, None, store.attribute_names)
+    store = EventStore(event_items(target))
+    sender = Sender(Binding.resolve(target, dynamodb_endpoint, dynamodb_region), CapacityMeter())
+    plan = plan_session("big", messages, None, store.items.attribute_names)
     assert len(plan.requests) >= 3  # stages, then the commit
     for request in plan.requests[:-1]:  # what the killed run had written
-        store.insert_events("big", request)
+        sender.run(store.insert_events("big", request))
     assert (
         DynamoDBChatMessageHistory(
             target, "big", dynamodb_endpoint, region_name=dynamodb_region
@@ -732,8 +743,8 @@ def test_resume_after_a_kill_between_stage_and_commit(
 
 
 def test_progress_line_shows_rates_and_eta() -> None:
+    from chathist.bulk import Report
     from chathist.cli.migrate import ProgressLine
-    from chathist.migration import Report
 
     stream = io.StringIO()
     line = ProgressLine("migrate", stream)
@@ -841,15 +852,12 @@ def test_overwrite_never_loses_a_write_made_after_the_read(
     dynamodb_region: str | None,
     boto3_client: Any,
     new_table: Any,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """--overwrite replaces only the item it read: a LangChain write landing between the read
     and the put makes the put fail, and the session is reported as a conflict."""
     from langchain_community.chat_message_histories import (
         DynamoDBChatMessageHistory as LangChainHistory,
     )
-
-    from chathist.migration import _RollbackWorker
 
     events, back = new_table("events"), new_table("back")
     create_table(events, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)
@@ -860,14 +868,17 @@ def test_overwrite_never_loses_a_write_made_after_the_read(
     old = LangChainHistory(table_name=back, session_id="s1", endpoint_url=dynamodb_endpoint)
     old.add_user_message("an older list item")
 
-    read = _RollbackWorker._read_target
+    reads = []
 
-    def read_then_someone_writes(worker: Any, session: str) -> Any:
-        item = read(worker, session)
-        old.add_ai_message("written by LangChain meanwhile")
-        return item
+    def someone_writes_after_the_read(**kwargs: Any) -> None:
+        reads.append(kwargs)
+        if len(reads) == 1:
+            old.add_ai_message("written by LangChain meanwhile")
 
-    monkeypatch.setattr(_RollbackWorker, "_read_target", read_then_someone_writes)
+    # The rollback's client of the target table (one per table, endpoint and region).
+    target_client = DynamoDBChatMessageHistory(
+        back, "s1", dynamodb_endpoint, region_name=dynamodb_region
+    ).client
     config = MigrationConfig(
         events,
         back,
@@ -876,7 +887,9 @@ def test_overwrite_never_loses_a_write_made_after_the_read(
         overwrite=True,
         segments=1,
     )
-    report = rollback_events_to_list(config)
+    with hooked(target_client, "after-call.dynamodb.GetItem", someone_writes_after_the_read):
+        report = rollback_events_to_list(config)
+    assert len(reads) == 1
     assert report.conflicts == 1 and report.overwritten == 0 and report.migrated == 0
     assert "changed while the rollback ran" in report.problems["conflicts"][0][1]
     assert [m.content for m in old.messages] == [
@@ -909,8 +922,8 @@ def test_overwrite_replaces_an_item_without_a_history_list(
 
 
 def test_exit_codes_say_what_went_wrong() -> None:
+    from chathist.bulk import Report
     from chathist.cli.migrate import exit_code, outcome
-    from chathist.migration import Report
 
     def report(**counts: Any) -> Report:
         return Report("events-to-list", "a", "b", verify=True, **counts)
@@ -1027,3 +1040,113 @@ def test_ctrl_c_on_a_running_migrate_prints_the_partial_report(
     assert re.search(rf"^  sessions migrated\s+{done}$", out, re.MULTILINE), out
     assert "result: interrupted" in out
     assert "run the same command again to resume" in err and "Traceback" not in err
+
+
+# -- DynamoDB errors arrive as chathist's errors -----------------------------------------------
+
+
+def throttled(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+    """A ``before-call`` answer: DynamoDB refusing the request (as after botocore's retries)."""
+    parsed = {
+        "Error": {"Code": "ThrottlingException", "Message": "Rate of requests exceeds the limit"},
+        "ResponseMetadata": {"HTTPStatusCode": 400},
+    }
+    return AWSResponse("http://dynamodb.invalid", 400, {}, None), parsed
+
+
+def client_of(table: str, endpoint: str | None, region: str | None) -> Any:
+    """The botocore client chathist sends through for ``table`` (one per table, endpoint and
+    region: the bulk run's too)."""
+    return DynamoDBChatMessageHistory(table, "any", endpoint, region_name=region).client
+
+
+def filled_tables(
+    boto3_client: Any,
+    new_table: Any,
+    endpoint: str | None,
+    region: str | None,
+    sessions: dict[str, list[BaseMessage]],
+) -> tuple[str, str]:
+    """A list table holding ``sessions`` and an empty event table."""
+    lists, events = new_table("list"), new_table("events")
+    create_list_table(boto3_client, lists)
+    create_table(events, endpoint_url=endpoint, region_name=region)
+    fill(endpoint, region, lists, sessions)
+    return lists, events
+
+
+@pytest.mark.parametrize("direction", ["migrate", "rollback"])
+def test_a_failed_scan_raises_a_storage_error_not_a_client_error(
+    direction: str,
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    boto3_client: Any,
+    new_table: Any,
+) -> None:
+    lists, events = filled_tables(
+        boto3_client, new_table, dynamodb_endpoint, dynamodb_region, small_sessions(3)
+    )
+    source, target = (lists, events) if direction == "migrate" else (events, lists)
+    run = migrate_list_to_events if direction == "migrate" else rollback_events_to_list
+    config = MigrationConfig(
+        source, target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region, segments=2
+    )
+    client = client_of(source, dynamodb_endpoint, dynamodb_region)
+    with (
+        hooked(client, "before-call.dynamodb.Scan", throttled),
+        pytest.raises(StorageError, match="ThrottlingException") as raised,
+    ):
+        run(config)
+    assert not isinstance(raised.value, ClientError)
+    assert raised.value.code == "ThrottlingException"
+    assert isinstance(raised.value.__cause__, ClientError)  # kept for --debug
+
+
+def test_a_failed_write_is_a_listed_failure_and_a_rerun_finishes(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    sessions = {f"t{i}": [HumanMessage(f"message {i}")] for i in range(4)}
+    source, target = filled_tables(
+        boto3_client, new_table, dynamodb_endpoint, dynamodb_region, sessions
+    )
+    config = MigrationConfig(
+        source, target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region, segments=1
+    )
+    with hooked(
+        client_of(target, dynamodb_endpoint, dynamodb_region),
+        "before-call.dynamodb.PutItem",
+        throttled,
+    ):
+        report = migrate_list_to_events(config)
+    assert report.failures == 4 and report.migrated == 0 and not report.ok
+    details = [detail for _, detail in report.problems["failures"]]
+    assert all(d.startswith("StorageError: PutItem on") for d in details), details
+    assert all("ThrottlingException" in d for d in details)
+    again = migrate_list_to_events(dataclasses.replace(config, verify=True))
+    assert again.migrated == 4 and again.verified == 4 and again.ok
+    assert again.scanned_items == 4 and again.sessions == 4
+
+
+def test_a_target_deleted_mid_run_raises_table_not_found(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    source, target = filled_tables(
+        boto3_client, new_table, dynamodb_endpoint, dynamodb_region, small_sessions(6)
+    )
+    writes: list[str] = []
+
+    def delete_the_target(**_: Any) -> None:
+        writes.append("write")
+        if len(writes) == 1:
+            boto3_client.delete_table(TableName=target)
+
+    client = client_of(target, dynamodb_endpoint, dynamodb_region)
+    config = MigrationConfig(
+        source, target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region, segments=1
+    )
+    with (
+        hooked(client, "after-call.dynamodb.PutItem", delete_the_target),
+        hooked(client, "after-call.dynamodb.TransactWriteItems", delete_the_target),
+        pytest.raises(TableNotFoundError, match=f"table {target!r} does not exist"),
+    ):
+        migrate_list_to_events(config)

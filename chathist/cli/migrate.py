@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any, TextIO
 
+from chathist.bulk import MigrationConfig, MigrationInterrupted, Problem, Report
 from chathist.cli.common import (
     EXIT_DIFFERENCES,
     EXIT_ERROR,
@@ -26,7 +27,6 @@ from chathist.cli.common import (
     describe,
     example_epilog,
 )
-from chathist.migration import MigrationConfig, MigrationInterrupted, Report
 
 __all__ = [
     "ProgressLine",
@@ -333,24 +333,24 @@ def _bytes(count: float) -> str:
 
 
 _PROBLEM_TITLES = {
-    "differences": "differences found by --verify",
-    "conflicts": "conflicts (left alone)",
-    "failures": "failures",
-    "too_large": "too large for one item (left as events)",
-    "overwritten": "overwritten (a differing list item replaced)",
+    Problem.DIFFERENCE: "differences found by --verify",
+    Problem.CONFLICT: "conflicts (left alone)",
+    Problem.FAILURE: "failures",
+    Problem.TOO_LARGE: "too large for one item (left as events)",
+    Problem.OVERWRITTEN: "overwritten (a differing list item replaced)",
 }
 
 _PROBLEM_NAMES = (
-    ("conflicts", "conflict", "conflicts"),
-    ("failures", "failure", "failures"),
-    ("too_large", "too large", "too large"),
-    ("differences", "difference", "differences"),
+    (Problem.CONFLICT, "conflict", "conflicts"),
+    (Problem.FAILURE, "failure", "failures"),
+    (Problem.TOO_LARGE, "too large", "too large"),
+    (Problem.DIFFERENCE, "difference", "differences"),
 )
 
 
 def outcome(report: Report) -> str:
     """The report's last line: what kept the run from being clean, and the exit code."""
-    counts = [(int(getattr(report, kind)), one, many) for kind, one, many in _PROBLEM_NAMES]
+    counts = [(report.count(kind), one, many) for kind, one, many in _PROBLEM_NAMES]
     problems = ", ".join(f"{n:,} {one if n == 1 else many}" for n, one, many in counts if n)
     code = exit_code(report)
     if report.interrupted:
@@ -426,7 +426,7 @@ def render_report(report: Report, script: Any = None, *, show: int = 20) -> str:
     lines = [head] + [f"  {name:<{width}}  {value}" for name, value in rows]
     for kind, title in _PROBLEM_TITLES.items():
         listed = report.problems.get(kind, [])
-        count = int(getattr(report, kind))
+        count = report.count(kind)
         if not count:
             continue
         lines.append(f"{title}: {count:,}")

@@ -50,11 +50,14 @@ def _number(raw: Mapping[str, Any] | None) -> int | None:
 @dataclass(frozen=True)
 class ListItem:
     """What `ListStore.read` found: the raw list (None: no item or no list), the version
-    counter chathist keeps (None on items it never wrote) and whether a migration retired it."""
+    counter chathist keeps (None on items it never wrote), whether a migration retired it and
+    whether there is an item at all."""
 
     entries: list[dict[str, Any]] | None
     version: int | None
     migrated: bool
+    exists: bool = True
+    """Whether there is an item at the key at all (with a list or without one)."""
 
     def condition(
         self, history_name: str, *, unretired: bool = False
@@ -127,14 +130,20 @@ class ListStore:
             TableName=self.table_name,
             Key=self.raw_key,
             ConsistentRead=self.consistent_read if consistent is None else consistent,
-            ProjectionExpression="#h, #v, #m",
+            ProjectionExpression="#h, #v, #m, #k",
             ExpressionAttributeNames={
                 "#h": self.history_key,
                 "#v": VERSION_ATTRIBUTE,
                 "#m": MIGRATED_ATTRIBUTE,
+                "#k": next(iter(self.key)),  # so an item holding none of the others is seen
             },
         )
-        item = response.get("Item") or {}
+        return self.parse(response.get("Item"))
+
+    def parse(self, item: Mapping[str, Any] | None) -> ListItem:
+        """What a raw item (as GetItem or Scan return it; None: no item) holds."""
+        if item is None:
+            return ListItem(None, None, False, exists=False)
         raw_list = item.get(self.history_key)
         entries = None if raw_list is None else self._deserializer.deserialize(raw_list)
         if entries is not None and not isinstance(entries, list):
@@ -184,6 +193,59 @@ class ListStore:
     def delete(self) -> Steps[None]:
         """Delete the session's item (as LangChain's ``clear`` does)."""
         yield from call("DeleteItem", TableName=self.table_name, Key=self.raw_key)
+
+    # -- whole items, exactly as read (the bulk rollback and migration) -------------------------
+
+    def to_item(
+        self, entries: list[dict[str, Any]], *, expires_at: int | None = None
+    ) -> dict[str, Any]:
+        """The whole item in LangChain's format, in wire form: the key, the list and, with
+        ``expires_at`` (epoch seconds), the TTL attribute; nothing of chathist's."""
+        item = {**self.raw_key, self.history_key: self.serialize(entries)}
+        if expires_at is not None:
+            item[self.ttl_key_name] = {"N": str(expires_at)}
+        return item
+
+    def put(self, item: dict[str, Any], current: ListItem) -> Steps[bool]:
+        """Write ``item`` (see `to_item`) in place of the stored one, on condition that the
+        stored item is still exactly ``current``: a write that landed after the read is never
+        lost. False if it changed."""
+        return (yield from self._unless_changed("PutItem", current, Item=item))
+
+    def delete_unchanged(self, current: ListItem) -> Steps[bool]:
+        """Delete the item on condition that it is still exactly ``current``; False if it
+        changed."""
+        return (yield from self._unless_changed("DeleteItem", current, Key=self.raw_key))
+
+    def _unless_changed(self, operation: str, current: ListItem, **params: Any) -> Steps[bool]:
+        """Send ``operation`` on condition that the stored item is ``current``: none, one
+        without a list, or one whose list equals ``current``'s, element for element (stricter
+        than `ListItem.condition`, which lets the version counter or the length stand for the
+        list, to keep transactions small)."""
+        names = {"#k": next(iter(self.key))}
+        values: dict[str, Any] = {}
+        if not current.exists:
+            condition = "attribute_not_exists(#k)"
+        elif current.entries is None:
+            names["#h"] = self.history_key
+            condition = "attribute_exists(#k) AND attribute_not_exists(#h)"
+        else:
+            names["#h"] = self.history_key
+            condition = "attribute_exists(#k) AND #h = :old"
+            values[":old"] = self.serialize(current.entries)
+        if values:
+            params["ExpressionAttributeValues"] = values
+        try:
+            yield from call(
+                operation,
+                TableName=self.table_name,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                **params,
+            )
+        except ConditionFailed:
+            return False
+        return True
 
     def retire_action(self, item: ListItem, *, delete: bool, now: int) -> dict[str, Any]:
         """A TransactWriteItems action that deletes the item (``delete``) or marks it migrated,

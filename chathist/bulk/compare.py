@@ -1,0 +1,94 @@
+"""Comparing the target with the source: message lists, a session's state in the event table,
+and the read-back of a stored session that a check folds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+
+from langchain_core.messages import BaseMessage, message_to_dict
+
+from chathist.core.events import Event
+from chathist.core.steps import Steps
+from chathist.dynamo.event_store import EventStore
+
+__all__ = ["SessionState", "Stored", "compare_messages", "probe_state", "read_session", "state_of"]
+
+Stored = tuple[list[Event], dict[str, list[Event]]]
+"""A session's sequence events (oldest first) and the staged events of each of its commits."""
+
+
+class SessionState(Enum):
+    """Where a session's migration stands in the target partition."""
+
+    NEW = "new"
+    """Nothing of ours at the end of the sequence: write it (stages of an interrupted run of
+    the same content are found and reused, as they carry the same writer id)."""
+    DONE = "done"
+    """The last event of the plan is there and ours (the final request is atomic)."""
+    CONFLICT = "conflict"
+    """The partition holds other events."""
+
+
+def compare_messages(expected: Sequence[BaseMessage], found: Sequence[BaseMessage]) -> str | None:
+    """None if both lists hold the same messages, else a short description of the first change."""
+    if len(expected) != len(found):
+        return f"{len(found)} messages instead of {len(expected)}"
+    for index, (want, got) in enumerate(zip(expected, found, strict=True)):
+        want_dict, got_dict = message_to_dict(want), message_to_dict(got)
+        if want_dict != got_dict:
+            if want_dict["type"] != got_dict["type"]:
+                return f"message {index} is a {got.type} message, the source has a {want.type}"
+            fields = sorted(
+                name
+                for name in set(want_dict["data"]) | set(got_dict["data"])
+                if want_dict["data"].get(name) != got_dict["data"].get(name)
+            )
+            return f"message {index} ({want.type}) differs in {', '.join(fields)}"
+    return None
+
+
+def state_of(events: Sequence[Event], last_seq: int, writer: str) -> SessionState:
+    """The state from the whole sequence of the target partition: done when the event numbered
+    ``last_seq`` (a plan's last) is there and written by ``writer``."""
+    if not events:
+        return SessionState.NEW
+    for event in events:
+        if event.seq == last_seq:
+            return SessionState.DONE if event.writer == writer else SessionState.CONFLICT
+    return SessionState.CONFLICT
+
+
+def probe_state(store: EventStore, session: str, last_seq: int, writer: str) -> Steps[SessionState]:
+    """`state_of` from the newest event of the partition (one small read; a second one if the
+    application appended after an earlier migration)."""
+    newest = yield from store.newest(session)
+    if newest is None:
+        return SessionState.NEW
+    seq, newest_writer = newest
+    if newest_writer == writer and seq == last_seq:
+        return SessionState.DONE
+    if seq > last_seq and (yield from store.writer_of(session, last_seq)) == writer:
+        return SessionState.DONE  # migrated earlier; the application has appended since
+    return SessionState.CONFLICT
+
+
+def read_session(store: EventStore, session: str, upto: int | None = None) -> Steps[Stored]:
+    """The sequence events of ``session`` (numbered up to ``upto``), oldest first, and the staged
+    events of each commit among them: what chathist's fold reads. Only sequence keys are read,
+    so a list-layout item sharing the partition (same-table migration) is never met."""
+    below = None if upto is None else upto + 1
+    cursor = store.sequence(session, newest_first=False, below=below)
+    events: list[Event] = []
+    while (page := (yield from cursor.next_page())) is not None:
+        events.extend(store.event(raw) for raw in page)
+    stages: dict[str, list[Event]] = {}
+    for commit in events:
+        if commit.kind != "commit" or commit.stage is None:
+            continue
+        staged: list[Event] = []
+        cursor = store.staged(session, commit.stage)
+        while (page := (yield from cursor.next_page())) is not None:
+            staged.extend(store.event(raw) for raw in page)
+        stages[commit.stage] = sorted(staged, key=lambda event: event.seq)
+    return events, stages

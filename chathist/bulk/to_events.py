@@ -1,0 +1,338 @@
+"""List layout -> event layout: `migrate_list_to_events` and its per-thread worker.
+
+A session's events are planned deterministically (`plan_session`: from sequence 0, the source
+item's TTL on every event) and written with conditional puts under a writer id that is a
+fingerprint of the planned content. Re-running after a kill finds our own events (same
+fingerprint) and finishes or skips them; anything else in the partition is a conflict that is
+reported and never overwritten or duplicated. Source items are recognised by the type of the
+history attribute (a list) and the absence of the event attribute, so the target may be the
+source table itself when it has a composite key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, Final
+
+from boto3.dynamodb.types import TypeDeserializer
+from langchain_core.messages import BaseMessage
+
+from chathist.bulk.compare import (
+    SessionState,
+    Stored,
+    compare_messages,
+    probe_state,
+    read_session,
+    state_of,
+)
+from chathist.bulk.config import MigrationConfig
+from chathist.bulk.report import Counts, Problem, ProgressCallback, Report
+from chathist.bulk.schemas import CHECK_SOURCE, estimated_items, event_key_names, key_schema
+from chathist.bulk.segments import Run, Worker
+from chathist.core.codec import Payload, encode_message
+from chathist.core.events import Event
+from chathist.core.fold import fold
+from chathist.core.listformat import messages_from_legacy
+from chathist.core.plan import Limits, event_size, item_overhead, plan_write
+from chathist.core.sizes import item_size, write_units
+from chathist.dynamo.binding import Binding
+from chathist.dynamo.event_store import EventStore, SequenceTaken
+from chathist.dynamo.items import event_items
+from chathist.dynamo.list_store import ListItem, ListStore
+from chathist.dynamo.tables import KeySchema
+from chathist.errors import (
+    ChatHistoryError,
+    ConfigurationError,
+    CorruptHistoryError,
+    TableSchemaError,
+)
+from chathist.options import validate_session_id
+
+__all__ = ["WRITER_PREFIX", "SessionPlan", "fingerprint", "migrate_list_to_events", "plan_session"]
+
+WRITER_PREFIX: Final = "mig1."
+"""The start of the writer id of every event a bulk migration writes."""
+
+_deserializer = TypeDeserializer()
+
+
+def fingerprint(session: str, payloads: Sequence[Payload], expires_at: int | None) -> str:
+    """The writer id of a session's migration: a digest of what it writes (31 characters)."""
+    digest = hashlib.blake2b(digest_size=13)
+    digest.update(f"{len(session)}:{session}|{expires_at}|".encode())
+    for payload in payloads:
+        digest.update(f"{payload.codec}:{len(payload.data)}:".encode())
+        digest.update(payload.data)
+    return WRITER_PREFIX + digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """The deterministic requests that store one legacy session as events from sequence 0."""
+
+    writer: str
+    requests: list[list[Event]]
+    """Staged requests (if any), then the final request numbered from 0."""
+    payload_bytes: int
+    overhead: int
+
+    @property
+    def last_seq(self) -> int:
+        return self.requests[-1][-1].seq
+
+    @property
+    def items(self) -> int:
+        return sum(len(r) for r in self.requests)
+
+    def estimate(self, request: Sequence[Event]) -> float:
+        """Write units of one request (a transaction costs twice)."""
+        units = sum(write_units(event_size(e, self.overhead)) for e in request)
+        return float(units if len(request) == 1 else 2 * units)
+
+
+def plan_session(
+    session: str,
+    messages: Sequence[BaseMessage],
+    expires_at: int | None,
+    attribute_names: Sequence[str],
+) -> SessionPlan:
+    """Plan ``messages`` as the events 0, 1, ... of ``session`` (large sessions staged first),
+    under a writer id that fingerprints the content, so the plan is the same on every run."""
+    payloads = [encode_message(m) for m in messages]
+    limits = Limits(item_overhead(attribute_names, session))
+    writer = fingerprint(session, payloads, expires_at)
+    plan = plan_write(payloads, writer, limits, expires_at=expires_at, now=int(time.time()))
+    return SessionPlan(
+        writer, [*plan.staged, plan.at(0)], sum(len(p.data) for p in payloads), limits.overhead
+    )
+
+
+def _expiry(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError, ArithmeticError):
+        return None
+
+
+def _describe_key(raw: dict[str, Any], schema: KeySchema) -> str:
+    names = [schema.hash_key] + ([schema.range_key] if schema.range_key else [])
+    values = []
+    for name in names:
+        value = raw.get(name, {})
+        values.append(str(next(iter(value.values()), "?")) if value else "?")
+    return "/".join(values)
+
+
+class _Migrator(Worker):
+    """The per-thread worker of `migrate_list_to_events`."""
+
+    def __init__(
+        self, run: Run, source: Binding, target: Binding, source_key: KeySchema, store: EventStore
+    ) -> None:
+        super().__init__(run, source, target, store)
+        self.source_key = source_key
+        self.session_key = self.config.primary_key_name or source_key.hash_key
+
+    def scan_params(self) -> dict[str, Any]:
+        return {
+            "TableName": self.config.source,
+            "FilterExpression": "attribute_type(#hist, :list) AND attribute_not_exists(#ev)",
+            "ExpressionAttributeNames": {
+                "#hist": self.config.history_key,
+                "#ev": self.store.items.names["kind"],  # every event item has it
+            },
+            "ExpressionAttributeValues": {":list": {"S": "L"}},
+        }
+
+    def segment(self, segment: int) -> None:
+        for raw in self.run.scan(self.source, self.scan_params(), segment):
+            self.handle(self._name(raw), partial(self._migrate, raw))
+            self.run.progress()
+
+    def _session_id(self, raw: dict[str, Any]) -> str:
+        """The session id of the source item ``raw`` (`InvalidSessionIdError` if unusable)."""
+        stored = raw.get(self.session_key)
+        return validate_session_id(None if stored is None else _deserializer.deserialize(stored))
+
+    def _name(self, raw: dict[str, Any]) -> str:
+        """The session's name in the report: its id, or its item's key if it has no usable id."""
+        try:
+            return self._session_id(raw)
+        except (ChatHistoryError, ValueError, TypeError):
+            return _describe_key(raw, self.source_key)
+
+    def _legacy(self, raw: dict[str, Any]) -> ListStore:
+        """The list store of the source item ``raw``."""
+        names = [self.source_key.hash_key]
+        if self.source_key.range_key:
+            names.append(self.source_key.range_key)
+        key = {name: _deserializer.deserialize(raw[name]) for name in names}
+        return ListStore(self.config.source, key, history_key=self.config.history_key)
+
+    def _migrate(self, raw: dict[str, Any]) -> None:
+        config, report = self.config, self.report
+        session = self._session_id(raw)
+        legacy = self._legacy(raw)
+        item = legacy.parse(raw)
+        ttl = raw.get(config.ttl_key_name)
+        expires_at = _expiry(None if ttl is None else _deserializer.deserialize(ttl))
+        report.add(Counts(source_bytes=item_size(raw)))
+        if expires_at is not None and expires_at <= time.time():
+            report.add(Counts(expired=1))
+            return
+        messages = messages_from_legacy(item.entries or [])
+        if not messages:
+            report.add(Counts(empty=1))
+            return
+        plan = plan_session(session, messages, expires_at, self.store.items.attribute_names)
+        checking = config.verify or config.delete_source
+        stored: Stored | None = None
+        if checking:
+            try:  # one read serves both the state and the check of a finished session
+                stored = self.target.run(read_session(self.store, session))
+            except CorruptHistoryError as exc:
+                report.problem(Problem.DIFFERENCE, session, f"unreadable: {exc}")
+                return
+            state = state_of(stored[0], plan.last_seq, plan.writer)
+        else:
+            state = self.target.run(probe_state(self.store, session, plan.last_seq, plan.writer))
+        if state is SessionState.CONFLICT:
+            if not self._holds_source(session, messages, stored):
+                report.problem(
+                    Problem.CONFLICT, session, "the target partition already holds other events"
+                )
+                return
+            # Another writer (lazy migration, or the application) already stored these messages.
+            report.add(Counts(already=1, verified=int(checking)))
+            if config.delete_source and not config.dry_run:
+                self._delete_source(session, raw, legacy, item)
+            return
+        written = Counts(
+            migrated=1,
+            messages=len(messages),
+            items_written=plan.items,
+            payload_bytes=plan.payload_bytes,
+        )
+        if state is SessionState.DONE:
+            report.add(Counts(already=1))
+        elif config.dry_run:
+            report.add(replace(written, estimated_wcu=sum(map(plan.estimate, plan.requests))))
+            return  # nothing stored to verify or delete
+        else:
+            try:
+                for request in plan.requests:
+                    estimate = plan.estimate(request)
+                    self.run.write(
+                        self.target, estimate, self.store.insert_events(session, request)
+                    )
+                    report.add(Counts(estimated_wcu=estimate))
+            except SequenceTaken as exc:
+                report.problem(
+                    Problem.CONFLICT, session, f"another writer took a sequence number: {exc}"
+                )
+                return
+            report.add(written)
+            stored = None  # read back what was written
+        if checking:
+            difference = self._verify(session, messages, expires_at, plan, stored)
+            if difference is not None:
+                report.problem(Problem.DIFFERENCE, session, difference)
+                return
+            report.add(Counts(verified=1))
+        if config.delete_source and not config.dry_run:
+            self._delete_source(session, raw, legacy, item)
+
+    def _holds_source(
+        self, session: str, messages: Sequence[BaseMessage], stored: Stored | None
+    ) -> bool:
+        """True if the partition's history starts with exactly the source's messages."""
+        try:
+            if stored is None:
+                stored = self.target.run(read_session(self.store, session))
+            events, stages = stored
+            found = fold(events, stages=stages)
+        except CorruptHistoryError:
+            return False
+        return compare_messages(messages, found[: len(messages)]) is None
+
+    def _verify(
+        self,
+        session: str,
+        messages: Sequence[BaseMessage],
+        expires_at: int | None,
+        plan: SessionPlan,
+        stored: Stored | None,
+    ) -> str | None:
+        """None if the session's events up to the plan's last equal the source, else why not."""
+        try:
+            if stored is None:
+                events, stages = self.target.run(read_session(self.store, session, plan.last_seq))
+            else:
+                events = [e for e in stored[0] if e.seq <= plan.last_seq]
+                stages = {e.stage: stored[1][e.stage] for e in events if e.stage in stored[1]}
+            found = fold(events, stages=stages)
+        except CorruptHistoryError as exc:
+            return f"unreadable: {exc}"
+        difference = compare_messages(messages, found)
+        if difference is not None:
+            return difference
+        for event in [*events, *(e for staged in stages.values() for e in staged)]:
+            if event.expires_at != expires_at:
+                return f"event {event.seq} expires at {event.expires_at}, source at {expires_at}"
+        return None
+
+    def _delete_source(
+        self, session: str, raw: dict[str, Any], legacy: ListStore, item: ListItem
+    ) -> None:
+        """Delete the source item, if it is still the one read."""
+        estimate = float(write_units(item_size(raw)))
+        if not self.run.write(self.source, estimate, legacy.delete_unchanged(item)):
+            self.report.problem(
+                Problem.CONFLICT, session, "source item changed after it was read; not deleted"
+            )
+            return
+        self.report.add(Counts(deleted_sources=1))
+
+
+def migrate_list_to_events(
+    config: MigrationConfig, *, on_progress: ProgressCallback | None = None
+) -> Report:
+    """Move every list-layout session of ``config.source`` into events in ``config.target``."""
+    if config.overwrite:
+        raise ConfigurationError("overwrite= applies to a rollback; a migration never overwrites")
+    report = Report("list-to-events", config.source, config.target, config.dry_run, config.verify)
+    names = ""
+    if config.primary_key_name:
+        names += f" --primary-key-name {config.primary_key_name}"
+    if config.sort_key_name:
+        names += f" --sort-key-name {config.sort_key_name}"
+    source, target = config.binding(config.source), config.binding(config.target)
+    hash_name, range_name = event_key_names(
+        target,
+        f"create the event table with `chathist create-table {config.target}{names}`",
+        config.sort_key_name,
+    )
+    source_key = key_schema(source, CHECK_SOURCE)
+    session_key = config.primary_key_name or source_key.hash_key
+    if session_key != source_key.hash_key:
+        raise TableSchemaError(
+            f"table {config.source!r} has key schema {source_key}; --primary-key-name"
+            f" {session_key!r} is not its hash key"
+        )
+    run = Run(config, report, on_progress)
+    items = event_items(
+        config.target, hash_name, range_name, config.history_key, config.ttl_key_name
+    )
+    store = EventStore(items, consistent_read=True)
+    workers = [_Migrator(run, source, target, source_key, store) for _ in range(config.segments)]
+    report.estimated_items = estimated_items(workers[0].source)
+    if config.source != config.target:
+        report.estimated_sessions = report.estimated_items
+    run.run_segments(lambda segment: workers[segment].segment(segment))
+    return report
