@@ -76,14 +76,15 @@ def open_session(options: HistoryOptions) -> Steps[tuple[SessionLog, str | None]
     binding = options.binding
     schema = yield from key_schema(binding)
     warning = None
-    if options.key is None and options.layout == "auto" and not schema.composite:
+    auto_list = options.key is None and options.layout == "auto" and not schema.composite
+    if auto_list:
         if options.migrating:
             raise ConfigurationError(
                 f"table {binding.table_name!r} has only a hash key ({schema}), so it is used in"
                 " the list layout; legacy_table_name/legacy_key need an event table"
             )
         warning = list_layout_warning(binding, "it has only a hash key")
-    if options.key is not None or options.layout == "list" or warning is not None:
+    if options.key is not None or options.layout == "list" or auto_list:
         log = _list_log(options, options.key or {options.primary_key_name: options.session_id})
         check_item_key(schema, binding.table_name, _key_types(log.store))
         return log, warning
