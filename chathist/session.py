@@ -77,16 +77,16 @@ def open_session(options: HistoryOptions) -> Steps[tuple[SessionLog, str | None]
     schema = yield from key_schema(binding)
     warning = None
     auto_list = options.key is None and options.layout == "auto" and not schema.composite
-    if auto_list:
-        if options.migrating:
-            raise ConfigurationError(
-                f"table {binding.table_name!r} has only a hash key ({schema}), so it is used in"
-                " the list layout; legacy_table_name/legacy_key need an event table"
-            )
-        warning = list_layout_warning(binding, "it has only a hash key")
+    if auto_list and options.migrating:
+        raise ConfigurationError(
+            f"table {binding.table_name!r} has only a hash key ({schema}), so it is used in"
+            " the list layout; legacy_table_name/legacy_key need an event table"
+        )
     if options.key is not None or options.layout == "list" or auto_list:
         log = _list_log(options, options.key or {options.primary_key_name: options.session_id})
         check_item_key(schema, binding.table_name, _key_types(log.store))
+        if auto_list:  # usable as it is: say how to move it
+            warning = list_layout_warning(binding, "it has only a hash key")
         return log, warning
     check_event_schema(schema, binding.table_name, options.primary_key_name, options.sort_key_name)
     event_log = _event_log(options)

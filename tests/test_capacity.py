@@ -29,6 +29,8 @@ from tests.test_large_messages import (
     stored_items,
 )
 
+pytestmark = pytest.mark.sync_only  # it records the requests on the sync botocore client
+
 
 @dataclass
 class Call:

@@ -442,3 +442,56 @@ def test_list_layout_threads_and_processes_append_to_one_session(
         processes,
         layout="list",
     )
+
+
+def test_coroutines_and_threads_on_the_same_sessions(
+    table_name: str, dynamodb_endpoint: str | None, dynamodb_region: str | None
+) -> None:
+    """200 coroutines of one event loop (native async) and 4 sync threads append to the same 50
+    sessions, while the coroutines also read: nothing lost or duplicated, each writer's order
+    kept, every read a prefix of the final history."""
+    import asyncio
+
+    from chathist.dynamo import aio
+
+    if not aio.AVAILABLE:
+        pytest.skip("needs the async extra (aiobotocore)")
+    test = "200 coroutines + 4 threads on 50 sessions"
+    sessions = [f"mixed-{i}" for i in range(50)]
+    per_writer = 6
+    appends: dict[str, dict[str, list[list[str]]]] = {s: {} for s in sessions}
+    observed: dict[str, list[list[str]]] = {s: [] for s in sessions}
+
+    def history(session: str) -> DynamoDBChatMessageHistory:
+        return _history(table_name, dynamodb_endpoint, dynamodb_region, session)
+
+    async def coroutine_writer(number: int) -> None:
+        session = sessions[number % len(sessions)]
+        name = f"c{number}"
+        batches = appends[session][name] = writer_messages(name, per_writer)
+        for batch in batches:
+            await history(session).aadd_messages(as_messages(batch))
+            seen = [str(m.content) for m in await history(session).aget_messages()]
+            observed[session].append(seen)
+
+    def thread_writer(number: int) -> None:
+        name = f"t{number}"
+        for session in sessions:
+            batches = appends[session][name] = writer_messages(f"{name}-{session}", 2)
+            for batch in batches:
+                history(session).add_messages(as_messages(batch))
+
+    async def main() -> None:
+        await asyncio.gather(*(coroutine_writer(i) for i in range(200)))
+
+    threads = [threading.Thread(target=thread_writer, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    asyncio.run(main())
+    for thread in threads:
+        thread.join()
+    for session in sessions:
+        final = _contents(history(session))
+        check_final(test, final, appends[session])
+        check_reads(test, observed[session], final)
+    record(SECTION, test, "writers", 204)

@@ -325,6 +325,11 @@ def migrate_list_to_events(
             f"table {config.source!r} has key schema {source_key}; --primary-key-name"
             f" {session_key!r} is not its hash key"
         )
+    if source_key.hash_type != "S":
+        raise TableSchemaError(
+            f"table {config.source!r} has key schema {source_key}: its hash key is not a string,"
+            " and the event layout keys sessions by string ids; nothing was migrated"
+        )
     run = Run(config, report, on_progress)
     items = event_items(
         config.target, hash_name, range_name, config.history_key, config.ttl_key_name

@@ -83,7 +83,7 @@ def common_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--endpoint-url",
         metavar="URL",
-        default=os.environ.get(ENDPOINT_ENV) or None,
+        default=None,  # the library reads $CHATHIST_ENDPOINT_URL itself (and names it in errors)
         help=f"DynamoDB endpoint, e.g. DynamoDB Local (default: ${ENDPOINT_ENV}, else AWS)",
     )
     group.add_argument("--region", metavar="REGION", help="AWS region name")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, NoRegionError
 from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
@@ -35,6 +36,10 @@ def check_endpoint_url(url: object, origin: str = "") -> str:
     if not isinstance(url, str):
         raise ConfigurationError(f"endpoint_url must be a str, got {type(url).__name__}")
     scheme, separator, _ = url.partition("://")
+    try:
+        _ = urlsplit(url).port  # a port out of range or not a number, a broken IPv6 host
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid endpoint URL {url!r}{origin}: {exc}") from exc
     if scheme.lower() in ("http", "https") and (
         is_valid_endpoint_url(url) or is_valid_ipv6_endpoint_url(url)
     ):
