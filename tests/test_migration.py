@@ -753,6 +753,11 @@ def test_progress_line_shows_rates_and_eta() -> None:
     text = line.line(report)
     assert text.startswith("migrate: 250 sessions (25/s) | 5,000 messages (500/s)")
     assert "25%" in text and "ETA 0:30" in text
+    rollback = Report("events-to-list", "a", "b", sessions=12, messages=24, elapsed=6.0)
+    rollback.estimated_items, rollback.scanned_items = 600, 600  # keys scanned a page ahead
+    text = line.line(rollback)
+    assert "%" not in text and "ETA" not in text  # no claim of 100% with 12 sessions done
+    assert "scanned 600 of ~600 items" in text
 
 
 # -- operator paths: a missing target, conflicts, --overwrite, exit codes, Ctrl-C --------------

@@ -75,6 +75,13 @@ def test_condition_and_transaction_failures_keep_what_the_caller_decides_on() ->
     assert "'T'" in str(canceled)
 
 
+def test_keys_dynamodb_local_rejects_get_a_hint() -> None:
+    error = client_error("UnrecognizedClientException", "The Access Key ID is invalid.")
+    local = translate(error, "Query", {"TableName": "T"}, where="http://h:1")
+    assert "letters and digits only" in str(local)
+    assert "letters" not in str(translate(error, "Query", {"TableName": "T"}, where="AWS x"))
+
+
 def test_missing_credentials_against_an_endpoint_hint_at_dummy_keys() -> None:
     local = translate(NoCredentialsError(), "Query", {"TableName": "T"}, where="http://h:1")
     assert isinstance(local, StorageError) and "AWS_ACCESS_KEY_ID" in str(local)

@@ -291,7 +291,8 @@ class ProgressLine:
         if report.estimated_sessions:
             done = min(report.sessions / report.estimated_sessions, 1.0)
         elif report.estimated_items:
-            done = min(report.scanned_items / report.estimated_items, 1.0)
+            # Items are scanned a page ahead of the sessions written: no percentage from them.
+            parts.append(f"scanned {report.scanned_items:,} of ~{report.estimated_items:,} items")
         if done is not None:
             parts.append(f"{100 * done:.0f}%")
             if done > 0:

@@ -119,7 +119,10 @@ def translate(
             return TableSchemaError(
                 f"table {table!r} does not have the key schema this request needs: {text}"
             )
-        return StorageError(f"{operation} on {table!r} failed: {code}: {text}", code=code)
+        hint = ""
+        if code == "UnrecognizedClientException" and where.startswith("http"):
+            hint = " (DynamoDB Local accepts access keys of letters and digits only)"
+        return StorageError(f"{operation} on {table!r} failed: {code}: {text}{hint}", code=code)
     if isinstance(exc, NoRegionError):
         return ConfigurationError(
             "no AWS region: pass region_name= (or --region), use a boto3_session with a region,"
