@@ -841,6 +841,9 @@ def test_rollback_conflict_exits_1_and_overwrite_replaces_the_item(
     code, report = cli_json(*rollback, "--overwrite", "--dry-run")
     assert code == 0 and report["overwritten"] == 1 and report["items_written"] == 1
     assert len(legacy.messages) == len(expected) - 1  # a dry run writes nothing
+    code, text = cli(*rollback, "--overwrite", "--dry-run", "--quiet")
+    assert "would overwrite (a differing list item, with --overwrite): 1" in text
+    assert "overwritten (" not in text  # nothing was
 
     code, text = cli(*rollback, "--overwrite", "--verify", "--quiet")
     assert code == 0, text

@@ -430,6 +430,8 @@ def render_report(report: Report, script: Any = None, *, show: int = 20) -> str:
         count = report.count(kind)
         if not count:
             continue
+        if kind is Problem.OVERWRITTEN and report.dry_run:
+            title = "would overwrite (a differing list item, with --overwrite)"
         lines.append(f"{title}: {count:,}")
         for session, detail in listed[:show]:
             lines.append(f"  {session}: {detail}")
