@@ -111,14 +111,25 @@ class EventLog:
         raise AssertionError("unreachable: the final attempt returns or raises")
 
     def read_tail(self) -> Steps[TailFold]:
-        """One read: fold the events newest first until the window is full or a clear."""
+        """One read: fold the events newest first until the window is full or a clear.
+
+        The first item of the read is the newest event, so the read also tells the next
+        sequence number: an append right after it (a LangChain turn) needs no query of its own.
+        """
         window = self.settings.window
         tail = TailFold(limit=window, now=time.time())
         page_size = None if window is None else window + 2
         cursor = self.store.sequence(self.session, page_size=page_size)
         event: Event | None = None
+        first_page = True
         try:
             while not tail.done and (page := (yield from cursor.next_page())) is not None:
+                if first_page:
+                    first_page = False
+                    if page:
+                        self.remember(self.store.seq_of(page[0]) + 1)
+                    elif cursor.done:
+                        self.remember(0)  # nothing stored yet
                 for raw in page:
                     event = self.store.event(raw)
                     if event.kind == "commit" and event.stage is not None:

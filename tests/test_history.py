@@ -693,3 +693,19 @@ def test_the_event_layout_on_a_table_with_a_numeric_hash_key_is_a_schema_error(
         assert "layout='list'" not in str(caught.value)
     finally:
         boto3_client.delete_table(TableName=name)
+
+
+def test_a_langchain_turn_is_two_requests(history: History) -> None:
+    """A new history object, a window read, then the turn's two messages: the read tells the
+    next sequence number, so the append needs no query of its own."""
+    history().add_messages([HumanMessage("earlier"), AIMessage("turn")])
+    turn = history(history_size=20)
+    assert len(turn.messages) == 2
+    turn.add_messages([HumanMessage("question"), AIMessage("answer")])
+    assert turn.consumed_capacity.requests == 2  # one query, one write
+    first = history(history_size=20)  # a session's very first turn: the read finds nothing
+    fresh = history("fresh", history_size=20)
+    assert fresh.messages == [] and first.messages
+    fresh.add_messages([HumanMessage("hello")])
+    assert fresh.consumed_capacity.requests == 2
+    assert [m.content for m in history("fresh").messages] == ["hello"]
