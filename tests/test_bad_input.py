@@ -422,7 +422,18 @@ BAD_MESSAGES: list[tuple[str, Callable[[], Any]]] = [
     ("tuple dict key", lambda: HumanMessage("x", additional_kwargs={"m": {("a", "b"): 1}})),
     ("not a message: str", lambda: "hello"),
     ("not a message: dict", lambda: {"type": "human", "data": {"content": "hi"}}),
+    # LangChain does not validate assignment: messages that its own class cannot load back.
+    ("content set to None", lambda: _assigned(HumanMessage("x"), "content", None)),
+    ("content set to a dict", lambda: _assigned(HumanMessage("x"), "content", {"a": 1})),
+    ("tool_calls set to a string", lambda: _assigned(AIMessage("x"), "tool_calls", "s")),
+    ("additional_kwargs set to None", lambda: _assigned(AIMessage("x"), "additional_kwargs", None)),
+    ("type set to an unknown one", lambda: _assigned(HumanMessage("x"), "type", "martian")),
 ]
+
+
+def _assigned(message: Any, field: str, value: Any) -> Any:
+    setattr(message, field, value)
+    return message
 
 
 def test_unstorable_messages_are_refused_and_nothing_written(
@@ -527,6 +538,13 @@ GARBAGE: list[tuple[str, Callable[[Any, str, dict[str, Any]], Any]]] = [
     ("payload JSON but not a message", _set("History", {"S": "[1, 2, 3]"})),
     ("unknown message type", _set("History", {"S": '{"type": "martian", "data": {}}'})),
     ("message without content", _set("History", {"S": '{"type": "human", "data": {}}'})),
+    (
+        "tool_calls stored as a string",
+        _set(
+            "History",
+            {"S": '{"type": "ai", "data": {"content": "x", "tool_calls": "s", "type": "ai"}}'},
+        ),
+    ),
     ("parts claimed but absent", _set("parts", {"N": "1"})),
     ("parts is a string", _set("parts", {"S": "two"})),
     ("part without its message", _set("event", {"S": "part"})),
@@ -767,3 +785,22 @@ def test_type_names_in_errors_have_no_wrong_article(
     for text in errors:
         assert not re.search(r"\ba (int|object|ellipsis)\b", text), text
     assert any("got int" in text for text in errors[1:])
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"capacity_meter": "x"}, "capacity_meter"),
+        ({"boto3_session": "x"}, "boto3_session"),
+        ({"primary_key_name": 5}, "primary_key_name"),
+        ({"legacy_key": "x"}, "legacy_key"),
+        ({"ttl": 10**40}, "ttl"),
+        ({"max_append_attempts": "3"}, "max_append_attempts"),
+        ({"compress_threshold": 1.5}, "compress_threshold"),
+    ],
+)
+def test_wrongly_typed_arguments_are_configuration_errors_before_any_request(
+    table_name: str, dynamodb_endpoint: str | None, options: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=fragment):
+        DynamoDBChatMessageHistory(table_name, "s", dynamodb_endpoint, **options)

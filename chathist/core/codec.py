@@ -35,9 +35,11 @@ __all__ = [
     "MAX_INT_DIGITS",
     "Payload",
     "check_json_value",
+    "check_readable",
     "decode_message",
     "encode_message",
     "exact_number",
+    "message_from_dict",
 ]
 
 CODEC_JSON: Final = "json"
@@ -151,7 +153,9 @@ def encode_message(
         raise UnsupportedValueError(
             f"expected a LangChain BaseMessage, got {type(message).__name__}"
         )
-    raw = _json_bytes(message_to_dict(message))
+    as_dict = message_to_dict(message)
+    raw = _json_bytes(as_dict)
+    check_readable(json.loads(raw))
     if compress_threshold is not None and len(raw) > compress_threshold:
         packed = zlib.compress(raw, 6)
         if write_units(len(packed)) < write_units(len(raw)):
@@ -169,8 +173,32 @@ def decode_message(codec: str, data: bytes | str) -> BaseMessage:
         elif codec != CODEC_JSON:
             raise ValueError(f"unknown codec {codec!r}")
         as_dict = json.loads(data)
-        if not isinstance(as_dict, dict) or "type" not in as_dict or "data" not in as_dict:
-            raise ValueError("payload is not a message_to_dict mapping")
-        return messages_from_dict([as_dict])[0]
-    except (ValueError, TypeError, KeyError, zlib.error) as exc:
+    except (ValueError, TypeError, zlib.error) as exc:
         raise CorruptHistoryError(f"cannot decode stored message: {exc}") from exc
+    return message_from_dict(as_dict)
+
+
+def message_from_dict(as_dict: Any) -> BaseMessage:
+    """The message of a ``message_to_dict`` mapping; `CorruptHistoryError` for anything that is
+    not one (LangChain raises ValueError, TypeError, KeyError, AttributeError or pydantic's
+    errors, depending on what is wrong)."""
+    if not isinstance(as_dict, dict) or "type" not in as_dict or "data" not in as_dict:
+        raise CorruptHistoryError("cannot decode stored message: not a message_to_dict mapping")
+    try:
+        return messages_from_dict([as_dict])[0]
+    except Exception as exc:  # whatever LangChain's constructors raise: the item is corrupt
+        raise CorruptHistoryError(
+            f"cannot decode stored message: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def check_readable(as_dict: Any) -> None:
+    """Raise `UnsupportedValueError` unless ``as_dict`` (what would be stored) reads back as a
+    message. LangChain does not validate assignment (``m.content = None`` is accepted), so a
+    message can hold what its own class refuses to load: such a write would make every later
+    read of the session fail, and is refused before anything is sent."""
+    try:
+        message_from_dict(as_dict)
+    except CorruptHistoryError as exc:
+        text = str(exc).removeprefix("cannot decode stored message: ")
+        raise UnsupportedValueError(f"message cannot be read back once stored: {text}") from exc

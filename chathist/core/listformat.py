@@ -27,9 +27,9 @@ from decimal import Decimal, DecimalException
 from typing import Any
 
 from boto3.dynamodb.types import DYNAMODB_CONTEXT, Binary
-from langchain_core.messages import BaseMessage, messages_from_dict, messages_to_dict
+from langchain_core.messages import BaseMessage, messages_to_dict
 
-from chathist.core.codec import check_json_value, exact_number
+from chathist.core.codec import check_json_value, check_readable, exact_number, message_from_dict
 from chathist.errors import CorruptHistoryError, UnsupportedValueError
 
 __all__ = [
@@ -83,10 +83,13 @@ def messages_from_legacy(items: list[dict[str, Any]]) -> list[BaseMessage]:
             raise CorruptHistoryError(
                 f"history entry {index} is not a message map with 'type' and 'data'"
             )
-    try:
-        return messages_from_dict(converted)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise CorruptHistoryError(f"history holds an unreadable message: {exc}") from exc
+    messages = []
+    for index, entry in enumerate(converted):
+        try:
+            messages.append(message_from_dict(entry))
+        except CorruptHistoryError as exc:
+            raise CorruptHistoryError(f"history entry {index}: {exc}") from exc
+    return messages
 
 
 def _dynamodb_number(value: int | float, path: str) -> int | Decimal:
@@ -163,6 +166,7 @@ def messages_to_legacy(
     for index, entry in enumerate(entries):
         path = f"messages[{index}]"
         check_json_value(entry, path)
+        check_readable(entry)
         result.append(
             to_dynamodb_numbers(entry, coerce_float_to_decimal=coerce_float_to_decimal, path=path)
         )
