@@ -297,13 +297,20 @@ class EventLog:
         self, committed: set[str], older_than: float, *, uncommitted_only: bool = True
     ) -> Steps[int]:
         """Delete the staged items of uncommitted stages staged over ``older_than`` seconds
-        ago, and (unless ``uncommitted_only``) those of the ``committed`` stages."""
+        ago, and (unless ``uncommitted_only``) those of the ``committed`` stages. Items among
+        the staged keys that are no staged event (a stray ``!`` key, a staging time that is no
+        number) belong to no write and no reader: they go too, so a clear or a repair is never
+        stopped by them."""
         abandoned = time.time() - older_than
         cursor = self.store.staged(self.session)
         doomed: list[str] = []
         while (page := (yield from cursor.next_page())) is not None:
             for raw in page:
-                key, stage, staged_at = self.store.stage_of(raw)
+                try:
+                    key, stage, staged_at = self.store.stage_of(raw)
+                except CorruptHistoryError:
+                    doomed.append(raw[self.store.range_name]["S"])
+                    continue
                 if (stage in committed and not uncommitted_only) or (
                     stage not in committed and (staged_at is None or staged_at < abandoned)
                 ):

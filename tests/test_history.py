@@ -709,3 +709,27 @@ def test_a_langchain_turn_is_two_requests(history: History) -> None:
     fresh.add_messages([HumanMessage("hello")])
     assert fresh.consumed_capacity.requests == 2
     assert [m.content for m in history("fresh").messages] == ["hello"]
+
+
+def test_stray_staged_keys_stop_neither_clear_nor_repair(
+    history: History, boto3_client: Any, table_name: str
+) -> None:
+    h = history()
+    h.add_messages([HumanMessage("a"), AIMessage("b")])
+    for sort_key, extra in [
+        ("!garbage", {}),
+        ("!stage#xyz", {}),
+        ("!stage2#" + "0" * SEQ_WIDTH, {"at": {"N": "1.5"}}),
+    ]:
+        boto3_client.put_item(
+            TableName=table_name,
+            Item={"SessionId": {"S": "s"}, "SK": {"S": sort_key}, "event": {"S": "x"}, **extra},
+        )
+    assert h.repair() == 3  # garbage: no write or reader owns it
+    for sort_key in ("!garbage", "!stage#xyz"):
+        boto3_client.put_item(
+            TableName=table_name, Item={"SessionId": {"S": "s"}, "SK": {"S": sort_key}}
+        )
+    h.clear()
+    assert history().messages == []
+    assert not [i for i in stored_items(boto3_client, table_name) if i["SK"]["S"].startswith("!")]

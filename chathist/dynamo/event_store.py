@@ -136,14 +136,16 @@ class EventStore:
     def stage_of(self, raw: dict[str, Any]) -> tuple[str, str, int | None]:
         """(sort key, stage, staged_at) of a raw staged item."""
         key = raw.get(self.range_name, {}).get("S", "")
+        staged_at = raw.get(self.items.names["staged_at"], {}).get("N")
         try:
             stage, _ = parse_key(key)
+            return key, str(stage), None if staged_at is None else int(staged_at)
         except ValueError as exc:
             raise CorruptHistoryError(
-                f"sort key {key!r} is not a staged event's key", key=self.items.key_of(raw)
+                f"sort key {key!r} is not a staged event's key, or its staging time"
+                f" {staged_at!r} is not whole seconds",
+                key=self.items.key_of(raw),
             ) from exc
-        staged_at = raw.get(self.items.names["staged_at"], {}).get("N")
-        return key, str(stage), None if staged_at is None else int(staged_at)
 
     def newest(self, session: str) -> Steps[tuple[int, str | None] | None]:
         """(sequence number, writer id) of the newest event of ``session``, or None."""
