@@ -14,11 +14,11 @@ the difference in `Usage.tx_repriced`; `Usage.wcu` is the reported units plus th
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass, fields
 from typing import Any
 
+from chathist.core.sizes import item_size, write_units
 from chathist.dynamo.capacity import reported
 from chathist.dynamo.client import METERED
 
@@ -60,39 +60,13 @@ def _is_conflict(parsed: dict[str, Any]) -> bool:
     return False
 
 
-def attribute_size(value: dict[str, Any]) -> int:
-    """Approximate stored size of one DynamoDB-JSON attribute value (the service's rules)."""
-    ((kind, inner),) = value.items()
-    if kind == "S":
-        return len(inner.encode("utf-8"))
-    if kind == "N":
-        digits = len(str(inner).lstrip("-").replace(".", "").lstrip("0")) or 1
-        return (digits + 1) // 2 + 1
-    if kind == "B":
-        return len(inner) if isinstance(inner, (bytes, bytearray)) else len(inner) * 3 // 4
-    if kind in ("BOOL", "NULL"):
-        return 1
-    if kind == "M":
-        return 3 + sum(len(k.encode("utf-8")) + attribute_size(v) + 1 for k, v in inner.items())
-    if kind == "L":
-        return 3 + sum(attribute_size(v) + 1 for v in inner)
-    if kind in ("SS", "NS", "BS"):
-        return sum(attribute_size({kind[0]: v}) for v in inner)
-    return 0
-
-
-def item_size(item: dict[str, Any]) -> int:
-    """Approximate stored size of an item in DynamoDB JSON: names plus values."""
-    return sum(len(name.encode("utf-8")) + attribute_size(v) for name, v in item.items())
-
-
 def transaction_wcu(params: dict[str, Any]) -> float:
     """What the service charges for a TransactWriteItems request: 2 WCU per KB per item."""
     units = 0
     for action in params.get("TransactItems", []):
         put = action.get("Put")
         if put is not None:
-            units += max(1, math.ceil(item_size(put["Item"]) / 1024))
+            units += write_units(item_size(put["Item"]))
         else:
             units += 1  # deletes, updates and condition checks of small items
     return 2.0 * units

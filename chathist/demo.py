@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from langchain_core.messages import AIMessage, BaseMessage, message_to_dict
 
 from chathist import DynamoDBChatMessageHistory, create_table
+from chathist.core.sizes import ITEM_LIMIT
 from chathist.local import DynamoDBLocal, use_local_credentials
 
 __all__ = ["ITEM_LIMIT", "DemoResult", "list_layout_failure", "main", "run_demo"]
 
-ITEM_LIMIT = 409_600
 """DynamoDB's largest item (400 KB), which LangChain's list layout puts a whole session in."""
 TARGET_ENV = "CHATHIST_DEMO_TARGET_BYTES"
 DEFAULT_TARGET_BYTES = 1_536_000

@@ -38,7 +38,7 @@ from chathist.errors import ConcurrencyError, ConfigurationError, CorruptHistory
 __all__ = [
     "ABANDONED_AFTER",
     "ERASED_TTL",
-    "READ_ATTEMPTS",
+    "READ_RULE",
     "TRUST_NEXT_SEQ",
     "EventLog",
     "LogSettings",
@@ -48,7 +48,7 @@ ABANDONED_AFTER: Final = 3600
 """Seconds after which a stage that was never committed counts as abandoned."""
 ERASED_TTL: Final = 7 * 24 * 3600
 """Seconds after which an ``erased`` event may expire (where the table has TTL turned on)."""
-READ_ATTEMPTS: Final = 3
+READ_RULE: Final = RetryRule(attempts=3)
 """Reads of a session before an inconsistency (a clear or a migration meeting the read) is
 reported rather than read again."""
 TRUST_NEXT_SEQ: Final = 300
@@ -63,6 +63,9 @@ Entry = Payload | object
 Completion = Callable[[TailFold, list[BaseMessage], bool], Steps[list[BaseMessage] | None]]
 """Finishes a read from the fold and its messages (the last argument: this is the final
 attempt); None asks for another read."""
+Completer = Callable[[], Completion]
+"""Makes the completion of one read attempt, before the attempt reads anything (so it can
+note the state the read starts from)."""
 
 
 @dataclass(frozen=True)
@@ -90,10 +93,11 @@ class EventLog:
 
     # -- reading --------------------------------------------------------------------------------
 
-    def read(self, complete: Completion | None = None) -> Steps[list[BaseMessage]]:
+    def read(self, completer: Completer | None = None) -> Steps[list[BaseMessage]]:
         """The session's messages (the latest ``window``), oldest first."""
-        for attempt in range(READ_ATTEMPTS):
-            final = attempt == READ_ATTEMPTS - 1
+        for attempt in READ_RULE.start():
+            final = attempt == READ_RULE.attempts - 1
+            complete = None if completer is None else completer()
             try:
                 tail = yield from self.read_tail()
                 found = self._messages(tail)

@@ -166,6 +166,9 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         _ = self._sender.client  # made now (no request is sent), so bad settings fail here
         self._log: SessionLog | None = None
         self._open_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        """Threads sharing this object write one at a time: they would otherwise race each
+        other for the same next sequence number, costing requests and not order."""
         if key is not None and layout == "auto":
             warning = list_layout_warning(self._options.binding, "a key dict addresses one item")
             if warning is not None:
@@ -185,13 +188,15 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append ``messages`` atomically and contiguously: all or none, in this order."""
         batch = _message_list(messages)
-        self._run(lambda log: log.append(batch))
+        with self._write_lock:
+            self._run(lambda log: log.append(batch))
 
     def clear(self) -> None:
         """Clear the session. In the event layout: a tombstone first (readers see nothing from
         then on), then every item below it is erased; if erasing is interrupted, readers still
         see an empty history, and the next ``clear()`` finishes it."""
-        self._run(lambda log: log.clear())
+        with self._write_lock:
+            self._run(lambda log: log.clear())
 
     def repair(self, older_than: float | None = None) -> int:
         """Delete what interrupted writes left behind: the staged events of writes that never

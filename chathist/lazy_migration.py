@@ -46,7 +46,7 @@ from chathist.dynamo.event_store import SequenceTaken
 from chathist.dynamo.list_store import MIGRATED_ATTRIBUTE, ListItem, ListStore
 from chathist.dynamo.translate import TransactionCanceled
 from chathist.errors import ConcurrencyError
-from chathist.event_log import Entry, EventLog
+from chathist.event_log import Completion, Entry, EventLog
 
 __all__ = ["MIGRATED_ATTRIBUTE", "LazyMigration"]
 
@@ -66,14 +66,26 @@ class LazyMigration:
 
     def read(self) -> Steps[list[BaseMessage]]:
         """The legacy messages (unless a clear hides them), then the events' messages."""
-        return (yield from self.log.read(complete=self._after_legacy))
+        return (yield from self.log.read(self._after_legacy))
 
-    def _after_legacy(
-        self, tail: TailFold, found: list[BaseMessage], final: bool
+    def _after_legacy(self) -> Completion:
+        """The completion of one read attempt: notes, before the attempt reads the events,
+        whether a legacy item is still expected (a migration by this very object, in another
+        thread or coroutine, may retire it while the events are read)."""
+        expected = not self.retired
+
+        def complete(
+            tail: TailFold, found: list[BaseMessage], final: bool
+        ) -> Steps[list[BaseMessage] | None]:
+            return self._with_legacy(tail, found, final, expected)
+
+        return complete
+
+    def _with_legacy(
+        self, tail: TailFold, found: list[BaseMessage], final: bool, expected: bool
     ) -> Steps[list[BaseMessage] | None]:
         if tail.done:
             return found
-        expected = not self.retired
         item = yield from self._pending(consistent=self.legacy.consistent_read)
         if item is None:
             if expected and self.retired and not final:

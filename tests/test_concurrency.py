@@ -463,7 +463,9 @@ def test_coroutines_and_threads_on_the_same_sessions(
     observed: dict[str, list[list[str]]] = {s: [] for s in sessions}
 
     def history(session: str) -> DynamoDBChatMessageHistory:
-        return _history(table_name, dynamodb_endpoint, dynamodb_region, session)
+        # 200 coroutines share one loop: on a loaded 2-core machine one attempt can take
+        # longer than the default 30 s budget, which would then stop after one lost race.
+        return _history(table_name, dynamodb_endpoint, dynamodb_region, session, append_timeout=300)
 
     async def coroutine_writer(number: int) -> None:
         session = sessions[number % len(sessions)]

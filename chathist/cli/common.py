@@ -44,8 +44,12 @@ def connection_options(args: argparse.Namespace) -> dict[str, Any]:
     profile = getattr(args, "profile", None)
     if profile:
         import boto3
+        from botocore.exceptions import BotoCoreError
 
-        session = boto3.Session(profile_name=profile)
+        try:
+            session = boto3.Session(profile_name=profile)
+        except BotoCoreError as exc:  # no such profile
+            raise CommandError(f"--profile {profile}: {exc}") from exc
     return {
         "endpoint_url": getattr(args, "endpoint_url", None),
         "region_name": getattr(args, "region", None),

@@ -40,10 +40,12 @@ AVAILABLE = importlib.util.find_spec("aiobotocore") is not None
 
 
 class _LoopClients:
-    """The clients opened in one event loop."""
+    """The clients opened in one event loop, and the aiobotocore sessions they come from
+    (per loop too: a session's credential refresh binds to the loop it first ran in)."""
 
     def __init__(self) -> None:
         self.clients: dict[Binding, Any] = {}
+        self.sessions: dict[str | None, Any] = {}
         self.lock = asyncio.Lock()
         self.keeper: AsyncIterator[None] | None = None
 
@@ -56,7 +58,6 @@ class _LoopClients:
 _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = (
     weakref.WeakKeyDictionary()
 )
-_sessions: dict[str | None, Any] = {}
 
 
 async def _close_at_shutdown(clients: _LoopClients) -> AsyncIterator[None]:
@@ -78,24 +79,30 @@ async def _loop_clients() -> _LoopClients:
     return found
 
 
-def _session(binding: Binding) -> Any:
+def _session(binding: Binding, sessions: dict[str | None, Any]) -> Any:
+    """The aiobotocore session for ``binding`` in this loop (``sessions``: the loop's)."""
     if not AVAILABLE:
         raise ConfigurationError("native asyncio needs aiobotocore: pip install 'chathist[async]'")
-    from aiobotocore.session import AioSession
-
-    if binding.boto3_session is not None:
-        # aiobotocore cannot share a boto3 session: take its credentials as they are now (a
-        # client opened later, in another loop, takes them anew).
-        source = binding.boto3_session
-        session = AioSession()
+    try:
+        from aiobotocore.session import AioSession
+    except ImportError as exc:  # installed, but broken
+        raise ConfigurationError(f"aiobotocore cannot be imported: {exc}") from exc
+    profile = binding.profile
+    source = binding.boto3_session
+    if source is not None:
+        # aiobotocore cannot share a boto3 session. Keys given to it explicitly are static:
+        # take them; any other credentials, aiobotocore resolves (and refreshes) itself from
+        # the same profile.
         credentials = source.get_credentials()
-        if credentials is not None:
+        if credentials is not None and credentials.method == "explicit":
+            session = AioSession()
             frozen = credentials.get_frozen_credentials()
             session.set_credentials(frozen.access_key or "", frozen.secret_key or "", frozen.token)
-        return session
-    found = _sessions.get(binding.profile)
+            return session
+        profile = None if source.profile_name == "default" else source.profile_name
+    found = sessions.get(profile)
     if found is None:
-        found = _sessions[binding.profile] = AioSession(profile=binding.profile)
+        found = sessions[profile] = AioSession(profile=profile)
     return found
 
 
@@ -110,7 +117,7 @@ async def async_client_for(binding: Binding) -> Any:
         found = clients.clients.get(binding)
         if found is None:
             try:
-                context = _session(binding).create_client(
+                context = _session(binding, clients.sessions).create_client(
                     "dynamodb",
                     region_name=binding.region_name,
                     endpoint_url=binding.endpoint_url,
@@ -124,7 +131,9 @@ async def async_client_for(binding: Binding) -> Any:
 
 
 async def aclose_clients() -> None:
-    """Close every client opened in the running loop (new ones open on the next request)."""
+    """Close every client opened in the running loop (new ones open on the next request).
+    Call it when no request of this loop is in flight (at shutdown): a request sent through a
+    client being closed fails."""
     found = _loops.get(asyncio.get_running_loop())
     if found is not None:
         await found.aclose()

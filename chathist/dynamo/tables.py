@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from chathist.core.retry import RetryRule
 from chathist.core.steps import Steps, call, sleep
 from chathist.dynamo.binding import Binding
 from chathist.dynamo.capacity import CapacityMeter
@@ -314,16 +314,20 @@ def _create(
     return created
 
 
-def _wait_active(table_name: str, timeout: float = 300.0) -> Steps[None]:
-    deadline = time.monotonic() + timeout
-    while True:
+ACTIVE_WAIT = RetryRule(attempts=1200, timeout=300.0)
+"""How long `create_table` waits for a new table to become active (polling every half second)."""
+
+
+def _wait_active(table_name: str) -> Steps[None]:
+    status = "unknown"
+    attempts = ACTIVE_WAIT.start()
+    for _ in attempts:
         response = yield from call("DescribeTable", TableName=table_name)
         status = response["Table"]["TableStatus"]
         if status == "ACTIVE":
             return
-        if time.monotonic() > deadline:
-            raise StorageError(f"table {table_name!r} is still {status} after {timeout:.0f} s")
         yield from sleep(0.5)
+    raise StorageError(f"table {table_name!r} is still {status} ({attempts.spent})")
 
 
 def _enable_ttl(table_name: str, ttl_key_name: str) -> Steps[None]:
