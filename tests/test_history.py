@@ -733,3 +733,22 @@ def test_stray_staged_keys_stop_neither_clear_nor_repair(
     h.clear()
     assert history().messages == []
     assert not [i for i in stored_items(boto3_client, table_name) if i["SK"]["S"].startswith("!")]
+
+
+@pytest.mark.sync_only  # threads sharing one object
+def test_threads_sharing_one_history_write_one_at_a_time(history: History) -> None:
+    """They would otherwise race each other for the same next number: every append would cost
+    several lost conditional puts."""
+    shared = history()
+    shared.add_user_message("first")
+    shared.reset_consumed_capacity()
+    threads = [
+        threading.Thread(target=lambda n=n: [shared.add_user_message(f"{n}:{i}") for i in range(5)])
+        for n in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(history().messages) == 41
+    assert shared.consumed_capacity.requests == 40  # one conditional put each, none lost
