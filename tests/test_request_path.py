@@ -277,3 +277,60 @@ def test_the_size_model_prices_a_put_as_dynamodb_does(
     sender.call("PutItem", TableName=table_name, Item=item)
     assert sender.meter.total.write_units - before == write_units(item_size(item))
     assert item_size(item) < ITEM_LIMIT
+
+
+def test_a_binding_settles_its_region_when_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Setting AWS_DEFAULT_REGION after a history was made changes nothing about it: the
+    binding (and so the schema cache, the client cache and the once-per-table warning, all
+    keyed by it) hashes on what it settled."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    binding = Binding.resolve("T")
+    before = hash(binding)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-south-1")
+    assert binding.region_name == "eu-west-1" and hash(binding) == before
+    assert Binding.resolve("T") != binding  # a new one settles anew
+
+
+def test_the_async_sender_runs_the_same_steps(
+    sender: Sender, table_name: str, thirty: None
+) -> None:
+    """The asyncio twin of `Sender`: the same steps, the same errors thrown in, the same
+    paging and metering."""
+    import asyncio
+
+    from chathist.dynamo import aio
+
+    if not aio.AVAILABLE:
+        pytest.skip("needs the async extra (aiobotocore)")
+    twin = aio.AsyncSender(sender.binding, CapacityMeter())
+
+    def taken_twice() -> Steps[str]:
+        yield from put(table_name, "zz")
+        try:
+            yield from put(table_name, "zz")
+        except ConditionFailed:
+            return "taken"
+        return "free"
+
+    def all_keys() -> Steps[list[str]]:
+        cursor = query(table_name, 7)
+        keys: list[str] = []
+        while (page := (yield from cursor.next_page())) is not None:
+            keys += [item["SK"]["S"] for item in page]
+        return keys
+
+    async def run() -> tuple[str, list[str]]:
+        try:
+            outcome = await twin.run(taken_twice())
+            keys = await twin.run(all_keys())
+            with pytest.raises(TableNotFoundError):
+                await twin.run(call("GetItem", TableName="no-such", Key={"SessionId": {"S": "s"}}))
+            return outcome, keys
+        finally:
+            await aio.aclose_clients()
+
+    outcome, keys = asyncio.run(run())
+    assert outcome == "taken"
+    assert keys == [f"{i:02d}" for i in range(30)] + ["zz"]
+    assert twin.meter.total.requests == 2 + 5 + 1
