@@ -105,8 +105,14 @@ class EventLog:
                 if final:
                     raise
                 continue  # a clear may have removed a stage this read was about to read
-            if tail.erased_seen and not final:
-                continue  # a clear ran during the read: its tombstone stops the next one
+            if tail.erased_seen:
+                if not final:
+                    continue  # a clear ran during the read: its tombstone stops the next one
+                raise ConcurrencyError(
+                    f"session {self.session!r} was cleared while it was read,"
+                    f" {READ_RULE.attempts} reads in a row; nothing of what they saw is returned"
+                    " (it would be a history that never existed)"
+                )
             if complete is None:
                 return found
             result = yield from complete(tail, found, final)
@@ -250,6 +256,8 @@ class EventLog:
         it. If erasing is interrupted, readers still see an empty history, and the next
         ``clear()`` erases what is left."""
         if self._next_seq is None and (yield from self.store.newest(self.session)) is None:
+            # No event: at most the stages of first writes that never committed are left.
+            yield from self.delete_stages(set(), ABANDONED_AFTER)
             return
         tombstone = yield from self.write([CLEAR])
         yield from self.erase_below(tombstone)

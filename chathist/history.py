@@ -166,7 +166,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         _ = self._sender.client  # made now (no request is sent), so bad settings fail here
         self._log: SessionLog | None = None
         self._open_lock = threading.Lock()
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()
         """Threads sharing this object write one at a time: they would otherwise race each
         other for the same next sequence number, costing requests and not order."""
         if key is not None and layout == "auto":

@@ -16,6 +16,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, messag
 
 import chathist.event_log
 from chathist import (
+    ConcurrencyError,
     ConfigurationError,
     DynamoDBChatMessageHistory,
     InvalidSessionIdError,
@@ -752,3 +753,50 @@ def test_threads_sharing_one_history_write_one_at_a_time(history: History) -> No
         thread.join()
     assert len(history().messages) == 41
     assert shared.consumed_capacity.requests == 40  # one conditional put each, none lost
+
+
+def test_a_read_that_meets_a_clear_every_time_returns_no_invented_history() -> None:
+    """Each of the read's attempts meets erased events (a complete clear, then new writes,
+    ran during it): the read raises rather than return a mix of cleared and new messages.
+    The rule is driven directly: every Query answers with what such a race leaves."""
+    from chathist.core.codec import encode_message
+    from chathist.core.events import Event
+    from chathist.core.steps import Call
+    from chathist.dynamo.event_store import EventStore
+    from chathist.dynamo.items import event_items
+    from chathist.event_log import EventLog, LogSettings
+
+    items = event_items("T")
+    store = EventStore(items)
+    payload = encode_message(HumanMessage("new")).data.decode()
+    page = [
+        items.to_item("s", Event(7, "message", codec="json", body=payload)),
+        items.to_item("s", Event(6, "erased")),
+    ]
+    steps = EventLog(store, "s", LogSettings()).read()
+    queries = 0
+    with pytest.raises(ConcurrencyError, match="cleared while it was read"):
+        op = next(steps)
+        while True:
+            assert isinstance(op, Call) and op.operation == "Query"
+            queries += 1
+            op = steps.send({"Items": page})
+    assert queries == 3
+
+
+def test_a_clear_of_a_session_holding_only_an_abandoned_stage_deletes_it(
+    history: History, boto3_client: Any, table_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = history()
+    boto3_client.put_item(
+        TableName=table_name,
+        Item={
+            "SessionId": {"S": "s"},
+            "SK": {"S": "!deadbeef#" + "0" * SEQ_WIDTH},
+            "event": {"S": "message"},
+            "v": {"N": "1"},
+            "at": {"N": "1"},  # staged long ago; its commit never came
+        },
+    )
+    h.clear()
+    assert stored_items(boto3_client, table_name) == []
