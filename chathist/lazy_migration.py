@@ -30,6 +30,7 @@ after the events; with ``delete_legacy=False`` such writes to a marked item are 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -101,6 +102,8 @@ class LazyMigration:
         if self.retired:
             return None
         item = yield from self.legacy.read(consistent=consistent)
+        if item.expired(time.time()):
+            return None  # expired: nothing to show or to move (not retired: it may be rewritten)
         if item.entries is None or item.migrated:
             # Only a strongly consistent read proves it gone (an eventual one may lag).
             self.retired = self.retired or consistent

@@ -10,6 +10,7 @@ under the append `RetryRule` (then `ConcurrencyError`). A write that would take 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -43,6 +44,8 @@ class ListLog:
     def read(self) -> Steps[list[BaseMessage]]:
         """The stored messages (the latest ``window`` of them), oldest first."""
         item = yield from self.store.read()
+        if item.expired(time.time()):
+            return []  # expired: DynamoDB's TTL has not deleted it yet
         messages = messages_from_legacy(item.entries or [])
         return messages[-self.window :] if self.window else messages
 
@@ -60,7 +63,8 @@ class ListLog:
         attempts = self.append_rule.start()
         for attempt in attempts:
             current = yield from self.store.read()
-            combined = [*(current.entries or []), *entries]
+            kept = [] if current.expired(time.time()) else current.entries or []
+            combined = [*kept, *entries]
             if limit is not None:
                 combined = combined[-limit:]
             if (yield from self.store.replace(current, combined, write_id)):

@@ -142,6 +142,7 @@ def _event_log(options: HistoryOptions) -> EventLog | LazyMigration:
         options.legacy_binding.table_name,
         options.legacy_key,
         history_key=options.legacy_messages_key,
+        ttl_key_name=options.ttl_key_name,
         consistent_read=options.consistent_read,
     )
     return LazyMigration(log, legacy, delete_legacy=options.delete_legacy)

@@ -592,3 +592,23 @@ def test_legacy_converters_refuse_what_dynamodb_cannot_hold() -> None:
     for corrupt in ("text", [{"type": "human"}], [{"type": "nope", "data": {"content": "x"}}]):
         with pytest.raises(CorruptHistoryError):
             messages_from_legacy(corrupt)  # type: ignore[arg-type]
+
+
+def test_an_expired_list_item_reads_empty_and_is_never_appended_to(
+    listed: History, hash_table: str, boto3_client: Any
+) -> None:
+    """DynamoDB deletes expired items days late: until then the list layout treats an item
+    whose TTL has passed as gone, as the event layout does with expired events."""
+    old = listed(ttl=60)
+    old.add_messages([HumanMessage("old 1"), AIMessage("old 2")])
+    boto3_client.update_item(  # its TTL passed a while ago
+        TableName=hash_table,
+        Key={"SessionId": {"S": "s"}},
+        UpdateExpression="SET expireAt = :past",
+        ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 3600)}},
+    )
+    assert listed().messages == []
+    listed(ttl=60).add_messages([HumanMessage("new")])
+    assert [m.content for m in listed().messages] == ["new"]
+    item = raw_item(boto3_client, hash_table, {"SessionId": "s"})
+    assert item is not None and int(item["expireAt"]["N"]) > time.time()

@@ -58,6 +58,13 @@ class ListItem:
     migrated: bool
     exists: bool = True
     """Whether there is an item at the key at all (with a list or without one)."""
+    expires_at: int | None = None
+    """The item's TTL attribute (epoch seconds), if it has one."""
+
+    def expired(self, now: float) -> bool:
+        """Whether the item's TTL has passed (DynamoDB deletes it some time later; until then
+        it is still returned, and must be treated as gone)."""
+        return self.expires_at is not None and self.expires_at <= now
 
     def condition(
         self, history_name: str, *, unretired: bool = False
@@ -130,12 +137,13 @@ class ListStore:
             TableName=self.table_name,
             Key=self.raw_key,
             ConsistentRead=self.consistent_read if consistent is None else consistent,
-            ProjectionExpression="#h, #v, #m, #k",
+            ProjectionExpression="#h, #v, #m, #k, #x",
             ExpressionAttributeNames={
                 "#h": self.history_key,
                 "#v": VERSION_ATTRIBUTE,
                 "#m": MIGRATED_ATTRIBUTE,
                 "#k": next(iter(self.key)),  # so an item holding none of the others is seen
+                "#x": self.ttl_key_name,
             },
         )
         return self.parse(response.get("Item"))
@@ -150,7 +158,12 @@ class ListStore:
             raise CorruptHistoryError(
                 f"attribute {self.history_key!r} is not a list", key=dict(self.key)
             )
-        return ListItem(entries, _number(item.get(VERSION_ATTRIBUTE)), MIGRATED_ATTRIBUTE in item)
+        return ListItem(
+            entries,
+            _number(item.get(VERSION_ATTRIBUTE)),
+            MIGRATED_ATTRIBUTE in item,
+            expires_at=_number(item.get(self.ttl_key_name)),
+        )
 
     def list_append(self, new: dict[str, Any], room: int | None, write_id: str) -> Steps[bool]:
         """``list_append`` ``new`` (wire form); with ``room``, only if the list holds at most
@@ -164,9 +177,13 @@ class ListStore:
         request["UpdateExpression"] = (
             f"SET #h = list_append(if_not_exists(#h, :empty), :new){ttl}, #w = :w ADD #v :one"
         )
-        condition = None
+        # Never append to an expired list (that would bring its messages back): such an item
+        # fails this condition, and the caller replaces its list instead.
+        condition = "(attribute_not_exists(#x) OR #x > :now)"
+        request["ExpressionAttributeNames"]["#x"] = self.ttl_key_name
+        request["ExpressionAttributeValues"][":now"] = {"N": str(int(time.time()))}
         if room is not None:
-            condition = "(attribute_not_exists(#h) OR size(#h) <= :room)"
+            condition += " AND (attribute_not_exists(#h) OR size(#h) <= :room)"
             request["ExpressionAttributeValues"][":room"] = {"N": str(room)}
         return (yield from self._update_once(request, condition, write_id))
 
