@@ -468,7 +468,8 @@ def async_concurrency(sizes: Sizes, endpoint_url: str, region: str, log: Log) ->
         server = server_pid(port) if port else None
         setting = Setting(table, proxy.endpoint_url, region, sizes.history_size, server)
         # Unrecorded: DynamoDB Local's JIT, and the proxy's and the clients' first connections
-        # (measured: the first run of a fresh DynamoDB Local costs it 4x the CPU of later ones).
+        # (without it, a run measured DynamoDB Local at 1.2 cores in the first contender's
+        # run and 0.2-0.6 cores in the eleven after it).
         for key in order:
             one_run(
                 key, setting, proxy, WARM_UP_SESSIONS, min(WARM_UP_APPENDS, sizes.async_appends)
