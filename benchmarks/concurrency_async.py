@@ -475,18 +475,65 @@ def async_concurrency(sizes: Sizes, endpoint_url: str, region: str, log: Log) ->
                 key, setting, proxy, WARM_UP_SESSIONS, min(WARM_UP_APPENDS, sizes.async_appends)
             )
         log("  9 warm-up done")
-        for turn, sessions in enumerate(sizes.async_sessions):
-            runs: dict[str, Any] = {}
-            for key in order[turn % len(order) :] + order[: turn % len(order)]:
-                runs[key] = got = one_run(key, setting, proxy, sessions, sizes.async_appends)
-                log(
-                    f"  9 {key} x {sessions}: {got['calls_per_s']:.0f} calls/s,"
-                    f" p50 {got['latency_ms']['p50']:.0f} ms, p99 {got['latency_ms']['p99']:.0f}"
-                    f" ms, {got['wall_s']:.1f} s, {got['errors']} errors,"
-                    f" {got['wrong_sessions']} wrong sessions"
-                )
-            result["runs"][str(sessions)] = {key: runs[key] for key in order}
+        done: dict[str, dict[str, list[dict[str, Any]]]] = {
+            str(n): {key: [] for key in order} for n in sizes.async_sessions
+        }
+        for repeat in range(sizes.async_repeats):
+            for turn, sessions in enumerate(sizes.async_sessions):
+                shift = (turn + repeat) % len(order)
+                for key in order[shift:] + order[:shift]:
+                    got = one_run(key, setting, proxy, sessions, sizes.async_appends)
+                    done[str(sessions)][key].append(got)
+                    log(
+                        f"  9 {key} x {sessions} (repeat {repeat + 1}):"
+                        f" {got['calls_per_s']:.0f} calls/s, p50 {got['latency_ms']['p50']:.0f}"
+                        f" ms, p99 {got['latency_ms']['p99']:.0f} ms, {got['wall_s']:.1f} s,"
+                        f" {got['errors']} errors, {got['wrong_sessions']} wrong sessions"
+                    )
+    result["repeats"] = sizes.async_repeats
+    result["runs"] = {n: {key: combine(got) for key, got in per.items()} for n, per in done.items()}
+    result["vs_executor"] = {n: paired_ratios(per) for n, per in done.items()}
     return result
+
+
+def combine(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Repeats of one contender and N as one: the median of every number (errors and wrong
+    sessions: their sum), each repeat's calls/s and p99 kept."""
+    merged = merge_medians(runs)
+    merged["errors"] = sum(run["errors"] for run in runs)
+    merged["wrong_sessions"] = sum(run["wrong_sessions"] for run in runs)
+    merged["first_errors"] = [e for run in runs for e in run["first_errors"]][:3]
+    merged["each_calls_per_s"] = [run["calls_per_s"] for run in runs]
+    merged["each_p99_ms"] = [run["latency_ms"]["p99"] for run in runs]
+    return merged
+
+
+def merge_medians(values: Sequence[Any]) -> Any:
+    """The median of numbers, merged dicts key by key; anything else: the first value."""
+    first = values[0]
+    if isinstance(first, dict):
+        return {key: merge_medians([v[key] for v in values]) for key in first}
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        numbers = [v for v in values if isinstance(v, (int, float))]
+        return statistics.median(numbers) if len(numbers) == len(values) else None
+    return first
+
+
+def paired_ratios(per: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each contender's calls/s over the executor's in the same repeat (run minutes apart, so
+    they shared the machine's load): the median, and every repeat's."""
+    executor = per.get(EXECUTOR)
+    if not executor:
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for key, runs in per.items():
+        each = [
+            run["calls_per_s"] / base["calls_per_s"]
+            for run, base in zip(runs, executor, strict=True)
+            if run["calls_per_s"] and base["calls_per_s"]
+        ]
+        found[key] = {"median": statistics.median(each) if each else None, "each": each}
+    return found
 
 
 def one_run(

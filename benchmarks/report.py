@@ -178,7 +178,7 @@ def async_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
     native, executor = runs[n].get(ASYNC_NATIVE), runs[n].get(ASYNC_EXECUTOR)
     if not native or not executor:
         return []
-    factor = ratio(native["calls_per_s"], executor["calls_per_s"])
+    factor = data["vs_executor"][n][ASYNC_NATIVE]["median"]
     p99, theirs = native["latency_ms"]["p99"], executor["latency_ms"]["p99"]
     return [
         {
@@ -199,10 +199,16 @@ def async_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
 def render_async(data: dict[str, Any]) -> str:
     """Scenario 9: one row per N and contender."""
     labels = data["labels"]
+    repeats = data.get("repeats", 1)
     title = (
-        f"**9. N sessions at once through a {num(data['delay_ms'], 0)} ms proxy (process of its"
-        f" own: {data['proxy_in'] == 'process'}): per session {data['appends']} appends of one"
-        f" message, then a window read of {data['window']}, a new history object per call**"
+        f"**9. N sessions at once through a {num(data['delay_ms'], 0)} ms proxy (in a"
+        f" {data['proxy_in']} of its own): per session {data['appends']} appends of one"
+        f" message, then a window read of {data['window']}, a new history object per call"
+        + (
+            f"; medians of {repeats} runs, ratios to the executor paired by run**"
+            if repeats > 1
+            else "**"
+        )
     )
     head = [
         "N",
@@ -222,14 +228,19 @@ def render_async(data: dict[str, Any]) -> str:
     ]
     lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n, runs in data["runs"].items():
-        executor = runs.get(ASYNC_EXECUTOR, {}).get("calls_per_s")
         for key, run in runs.items():
             lat = run["latency_ms"]
+            paired = data["vs_executor"][n].get(key, {})
             cells = [
                 n,
                 labels[key],
                 num(run["calls_per_s"], 0),
-                times(ratio(run["calls_per_s"], executor)),
+                times(paired.get("median"))
+                + (
+                    f" ({', '.join(times(x) for x in paired['each'])})"
+                    if len(paired.get("each", [])) > 1
+                    else ""
+                ),
                 num(lat["p50"], 0),
                 num(lat["p99"], 0),
                 num(run["wcu"], 0),

@@ -74,6 +74,8 @@ class Sizes:
     async_pools: list[int] = field(default_factory=lambda: [64])
     """Scenario 9: native async runs again with aiobotocore pools of these sizes (to compare
     with chathist's ``max_pool_connections``; a size equal to it is skipped)."""
+    async_repeats: int = 1
+    """Scenario 9: runs of every contender and N (medians over them; ratios paired by run)."""
     async_proxy_thread: int = 0
     """Scenario 9: 1 runs the proxy in a thread of the benchmark process instead of a process
     of its own (it then shares the GIL with the client it delays)."""
@@ -119,6 +121,7 @@ PRESETS: dict[str, Sizes] = {
         migrate_messages=50,
         repeats=5,
         max_run_s=1e9,
+        async_repeats=3,
     ),
 }
 
