@@ -15,10 +15,9 @@ no HTTP parsing, and a keep-alive connection's next request is delayed like the 
 
 The proxy is an asyncio streams server in a child process of its own (``where="process"``,
 the default) or in a thread of the calling process (``where="thread"``). In a thread it shares
-the GIL with the client it delays: under a busy client it forwards late, so the network it
-models gets slower as the client works harder (measured: a median added delay of 27-37 ms
-instead of 10 with 500 busy coroutines). A process of its own keeps the delay near
-``delay_s`` whatever the client does.
+the GIL with the client it delays and forwards late when the client is busy, so the network it
+models slows down as the client works harder (native async at 500 sessions: a median of 31-32
+ms added instead of 16 as a process; docs/benchmarks.md, scenario 9).
 
 It is bounded: it listens only on 127.0.0.1, forwards only to a loopback upstream, refuses
 connections beyond ``max_connections``, and stops by itself after ``lifetime_s`` or when its
