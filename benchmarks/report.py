@@ -201,8 +201,13 @@ def render_async(data: dict[str, Any]) -> str:
     labels = data["labels"]
     repeats = data.get("repeats", 1)
     title = (
-        f"**9. N sessions at once through a {num(data['delay_ms'], 0)} ms proxy (in a"
-        f" {data['proxy_in']} of its own): per session {data['appends']} appends of one"
+        f"**9. N sessions at once through a {num(data['delay_ms'], 0)} ms proxy ("
+        + (
+            "in a process of its own"
+            if data["proxy_in"] == "process"
+            else "in a thread of the benchmark's process, whose CPU it adds to the client's"
+        )
+        + f"): per session {data['appends']} appends of one"
         f" message, then a window read of {data['window']}, a new history object per call"
         + (
             f"; medians of {repeats} runs, ratios to the executor paired by run**"
