@@ -9,6 +9,8 @@ RAW = "raw-boto3"
 EVENT = "chathist-event"
 BATCHED = "@batched"
 LANGCHAIN = "langchain"
+ASYNC_NATIVE = "native-async"
+ASYNC_EXECUTOR = "executor"
 
 
 def num(value: float | None, digits: int = 1) -> str:
@@ -157,7 +159,121 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "pass": None if factor is None or n < 900 else factor >= 100,
             }
         )
+    many = scenarios.get("async_concurrency")
+    if many:
+        out.extend(async_targets(many))
     return out
+
+
+ASYNC_GOAL_SESSIONS = "200"
+"""The N of issue 12's goal: native async at least 3x the executor's throughput, lower p99."""
+
+
+def async_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 12's goal, at 200 sessions if the run had them (else at its largest N)."""
+    runs = data["runs"]
+    if not runs:
+        return []
+    n = ASYNC_GOAL_SESSIONS if ASYNC_GOAL_SESSIONS in runs else list(runs)[-1]
+    native, executor = runs[n].get(ASYNC_NATIVE), runs[n].get(ASYNC_EXECUTOR)
+    if not native or not executor:
+        return []
+    factor = data["vs_executor"][n][ASYNC_NATIVE]["median"]
+    p99, theirs = native["latency_ms"]["p99"], executor["latency_ms"]["p99"]
+    return [
+        {
+            "target": f"native async vs the executor default, {n} sessions at once through a"
+            f" {num(data['delay_ms'], 0)} ms proxy",
+            "goal": "≥ 3x the calls/s, lower p99"
+            + ("" if n == ASYNC_GOAL_SESSIONS else " (at 200 sessions; n/a at this N)"),
+            "measured": f"{times(factor)} ({num(native['calls_per_s'], 0)} vs"
+            f" {num(executor['calls_per_s'], 0)} calls/s); p99 {num(p99, 0)} vs"
+            f" {num(theirs, 0)} ms",
+            "pass": None
+            if factor is None or n != ASYNC_GOAL_SESSIONS
+            else factor >= 3 and p99 < theirs,
+        }
+    ]
+
+
+def render_async(data: dict[str, Any]) -> str:
+    """Scenario 9: one row per N and contender."""
+    labels = data["labels"]
+    repeats = data.get("repeats", 1)
+    title = (
+        f"**9. N sessions at once through a {num(data['delay_ms'], 0)} ms proxy ("
+        + (
+            "in a process of its own"
+            if data["proxy_in"] == "process"
+            else "in a thread of the benchmark's process, whose CPU it adds to the client's"
+        )
+        + f"): per session {data['appends']} appends of one"
+        f" message, then a window read of {data['window']}, a new history object per call"
+        + (
+            f"; medians of {repeats} runs, ratios to the executor paired by run**"
+            if repeats > 1
+            else "**"
+        )
+    )
+    head = [
+        "N",
+        "contender",
+        "calls/s",
+        "/ executor",
+        "p50 ms",
+        "p99 ms",
+        "WCU",
+        "RCU",
+        "requests",
+        "connections opened (timed)",
+        "client CPU ms/call (cores)",
+        "DynamoDB Local, proxy CPU cores",
+        "machine busy",
+        "wrong sessions, errors",
+    ]
+    lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n, runs in data["runs"].items():
+        for key, run in runs.items():
+            lat = run["latency_ms"]
+            paired = data["vs_executor"][n].get(key, {})
+            cells = [
+                n,
+                labels[key],
+                num(run["calls_per_s"], 0),
+                times(paired.get("median"))
+                + (
+                    f" ({', '.join(times(x) for x in paired['each'])})"
+                    if len(paired.get("each", [])) > 1
+                    else ""
+                ),
+                num(lat["p50"], 0),
+                num(lat["p99"], 0),
+                num(run["wcu"], 0),
+                num(run["rcu"], 0),
+                num(run["requests"], 0),
+                num(run["proxy"]["connections"], 0),
+                f"{num(run['process_cpu_ms_per_call'], 2)} ({num(run['process_cpu_cores'], 2)})",
+                f"{num(run.get('server_cpu_cores'), 2)}, {num(run['proxy'].get('cpu_cores'), 2)}",
+                "—" if run.get("machine_busy") is None else f"{run['machine_busy']:.0%}",
+                f"{run['wrong_sessions']}, {run['errors']}",
+            ]
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    pools = "\n".join(f"- {labels[key]}: {text}" for key, text in data["pools"].items())
+    proxy = [
+        f"{labels[key]} x {n}: {num(run['proxy']['added_ms']['p50'], 1)} /"
+        f" {num(run['proxy']['added_ms']['p99'], 1)}"
+        for n, runs in data["runs"].items()
+        for key, run in runs.items()
+    ]
+    return (
+        "\n".join(lines)
+        + "\n\nPools:\n\n"
+        + pools
+        + "\n\nDelay the proxy actually added to each chunk, p50 / p99 ms: "
+        + "; ".join(proxy)
+        + "."
+        + (f"\n\n{data['note']}" if data.get("note") else "")
+    )
 
 
 def render_targets(rows: list[dict[str, Any]]) -> str:
@@ -427,6 +543,10 @@ def render(results: dict[str, Any]) -> str:
         table.row("messages lost", {k: num(data[k]["lost"], 0) for k in keys})
         table.row("WCU", {k: num(data[k]["wcu"], 0) for k in keys})
         parts.append(table.render())
+
+    many = scenarios.get("async_concurrency")
+    if many:
+        parts.append(render_async(many))
 
     mig = scenarios.get("migration")
     if mig is not None:

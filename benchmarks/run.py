@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import scenarios
+from benchmarks.concurrency_async import async_concurrency
 from benchmarks.contenders import build_contenders
 from benchmarks.report import plot, render
 from benchmarks.workload import PRESETS, Sizes, parse_size_overrides
@@ -37,6 +38,7 @@ SCENARIOS = {
     6: "concurrency",
     7: "migration",
     8: "large_messages",
+    9: "async_concurrency",
 }
 
 
@@ -64,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="folder for results.json, results.md, append.png",
     )
     parser.add_argument(
-        "--scenarios", default="1-8", help="which scenarios to run, e.g. 1,2,5 (default all: 1-8)"
+        "--scenarios", default="1-9", help="which scenarios to run, e.g. 1,2,5 (default all: 1-9)"
     )
     parser.add_argument(
         "--contenders",
@@ -195,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
             attempt("concurrency", lambda: scenarios.concurrency(active, sizes, log))
         if 8 in chosen:
             attempt("large_messages", lambda: scenarios.large_messages(active, sizes, log))
+        if 9 in chosen:
+            attempt(
+                "async_concurrency",
+                lambda: async_concurrency(sizes, endpoint, region, log),
+            )
         if 7 in chosen:
             attempt(
                 "migration",

@@ -65,6 +65,20 @@ class Sizes:
     large_repeats: int = 2
     migrate_sessions: int = 50
     migrate_messages: int = 20
+    async_sessions: list[int] = field(default_factory=lambda: [50, 200, 500])
+    """Scenario 9: concurrent sessions (N) of each run."""
+    async_appends: int = 20
+    """Scenario 9: one-message appends per session before its window read."""
+    async_delay_ms: float = 10.0
+    """Scenario 9: latency the proxy adds to every request."""
+    async_pools: list[int] = field(default_factory=lambda: [64])
+    """Scenario 9: native async runs again with aiobotocore pools of these sizes (to compare
+    with chathist's ``max_pool_connections``; a size equal to it is skipped)."""
+    async_repeats: int = 1
+    """Scenario 9: runs of every contender and N (medians over them; ratios paired by run)."""
+    async_proxy_thread: int = 0
+    """Scenario 9: 1 runs the proxy in a thread of the benchmark process instead of a process
+    of its own (it then shares the GIL with the client it delays)."""
     repeats: int = 3
     """Repeats of scenarios 1, 2, 5 and 6 (medians over them)."""
     max_run_s: float = 60.0
@@ -91,6 +105,8 @@ PRESETS: dict[str, Sizes] = {
         large_repeats=1,
         migrate_sessions=5,
         migrate_messages=10,
+        async_sessions=[10, 30],
+        async_appends=5,
         repeats=1,
     ),
     "default": Sizes(),
@@ -105,6 +121,7 @@ PRESETS: dict[str, Sizes] = {
         migrate_messages=50,
         repeats=5,
         max_run_s=1e9,
+        async_repeats=3,
     ),
 }
 

@@ -23,6 +23,7 @@ SCENARIOS = {
     "concurrency",
     "migration",
     "large_messages",
+    "async_concurrency",
 }
 CONTENDERS = {"chathist-event", "chathist-list", "langchain", "raw-boto3"}
 
@@ -84,6 +85,24 @@ def test_quick_benchmark_writes_table_json_and_plot(tmp_path: Path) -> None:
     assert large["langchain"]["error"]
     migration = results["scenarios"]["migration"]  # measured, not skipped as unavailable
     assert migration["available"] and all(run["ok"] for run in migration["runs"]), migration
+
+    # Scenario 9: every contender ran every session through the delay proxy, and every session
+    # read back exactly what it appended: one PutItem (1 WCU) and one Query per append (each
+    # call has a new history object), one Query per window read.
+    many = results["scenarios"]["async_concurrency"]
+    assert "9. N sessions at once" in table
+    assert {"native-async", "executor", "sync-threads"} <= set(many["contenders"])
+    appends = many["appends"]
+    for n, runs in many["runs"].items():
+        assert set(runs) == set(many["contenders"]), n
+        for key, run in runs.items():
+            sessions = int(n)
+            assert (run["errors"], run["wrong_sessions"]) == (0, 0), (n, key, run["first_errors"])
+            assert run["calls"] == sessions * (appends + 1), (n, key)
+            assert run["requests"] == sessions * (2 * appends + 1), (n, key)
+            assert run["wcu"] == sessions * appends, (n, key)
+            assert run["proxy"]["chunks"] >= run["requests"], (n, key)
+            assert run["proxy"]["added_ms"]["p50"] >= many["delay_ms"] - 0.5, (n, key)
 
     png = out / "append.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
