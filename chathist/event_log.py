@@ -128,12 +128,17 @@ class EventLog:
         """
         window = self.settings.window
         tail = TailFold(limit=window, now=time.time())
-        page_size = None if window is None else window + 2
-        cursor = self.store.sequence(self.session, page_size=page_size)
+        cursor = self.store.sequence(self.session)
         event: Event | None = None
         first_page = True
         try:
-            while not tail.done and (page := (yield from cursor.next_page())) is not None:
+            # Pages of as many items as the fold can still take: a window of N messages reads
+            # at most N items (fewer where items hold several messages), plus the parts of a
+            # large message in it.
+            while not tail.done:
+                page = yield from cursor.next_page_of(tail.wanted)
+                if page is None:
+                    break
                 if first_page:
                     first_page = False
                     if page:
@@ -144,7 +149,7 @@ class EventLog:
                     event = self.store.event(raw)
                     if event.kind == "commit" and event.stage is not None:
                         if tail.start_stage(event):
-                            yield from self._feed_stage(tail, event.stage, page_size)
+                            yield from self._feed_stage(tail, event.stage)
                     else:
                         tail.feed(event)
                     if tail.done:
@@ -153,9 +158,9 @@ class EventLog:
             raise self._name_item(exc, event) from exc
         return tail
 
-    def _feed_stage(self, tail: TailFold, stage: str, page_size: int | None) -> Steps[None]:
-        cursor = self.store.staged(self.session, stage, page_size=page_size)
-        while not tail.done and (page := (yield from cursor.next_page())) is not None:
+    def _feed_stage(self, tail: TailFold, stage: str) -> Steps[None]:
+        cursor = self.store.staged(self.session, stage)
+        while not tail.done and (page := (yield from cursor.next_page_of(tail.wanted))) is not None:
             for raw in page:
                 if tail.feed_staged(self.store.event(raw)):
                     break
