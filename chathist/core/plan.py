@@ -3,14 +3,14 @@
 An append becomes consecutive events: consecutive small messages (plain JSON) that fit one item
 together are *packed* into one message event (`chathist.core.codec.pack_payloads`), so a turn of
 two messages is one item and one conditional put; any other message whose payload fits one item
-is one event; a larger one is its parts followed by its message header. A write that fits one
-transaction of at most `Limits.direct_bytes` (256 KB; any number of items up to DynamoDB's 100)
-is one request, numbered from the session's next sequence number when it is sent (`Plan.at`):
-readers then find its events in the sequence itself. A larger one is *staged* (see
-`chathist.events`) in as few transactions as DynamoDB allows (100 items, ~4 MB each), and its
-final request is a single commit event: what competes with other writers for the end of the
-sequence is always small and quick, and a reader follows the commit with one more query. Either
-way the write becomes visible all at once, and no other writer's event can land inside it.
+is one event; a larger one is its parts followed by its message header. A write of one item (of
+any size), or of several up to `Limits.direct_bytes` (256 KB) in all, is one request, numbered
+from the session's next sequence number when it is sent (`Plan.at`): readers find its events in
+the sequence itself. A larger one is *staged* (see `chathist.events`) in as few transactions as
+DynamoDB allows (100 items, ~4 MB each), and its final request is a single commit event: what
+competes with other writers for the end of the sequence is always small and quick, and a reader
+follows the commit with one more query. Either way the write becomes visible all at once, and no
+other writer's event can land inside it.
 """
 
 from __future__ import annotations
@@ -224,8 +224,8 @@ def plan_write(
     size = sum(event_size(e, limits.overhead) for e in events)
     direct_items = min(limits.direct_items, limits.transaction_items)
     direct_bytes = min(limits.direct_bytes, limits.transaction_bytes)
-    if len(events) <= direct_items and size <= direct_bytes:  # one request, never over a limit
-        return Plan([], events)
+    if len(events) == 1 or (len(events) <= direct_items and size <= direct_bytes):
+        return Plan([], events)  # one request (a single put is quick at any item size)
     groups = _group(events, limits)
     staged = [[replace(e, stage=writer, staged_at=now) for e in group] for group in groups]
     commit = Event(
