@@ -260,7 +260,7 @@ class EventLog:
         """A tombstone first (readers see nothing from then on), then erase everything below
         it. If erasing is interrupted, readers still see an empty history, and the next
         ``clear()`` erases what is left."""
-        if self._next_seq is None and (yield from self.store.newest(self.session)) is None:
+        if self._next_seq in (None, 0) and (yield from self.store.newest(self.session)) is None:
             # No event: at most the stages of first writes that never committed are left.
             yield from self.delete_stages(set(), ABANDONED_AFTER)
             return
