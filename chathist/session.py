@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from langchain_core.messages import BaseMessage
 
@@ -19,7 +19,6 @@ from chathist.core.steps import Steps
 from chathist.dynamo.binding import Binding
 from chathist.dynamo.event_store import EventStore
 from chathist.dynamo.items import event_items
-from chathist.dynamo.list_store import ListStore
 from chathist.dynamo.tables import (
     KeySchema,
     check_event_schema,
@@ -31,9 +30,12 @@ from chathist.dynamo.tables import (
 )
 from chathist.errors import ConfigurationError, StorageError, TableSchemaError
 from chathist.event_log import EventLog, LogSettings
-from chathist.lazy_migration import LazyMigration
-from chathist.list_log import ListLog
 from chathist.options import HistoryOptions
+
+if TYPE_CHECKING:  # the list layout's modules load boto3's type (de)serializer: only when used
+    from chathist.dynamo.list_store import ListStore
+    from chathist.lazy_migration import LazyMigration
+    from chathist.list_log import ListLog
 
 __all__ = ["SessionLog", "list_layout_warning", "open_session"]
 
@@ -102,7 +104,7 @@ def open_session(options: HistoryOptions) -> Steps[tuple[SessionLog, str | None]
         return log, warning
     check_event_schema(schema, binding.table_name, options.primary_key_name, options.sort_key_name)
     event_log = _event_log(options)
-    if isinstance(event_log, LazyMigration) and options.legacy_binding is not None:
+    if not isinstance(event_log, EventLog) and options.legacy_binding is not None:
         legacy_schema = yield from key_schema(options.legacy_binding)
         check_item_key(
             legacy_schema, options.legacy_binding.table_name, _key_types(event_log.legacy)
@@ -144,6 +146,9 @@ def _key_types(store: ListStore) -> dict[str, str]:
 
 
 def _list_log(options: HistoryOptions, key: Mapping[str, object]) -> ListLog:
+    from chathist.dynamo.list_store import ListStore
+    from chathist.list_log import ListLog
+
     store = ListStore(
         options.binding.table_name,
         key,
@@ -178,6 +183,9 @@ def _event_log(options: HistoryOptions) -> EventLog | LazyMigration:
     log = EventLog(store, options.session_id, settings)
     if options.legacy_binding is None or options.legacy_key is None:
         return log
+    from chathist.dynamo.list_store import ListStore
+    from chathist.lazy_migration import LazyMigration
+
     legacy = ListStore(
         options.legacy_binding.table_name,
         options.legacy_key,

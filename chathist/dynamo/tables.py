@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from dataclasses import dataclass
@@ -229,6 +228,8 @@ async def acreate_table(
 ) -> bool:
     """`create_table` in the running event loop (natively with the ``async`` extra, else in
     an executor)."""
+    import asyncio
+
     from chathist.dynamo import aio
 
     arguments = (
