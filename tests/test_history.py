@@ -254,6 +254,33 @@ def test_a_langchain_turn_is_two_requests_and_one_item_of_the_bytes_it_needs(
     assert [m.content for m in history(history_size=3).messages] == ["a29", "q30", "a30" * 200]
 
 
+@pytest.mark.sync_only
+def test_a_first_append_learns_the_key_schema_from_its_query_without_describe_table(
+    history: History,
+) -> None:
+    """In a process that does not know the table yet, the first request is the query for the
+    session's newest event: it can only succeed on the event layout's key schema, and it tells
+    the next sequence number. So a first append is a query and a put, as by hand."""
+    from chathist.dynamo.tables import forget_key_schema, known_key_schema
+
+    h = history()
+    forget_key_schema(h._options.binding)
+    operations: list[str] = []
+
+    def seen(model: Any, **_: Any) -> None:
+        operations.append(model.name)
+
+    h.client.meta.events.register("after-call.dynamodb", seen, "first-append")
+    try:
+        h.add_user_message("first")
+        history().add_user_message("second")  # a new object: it finds the end, then puts
+    finally:
+        h.client.meta.events.unregister("after-call.dynamodb", unique_id="first-append")
+    assert operations == ["Query", "PutItem", "Query", "PutItem"]
+    assert known_key_schema(h._options.binding) is not None
+    assert [m.content for m in history().messages] == ["first", "second"]
+
+
 def test_a_session_written_every_way_reads_back_in_every_window(history: History) -> None:
     """One at a time, two per call, 50 and 100 per call (one item each), a staged batch and a
     large message in parts: every window and the full read give the messages in order."""
