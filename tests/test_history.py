@@ -252,6 +252,17 @@ def test_a_langchain_turn_is_two_requests_and_one_item_of_the_bytes_it_needs(
     assert (newest["count"]["N"], newest["v"]["N"], newest["codec"]["S"]) == ("2", "2", "json-list")
     assert turn.consumed_capacity - before == Capacity(0.0, write_units(item_size(newest)), 1)
     assert [m.content for m in history(history_size=3).messages] == ["a29", "q30", "a30" * 200]
+    # This process has seen that the session's items hold 2 messages: the next turn's window
+    # read asks for the 11 items 20 messages can span, not 20.
+    calls.clear()
+    turn = history(history_size=20)
+    turn.client.meta.events.register("after-call.dynamodb", seen, "turn-calls")
+    try:
+        window = [m.content for m in turn.messages]
+    finally:
+        turn.client.meta.events.unregister("after-call.dynamodb", unique_id="turn-calls")
+    assert calls == [("Query", 11)]
+    assert window == [t for i in range(21, 31) for t in (f"q{i}", f"a{i}")][:-1] + ["a30" * 200]
 
 
 @pytest.mark.sync_only
