@@ -262,7 +262,8 @@ def test_a_langchain_turn_is_two_requests_and_one_item_of_the_bytes_it_needs(
     finally:
         turn.client.meta.events.unregister("after-call.dynamodb", unique_id="turn-calls")
     assert calls == [("Query", 11)]
-    assert window == [t for i in range(21, 31) for t in (f"q{i}", f"a{i}")][:-1] + ["a30" * 200]
+    expected = [t for i in range(21, 31) for t in (f"q{i}", f"a{i}")]
+    assert window == [*expected[:-1], "a30" * 200]
 
 
 @pytest.mark.sync_only
