@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from benchmarks import floor
+
 RAW = "raw-boto3"
 EVENT = "chathist-event"
 BATCHED = "@batched"
@@ -547,6 +549,11 @@ def render(results: dict[str, Any]) -> str:
     many = scenarios.get("async_concurrency")
     if many:
         parts.append(render_async(many))
+
+    floor_data = scenarios.get("floor")
+    if floor_data:
+        parts.append(render_targets(floor.targets(floor_data)))
+        parts.append(floor.render(floor_data))
 
     mig = scenarios.get("migration")
     if mig is not None:

@@ -80,6 +80,13 @@ class Sizes:
     async_proxy_thread: int = 0
     """Scenario 9: 1 runs the proxy in a thread of the benchmark process instead of a process
     of its own (it then shares the GIL with the client it delays)."""
+    floor_rounds: int = 200
+    """Scenario 10: paired rounds of each case against the raw floor (reads of the full
+    session: a quarter of it)."""
+    floor_session: int = 1000
+    """Scenario 10: messages of each session read (written in each way)."""
+    floor_processes: int = 15
+    """Scenario 10: pairs of fresh processes (first append, second table, imports)."""
     repeats: int = 3
     """Repeats of scenarios 1, 2, 5 and 6 (medians over them)."""
     max_run_s: float = 60.0
@@ -108,6 +115,9 @@ PRESETS: dict[str, Sizes] = {
         migrate_messages=10,
         async_sessions=[10, 30],
         async_appends=5,
+        floor_rounds=20,
+        floor_session=200,
+        floor_processes=3,
         repeats=1,
     ),
     "default": Sizes(),
@@ -123,6 +133,9 @@ PRESETS: dict[str, Sizes] = {
         repeats=5,
         max_run_s=1e9,
         async_repeats=3,
+        floor_rounds=600,
+        floor_session=5000,
+        floor_processes=30,
     ),
 }
 

@@ -18,6 +18,8 @@ layout's and the lazy migration's). Its rules:
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -128,12 +130,22 @@ class EventLog:
         """
         window = self.settings.window
         tail = TailFold(limit=window, now=time.time())
-        page_size = None if window is None else window + 2
-        cursor = self.store.sequence(self.session, page_size=page_size)
+        cursor = self.store.sequence(self.session)
         event: Event | None = None
         first_page = True
+        fewest: int | None = None  # fewest messages a message item of this read held
         try:
-            while not tail.done and (page := (yield from cursor.next_page())) is not None:
+            # Pages of as many items as the fold can still take: a window of N messages reads
+            # at most N items, plus the parts of a large message in it. Where this process read
+            # the session before and its items held several messages each, the first page asks
+            # for as many items as that takes (a later page fetches what it did not cover).
+            while not tail.done:
+                wanted = tail.wanted
+                if first_page and wanted is not None:
+                    wanted = _DENSITY.first_page(self.store.table_name, self.session, wanted)
+                page = yield from cursor.next_page_of(wanted)
+                if page is None:
+                    break
                 if first_page:
                     first_page = False
                     if page:
@@ -142,20 +154,24 @@ class EventLog:
                         self.remember(0)  # nothing stored yet
                 for raw in page:
                     event = self.store.event(raw)
+                    if event.kind == "message" and not event.parts:
+                        fewest = min(fewest or event.messages, event.messages)
                     if event.kind == "commit" and event.stage is not None:
                         if tail.start_stage(event):
-                            yield from self._feed_stage(tail, event.stage, page_size)
+                            yield from self._feed_stage(tail, event.stage)
                     else:
                         tail.feed(event)
                     if tail.done:
                         break
         except CorruptHistoryError as exc:
             raise self._name_item(exc, event) from exc
+        if window is not None and fewest is not None:
+            _DENSITY.remember(self.store.table_name, self.session, fewest)
         return tail
 
-    def _feed_stage(self, tail: TailFold, stage: str, page_size: int | None) -> Steps[None]:
-        cursor = self.store.staged(self.session, stage, page_size=page_size)
-        while not tail.done and (page := (yield from cursor.next_page())) is not None:
+    def _feed_stage(self, tail: TailFold, stage: str) -> Steps[None]:
+        cursor = self.store.staged(self.session, stage)
+        while not tail.done and (page := (yield from cursor.next_page_of(tail.wanted))) is not None:
             for raw in page:
                 if tail.feed_staged(self.store.event(raw)):
                     break
@@ -255,7 +271,7 @@ class EventLog:
         """A tombstone first (readers see nothing from then on), then erase everything below
         it. If erasing is interrupted, readers still see an empty history, and the next
         ``clear()`` erases what is left."""
-        if self._next_seq is None and (yield from self.store.newest(self.session)) is None:
+        if self._next_seq in (None, 0) and (yield from self.store.newest(self.session)) is None:
             # No event: at most the stages of first writes that never committed are left.
             yield from self.delete_stages(set(), ABANDONED_AFTER)
             return
@@ -328,6 +344,34 @@ class EventLog:
                 ):
                     doomed.append(key)
         return (yield from self.store.delete_keys(self.session, doomed))
+
+
+class _Density:
+    """Per process: the fewest messages an item held in the last window read of a session, so
+    that the next window read of it (by a new history object, as LangChain makes every turn)
+    asks for no more items than the window needs. Only a page size: a wrong guess costs one
+    more query, never a wrong answer. Bounded (forgets everything at `SIZE` sessions)."""
+
+    SIZE: Final = 65_536
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], int] = {}
+
+    def first_page(self, table: str, session: str, wanted: int) -> int:
+        """Items to ask for first, for ``wanted`` messages."""
+        with self._lock:
+            per_item = self._seen.get((table, session), 1)
+        return min(wanted, math.ceil(wanted / per_item) + 1) if per_item > 1 else wanted
+
+    def remember(self, table: str, session: str, per_item: int) -> None:
+        with self._lock:
+            if len(self._seen) >= self.SIZE:
+                self._seen.clear()
+            self._seen[(table, session)] = per_item
+
+
+_DENSITY = _Density()
 
 
 def _text(raw: dict[str, Any], name: str) -> str | None:

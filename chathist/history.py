@@ -8,7 +8,6 @@ It holds no storage rules of its own.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,7 +18,6 @@ from langchain_core.messages import BaseMessage
 
 from chathist.core.codec import DEFAULT_COMPRESS_THRESHOLD
 from chathist.core.steps import Steps
-from chathist.dynamo import aio
 from chathist.dynamo.capacity import Capacity, CapacityMeter
 from chathist.dynamo.client import Sender
 from chathist.errors import UnsupportedValueError
@@ -229,6 +227,10 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
 
     async def _arun(self, action: Callable[[SessionLog], Steps[T]], fallback: Callable[[], T]) -> T:
         """`_run` in the running loop: the same steps, sent by the async sender."""
+        import asyncio  # here: a sync program need not load asyncio and aiobotocore
+
+        from chathist.dynamo import aio
+
         if not aio.AVAILABLE:
             return await asyncio.get_running_loop().run_in_executor(None, fallback)
         sender = aio.AsyncSender(self._options.binding, self._options.meter)

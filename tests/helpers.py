@@ -160,3 +160,18 @@ def async_driven(portal: AsyncPortal) -> type[Any]:
             raise AssertionError("a test hooking the sync client is marked sync_only")
 
     return AsyncDriven
+
+
+def one_item_per_message(monkeypatch: Any) -> None:
+    """Make event logs opened from now on plan as chathist did before items carried several
+    messages: one item per message, and writes of more than 25 events staged. Tests of staging,
+    clearing and repair use it to get many items and staged writes out of a few short
+    messages; everything else about the write is unchanged."""
+    import functools
+
+    import chathist.event_log
+    from chathist.core.plan import Limits
+
+    monkeypatch.setattr(
+        chathist.event_log, "Limits", functools.partial(Limits, pack=False, direct_items=25)
+    )

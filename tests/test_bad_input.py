@@ -571,7 +571,8 @@ def test_items_edited_into_garbage_raise_corrupt_history_error(
     for label, edit in GARBAGE:
         session = f"garbage-{uuid.uuid4().hex[:8]}"
         history = history_factory(session)
-        history.add_messages([HumanMessage(f"m{i}") for i in range(4)])
+        for i in range(4):  # one item each (one call's messages would share an item)
+            history.add_message(HumanMessage(f"m{i}"))
         sort_key = f"{EDITED:020d}"
         edit(boto3_client, table_name, {"SessionId": {"S": session}, "SK": {"S": sort_key}})
         named = [sort_key]

@@ -24,6 +24,7 @@ SCENARIOS = {
     "migration",
     "large_messages",
     "async_concurrency",
+    "floor",
 }
 CONTENDERS = {"chathist-event", "chathist-list", "langchain", "raw-boto3"}
 
@@ -44,6 +45,9 @@ def test_quick_benchmark_writes_table_json_and_plot(tmp_path: Path) -> None:
             "append=40",
             "read=150",
             "large_mb=0.5",
+            "floor_rounds=6",
+            "floor_session=100",
+            "floor_processes=1",
             "--out",
             str(out),
         ],
@@ -103,6 +107,18 @@ def test_quick_benchmark_writes_table_json_and_plot(tmp_path: Path) -> None:
             assert run["wcu"] == sessions * appends, (n, key)
             assert run["proxy"]["chunks"] >= run["requests"], (n, key)
             assert run["proxy"]["added_ms"]["p50"] >= many["delay_ms"] - 0.5, (n, key)
+
+    # Scenario 10: a LangChain turn is 2 requests and one item (the WCU its bytes need, as the
+    # raw floor's), the same messages come back, and every case has its paired ratios.
+    floor = results["scenarios"]["floor"]
+    assert "10. chathist against the raw floor" in table
+    turn = floor["cases"]["turn"]
+    assert turn["chathist_per_op"]["requests"] == turn["raw_per_op"]["requests"] == 2
+    assert turn["chathist_per_op"]["wcu"] == turn["raw_per_op"]["wcu"] == 1
+    assert floor["fresh"]["first_append_requests"] == 2  # no DescribeTable
+    for name, case in floor["cases"].items():
+        for stats in [case] if "ratio" in case else [case["window"], case["full"]]:
+            assert stats["pairs"] >= 3 and stats["ratio"]["median"] > 0, name
 
     png = out / "append.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -180,17 +180,18 @@ def test_a_transaction_costs_twice_its_items(
     recorder: Recorder,
     dynamodb_endpoint: str | None,
 ) -> None:
-    """Two messages of different sizes, then a message in parts (full part, partial part and
-    header, all of different sizes, so DynamoDB Local counts them as the service does)."""
+    """Two messages of one call share an item (a put, no transaction); then a message in parts
+    (full part, partial part and header, all of different sizes, so DynamoDB Local counts them
+    as the service does) is a transaction, charged twice its items."""
     local = dynamodb_endpoint is not None
     h = history(compress_threshold=None)
     h.add_message(HumanMessage("warm up"))
     before, first = h.consumed_capacity, len(recorder.calls)
     h.add_messages([HumanMessage("a" * 500), AIMessage("b" * 2_500)])
-    (call,) = writes_since(recorder, first)
-    assert call.operation == "TransactWriteItems"
-    assert expected_write_units(call, local) == 2 * (1 + 3)
-    assert h.consumed_capacity - before == Capacity(0.0, 8.0, 1)
+    (call,) = writes_since(recorder, first)  # one item holds both: a put of the bytes it needs
+    assert call.operation == "PutItem"
+    assert write_units(item_size(call.params["Item"])) == 4
+    assert h.consumed_capacity - before == Capacity(0.0, 4.0, 1)
 
     before, first = h.consumed_capacity, len(recorder.calls)
     h.add_message(AIMessage(letters(550 * KB, 1)))

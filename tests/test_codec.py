@@ -30,12 +30,17 @@ from langchain_core.messages import (
 
 from chathist.core.codec import (
     CODEC_JSON,
+    CODEC_JSON_LIST,
     CODEC_ZLIB,
     MAX_DEPTH,
     MAX_INT_DIGITS,
+    Payload,
     check_json_value,
     decode_message,
+    decode_messages,
     encode_message,
+    pack_payloads,
+    packed_size,
     write_units,
 )
 from chathist.errors import CorruptHistoryError, UnsupportedValueError
@@ -260,3 +265,34 @@ def test_a_decimal_round_trips_equal_in_value_or_is_refused(stored: Decimal) -> 
         assert Decimal(repr(float(stored))) != stored
         return
     assert _equal_in_value(back, stored)
+
+
+@given(
+    picks=st.lists(st.integers(0, len(every_message_type()) - 1), min_size=1, max_size=8),
+    kwargs=st.dictionaries(st.text(), json_values, max_size=3),
+    content=st.text(),
+)
+def test_packed_messages_round_trip_exactly_in_order(
+    picks: list[int], kwargs: dict[str, Any], content: str
+) -> None:
+    """Several messages packed into one payload decode back to the same messages, in order,
+    and the packed size is what the planner counts."""
+    sent = [every_message_type()[i] for i in picks]
+    sent.append(HumanMessage(content, additional_kwargs=kwargs))
+    payloads = [encode_message(m, compress_threshold=None) for m in sent]
+    packed = pack_payloads(payloads)
+    assert packed.codec == CODEC_JSON_LIST and packed.count == len(sent)
+    assert len(packed.data) == packed_size([len(p.data) for p in payloads])
+    back = decode_messages(packed.codec, packed.data.decode("utf-8"), packed.count)
+    assert [message_to_dict(m) for m in back] == [message_to_dict(m) for m in sent]
+
+
+def test_a_packed_payload_must_hold_what_its_count_says() -> None:
+    packed = pack_payloads([encode_message(HumanMessage(t)) for t in "ab"])
+    for count in (1, 3):
+        with pytest.raises(CorruptHistoryError, match="expected a list of"):
+            decode_messages(packed.codec, packed.data, count)
+    with pytest.raises(CorruptHistoryError, match="holds one message"):
+        decode_messages(CODEC_JSON, encode_message(HumanMessage("a")).data, 2)
+    with pytest.raises(ValueError, match="plain JSON"):
+        pack_payloads([Payload(CODEC_ZLIB, zlib.compress(b"{}"))])

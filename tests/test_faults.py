@@ -27,7 +27,7 @@ from botocore.retries.standard import ExponentialBackoff
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from chathist import ConcurrencyError, DynamoDBChatMessageHistory, StorageError
-from tests.helpers import partition_items
+from tests.helpers import one_item_per_message, partition_items
 from tests.reliability import install, note, record
 
 SECTION = "faults"
@@ -309,7 +309,11 @@ def setup(
     table_name: str,
     dynamodb_endpoint: str | None,
     dynamodb_region: str | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Setup]:
+    # One item per message, so that a call of two messages is a transaction: these tests
+    # inject faults into both write paths, the single put and the transaction.
+    one_item_per_message(monkeypatch)
     test = request.node.name.removeprefix("test_").replace("_", " ")
     made = Setup(table_name, dynamodb_endpoint, dynamodb_region, test)
     yield made

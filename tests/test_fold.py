@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from langchain_core.messages import HumanMessage
 
-from chathist.core.codec import encode_message
+from chathist.core.codec import encode_message, pack_payloads
 from chathist.core.events import FORMAT_VERSION, Event
 from chathist.core.fold import TailFold, fold
 from chathist.core.plan import CLEAR, Limits, plan_write
@@ -166,3 +166,41 @@ def test_a_commit_must_bring_its_whole_stage() -> None:
 def test_unknown_kind_is_corruption() -> None:
     with pytest.raises(CorruptHistoryError, match="unexpected kind"):
         fold([Event(0, "rename", body="x")])  # type: ignore[arg-type]
+
+
+@given(operations, st.integers(min_value=1, max_value=8))
+def test_a_reader_asking_for_wanted_items_reads_only_what_it_needs(
+    ops: list[tuple[str, list[str]]], limit: int
+) -> None:
+    """Pages of `TailFold.wanted` items (as the reader asks) give the window, and read at most
+    one item per message of the window, besides parts and commits."""
+    events, stages, model = play(ops)
+    newest_first = list(reversed(events))
+    tail = TailFold(limit=limit)
+    read = 0
+    while not tail.done and read < len(newest_first):
+        wanted = tail.wanted
+        assert wanted is not None and wanted >= 1
+        page = newest_first[read : read + wanted]
+        read += len(page)
+        for event in page:
+            if tail.feed(event, reversed(stages.get(event.stage or "", []))):
+                break
+    seen = newest_first[:read]
+    extra = sum(1 for e in seen if e.kind in ("part", "commit", "clear"))
+    assert read <= limit + extra
+    assert [m.content for m in tail.messages] == model[-limit:]
+
+
+def test_a_window_takes_the_newest_messages_of_a_packed_event() -> None:
+    payloads = [encode_message(HumanMessage(t), compress_threshold=None) for t in "abcd"]
+    packed = pack_payloads(payloads[1:])
+    events = [
+        msg(0, "z"),
+        Event(1, "message", codec=packed.codec, body=packed.data.decode(), count=3, version=2),
+    ]
+    assert [m.content for m in fold(events)] == ["z", "b", "c", "d"]
+    assert [m.content for m in fold(events, limit=2)] == ["c", "d"]
+    assert [m.content for m in fold(events, limit=4)] == ["z", "b", "c", "d"]
+    tail = TailFold(limit=2)
+    assert tail.feed(events[1]) and [m.content for m in tail.messages] == ["c", "d"]

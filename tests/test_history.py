@@ -16,6 +16,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, messag
 
 import chathist.event_log
 from chathist import (
+    Capacity,
     ConcurrencyError,
     ConfigurationError,
     DynamoDBChatMessageHistory,
@@ -27,9 +28,15 @@ from chathist import (
     create_table,
 )
 from chathist.core.events import SEQ_WIDTH
+from chathist.core.sizes import item_size, write_units
 from chathist.dynamo.binding import Binding
 from chathist.dynamo.client import client_for
-from tests.helpers import hooked, partition_items, without_aws_credentials
+from tests.helpers import (
+    hooked,
+    one_item_per_message,
+    partition_items,
+    without_aws_credentials,
+)
 from tests.test_codec import every_message_type
 
 History = Callable[..., DynamoDBChatMessageHistory]
@@ -180,7 +187,9 @@ def test_a_batch_too_big_for_one_transaction_is_atomic_and_contiguous(
     )
     items = stored_items(boto3_client, table_name)
     assert [i["event"]["S"] for i in items if not i["SK"]["S"].startswith("!")].count("commit") == 1
-    assert sum(i["SK"]["S"].startswith("!") for i in items) == len(batch)  # the staged events
+    staged = [i for i in items if i["SK"]["S"].startswith("!")]  # the short ones share an item
+    assert sum(int(i.get("count", {"N": "1"})["N"]) for i in staged) == len(batch)
+    assert len(staged) == 91
 
 
 @pytest.mark.sync_only  # the busy writer needs a thread of its own, not the test loop's turn
@@ -209,6 +218,103 @@ def test_a_multi_transaction_write_is_not_starved_by_a_busy_writer(history: Hist
     assert contents[start : start + len(batch)] == [m.content for m in batch]
     assert [c for c in contents if str(c).startswith("busy")] == written
     assert len(written) > 10  # the busy writer really appended during the batch
+
+
+@pytest.mark.sync_only
+def test_a_langchain_turn_is_two_requests_and_one_item_of_the_bytes_it_needs(
+    history: History, boto3_client: Any, table_name: str
+) -> None:
+    """RunnableWithMessageHistory's turn: a new history object reads its window, then adds the
+    human and the AI message in one call. The read tells the next sequence number, and the two
+    messages share one item: one conditional PutItem, charged for the item's bytes only."""
+    writer = history()
+    for i in range(30):
+        writer.add_messages([HumanMessage(f"q{i}"), AIMessage(f"a{i}")])
+    turn = history(history_size=20)
+    calls: list[tuple[str, Any]] = []
+
+    def seen(model: Any, parsed: dict[str, Any], **_: Any) -> None:
+        calls.append((model.name, parsed.get("Count")))
+
+    turn.client.meta.events.register("after-call.dynamodb", seen, "turn-calls")
+    try:
+        window = [m.content for m in turn.messages]
+        before = turn.consumed_capacity
+        turn.add_messages([HumanMessage("q30"), AIMessage("a30" * 200)])
+    finally:
+        turn.client.meta.events.unregister("after-call.dynamodb", unique_id="turn-calls")
+    assert window == [text for i in range(20, 30) for text in (f"q{i}", f"a{i}")]
+    # a page of at most N items (the reader cannot know how many messages each holds)
+    assert calls == [("Query", 20), ("PutItem", None)]
+    items = stored_items(boto3_client, table_name)
+    assert len(items) == 31
+    newest = items[-1]
+    assert (newest["count"]["N"], newest["v"]["N"], newest["codec"]["S"]) == ("2", "2", "json-list")
+    assert turn.consumed_capacity - before == Capacity(0.0, write_units(item_size(newest)), 1)
+    assert [m.content for m in history(history_size=3).messages] == ["a29", "q30", "a30" * 200]
+    # This process has seen that the session's items hold 2 messages: the next turn's window
+    # read asks for the 11 items 20 messages can span, not 20.
+    calls.clear()
+    turn = history(history_size=20)
+    turn.client.meta.events.register("after-call.dynamodb", seen, "turn-calls")
+    try:
+        window = [m.content for m in turn.messages]
+    finally:
+        turn.client.meta.events.unregister("after-call.dynamodb", unique_id="turn-calls")
+    assert calls == [("Query", 11)]
+    expected = [t for i in range(21, 31) for t in (f"q{i}", f"a{i}")]
+    assert window == [*expected[:-1], "a30" * 200]
+
+
+@pytest.mark.sync_only
+def test_a_first_append_learns_the_key_schema_from_its_query_without_describe_table(
+    history: History,
+) -> None:
+    """In a process that does not know the table yet, the first request is the query for the
+    session's newest event: it can only succeed on the event layout's key schema, and it tells
+    the next sequence number. So a first append is a query and a put, as by hand."""
+    from chathist.dynamo.tables import forget_key_schema, known_key_schema
+
+    h = history()
+    forget_key_schema(h._options.binding)
+    operations: list[str] = []
+
+    def seen(model: Any, **_: Any) -> None:
+        operations.append(model.name)
+
+    h.client.meta.events.register("after-call.dynamodb", seen, "first-append")
+    try:
+        h.add_user_message("first")
+        history().add_user_message("second")  # a new object: it finds the end, then puts
+    finally:
+        h.client.meta.events.unregister("after-call.dynamodb", unique_id="first-append")
+    assert operations == ["Query", "PutItem", "Query", "PutItem"]
+    assert known_key_schema(h._options.binding) is not None
+    assert [m.content for m in history().messages] == ["first", "second"]
+
+
+def test_a_session_written_every_way_reads_back_in_every_window(history: History) -> None:
+    """One at a time, two per call, 50 and 100 per call (one item each), a staged batch and a
+    large message in parts: every window and the full read give the messages in order."""
+    rng = random.Random(8)
+    writer = history()
+    sent: list[BaseMessage] = []
+
+    def add(batch: list[BaseMessage]) -> None:
+        writer.add_messages(batch)
+        sent.extend(batch)
+
+    add([HumanMessage("one")])
+    add([HumanMessage("q"), AIMessage("a")])
+    add([HumanMessage(f"fifty {i}") for i in range(50)])
+    add([AIMessage(random_text(rng, 700 * 1024))])  # parts, staged
+    add([HumanMessage(f"hundred {i}") for i in range(100)])
+    add([HumanMessage(random_text(rng, 3000)) for _ in range(120)])  # over 256 KB: staged
+    add([HumanMessage("q2"), AIMessage("a2")])
+    for window in (1, 2, 3, 20, 119, 120, 121, 122, 221, 222, 223, 275, len(sent), 400):
+        got = history(history_size=window).messages
+        assert dicts(got) == dicts(sent[-window:]), window
+    assert dicts(history().messages) == dicts(sent)
 
 
 @pytest.mark.sync_only
@@ -258,8 +364,9 @@ def erased_and_tombstones(items: list[dict[str, Any]]) -> tuple[list[str], set[s
 
 
 def test_clear_is_logical_first_then_erases_everything_below(
-    history: History, boto3_client: Any, table_name: str
+    history: History, boto3_client: Any, table_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    one_item_per_message(monkeypatch)
     h = history()
     for i in range(60):
         h.add_user_message(f"m{i}")  # sequence numbers 0..59
@@ -297,6 +404,7 @@ def test_a_writer_with_a_stale_next_number_is_not_lost_after_another_clears(
 def test_an_interrupted_clear_still_reads_empty_and_the_next_clear_finishes(
     history: History, boto3_client: Any, table_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    one_item_per_message(monkeypatch)
     history().add_messages([HumanMessage(f"m{i}") for i in range(20)])
     h = history()
 
@@ -472,6 +580,7 @@ def test_runnable_with_message_history_sees_the_first_exchange(history: History)
 def test_repair_deletes_only_old_uncommitted_stages(
     history: History, boto3_client: Any, table_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    one_item_per_message(monkeypatch)
     h = history()
     h.add_messages([HumanMessage(f"kept{i}") for i in range(30)])  # staged and committed
     broken = history()
@@ -501,6 +610,7 @@ def test_repair_deletes_only_old_uncommitted_stages(
 def test_a_stage_older_than_half_the_abandon_age_is_staged_anew_before_its_commit(
     history: History, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    one_item_per_message(monkeypatch)
     h = history()
     h.add_user_message("first")
     rival = history()
@@ -558,8 +668,9 @@ def test_a_corrupt_item_is_named_in_the_error(
 
 
 def test_an_expired_staged_write_reads_as_gone_while_ttl_deletes_it_piecemeal(
-    history: History, boto3_client: Any, table_name: str
+    history: History, boto3_client: Any, table_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    one_item_per_message(monkeypatch)
     history(ttl=1).add_messages([HumanMessage(f"m{i}") for i in range(30)])  # staged
     history().add_user_message("kept")
     time.sleep(2.1)
@@ -573,8 +684,9 @@ def test_an_expired_staged_write_reads_as_gone_while_ttl_deletes_it_piecemeal(
 
 @pytest.mark.sync_only
 def test_a_clear_that_runs_during_a_read_gives_the_cleared_history(
-    history: History,
+    history: History, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    one_item_per_message(monkeypatch)
     writer = history()
     writer.add_user_message("old")
     writer.add_messages([HumanMessage(f"m{i}") for i in range(30)])  # staged, one commit

@@ -92,7 +92,8 @@ def test_legacy_session_is_read_then_moved_on_first_write(
     assert events_of(boto3_client, table_name, "s") == []  # reading wrote nothing
     history.add_user_message("new")
     assert raw_item(boto3_client, legacy_table, {"SessionId": "s"}) is None
-    assert len(events_of(boto3_client, table_name, "s")) == 5
+    (moved,) = events_of(boto3_client, table_name, "s")  # one item holds the five messages
+    assert (moved["count"]["N"], moved["v"]["N"]) == ("5", "2")
     assert history.messages == [*old, HumanMessage("new")]
     fresh = migrating()
     assert fresh.messages == [*old, HumanMessage("new")]
@@ -306,6 +307,7 @@ def test_moved_messages_get_the_ttl_of_new_events(
     write_legacy(legacy_table, dynamodb_endpoint, "s", old_messages(2))
     before = int(time.time())
     migrating(ttl=600).add_user_message("new")
-    expiries = [int(item["expireAt"]["N"]) for item in events_of(boto3_client, table_name, "s")]
-    assert len(expiries) == 3
+    events = events_of(boto3_client, table_name, "s")
+    expiries = [int(item["expireAt"]["N"]) for item in events]
+    assert len(expiries) == 1 and events[0]["count"]["N"] == "3"  # the 2 moved and the new one
     assert all(before + 600 <= e <= int(time.time()) + 600 for e in expiries)

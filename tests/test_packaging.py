@@ -173,3 +173,29 @@ def test_installed_command_line_migrates_on_dynamodb_local(
     finally:
         with contextlib.suppress(Exception):
             boto3_client.delete_table(TableName=table)
+
+
+def test_the_version_literal_is_the_installed_version() -> None:
+    """``__version__`` is a literal (reading the metadata costs ~20 ms at import): it must be
+    the version the package is installed as."""
+    import importlib.metadata
+
+    import chathist
+
+    assert chathist.__version__ == importlib.metadata.version("chathist")
+
+
+def test_import_chathist_loads_no_client_library_until_the_history_is_used() -> None:
+    """``import chathist`` is cheap; the history class loads botocore, PynamoDB and LangChain
+    on first use, and the event layout never loads boto3 (the list layout's serializer)."""
+    code = (
+        "import sys, chathist\n"
+        "heavy = ('boto3', 'botocore', 'pynamodb', 'langchain_core')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "chathist.DynamoDBChatMessageHistory\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split("\n")[:2] == ["[]", "['botocore', 'langchain_core', 'pynamodb']"]

@@ -18,8 +18,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import HumanMessage
 
-from chathist.core.codec import CODEC_JSON, CODEC_ZLIB, Payload, encode_message
-from chathist.core.events import MAX_SEQ, Event
+from chathist.core.codec import (
+    CODEC_JSON,
+    CODEC_JSON_LIST,
+    CODEC_ZLIB,
+    Payload,
+    encode_message,
+    pack_payloads,
+)
+from chathist.core.events import FORMAT_VERSION, MAX_SEQ, PLAIN_VERSION, Event
 from chathist.core.fold import fold
 from chathist.core.plan import (
     CLEAR,
@@ -126,24 +133,43 @@ def check_plan(
         direct_items = min(limits.direct_items, limits.transaction_items)
         direct_bytes = min(limits.direct_bytes, limits.transaction_bytes)
         body_bytes = sum(event_size(e, limits.overhead) for e in body)
+        assert len(body) > 1, "one item is always written directly"
         assert len(body) > direct_items or body_bytes > direct_bytes, "staged only when needed"
     else:
         assert plan.requests == 1 and not commits
         body = final
         assert all(e.stage is None and e.staged_at is None for e in body)
-        assert len(body) <= limits.direct_items
-        assert sum(event_size(e, limits.overhead) for e in body) <= limits.direct_bytes
+        assert len(body) == 1 or (
+            len(body) <= limits.direct_items
+            and sum(event_size(e, limits.overhead) for e in body) <= limits.direct_bytes
+        )
     if expires_at is not None:
         assert all(e.expires_at == expires_at for e in written if e.kind != "clear")
     # Walk the events back into the entries, in order.
     position = 0
-    for entry in entries:
+    index = 0
+    while index < len(entries):
+        entry = entries[index]
+        index += 1
         event = body[position]
         if entry is CLEAR:
             assert event.kind == "clear" and event.expires_at is None
             position += 1
             continue
         assert isinstance(entry, Payload)
+        if event.kind == "message" and event.codec == CODEC_JSON_LIST:
+            # several small JSON messages packed into one item, in order
+            group = entries[index - 1 : index - 1 + event.count]
+            assert event.count > 1 and event.version == FORMAT_VERSION and event.parts == 0
+            assert all(isinstance(p, Payload) and p.codec == CODEC_JSON for p in group)
+            assert isinstance(event.body, str)
+            packed = pack_payloads(group)  # type: ignore[arg-type]
+            assert event.body.encode("utf-8") == packed.data
+            assert len(packed.data) + limits.overhead <= limits.item_bytes
+            index += event.count - 1
+            position += 1
+            continue
+        assert (event.version == PLAIN_VERSION and event.count == 0) or event.kind == "part"
         if event.kind == "message":
             assert event.codec == entry.codec and event.parts == 0
             stored = event.body.encode("utf-8") if isinstance(event.body, str) else event.body
@@ -217,21 +243,33 @@ def test_every_item_fits_dynamodb(sizes: list[int], expires_at: int | None) -> N
     ("count", "requests"),
     [
         (1, 1),
-        (REAL.direct_items, 1),
-        (REAL.direct_items + 1, 2),
-        (TRANSACTION_ITEMS, 2),
+        (TRANSACTION_ITEMS, 1),
         (TRANSACTION_ITEMS + 1, 3),
         (2 * TRANSACTION_ITEMS, 3),
         (2 * TRANSACTION_ITEMS + 1, 4),
     ],
 )
 def test_item_count_limits(count: int, requests: int) -> None:
-    """A few small messages are one request; more are staged, 100 items a transaction."""
-    entries = [payload(10, seed, CODEC_JSON) for seed in range(count)]
+    """Messages that cannot share an item (compressed ones): up to a transaction's 100 items
+    are one request; more are staged, 100 items a transaction."""
+    entries = [payload(10, seed) for seed in range(count)]
     plan = plan_write(entries, WRITER, REAL, now=NOW)
     written = check_plan(entries, 7, plan, REAL)
     assert plan.requests == requests
     assert len(written) == count + (requests > 1)
+
+
+@pytest.mark.parametrize(("count", "size"), [(2, 10), (2, 600), (50, 500), (100, 500), (250, 900)])
+def test_small_messages_of_one_write_share_items(count: int, size: int) -> None:
+    """A turn (2 messages) is one item and one put; a batch fills items in order, as few as
+    the 400 KB limit allows, and is one request up to the direct write's 256 KB."""
+    entries = [payload(size, seed, CODEC_JSON) for seed in range(count)]
+    plan = plan_write(entries, WRITER, REAL, now=NOW)
+    written = check_plan(entries, 3, plan, REAL)
+    room = REAL.item_bytes - REAL.overhead
+    assert len(written) == math.ceil(count * (size + 1) / (room - 1))
+    assert plan.requests == 1
+    assert sum(e.count for e in written) == count
 
 
 @pytest.mark.parametrize(
@@ -239,8 +277,8 @@ def test_item_count_limits(count: int, requests: int) -> None:
     [
         (1_000, 0, 1),
         (DIRECT_EDGE, 0, 1),
-        (DIRECT_EDGE + 1, 0, 2),
-        (CHUNK, 0, 2),
+        (DIRECT_EDGE + 1, 0, 1),
+        (CHUNK, 0, 1),
         (CHUNK + 1, 2, 2),
         (PARTS_PER_TRANSACTION * CHUNK, PARTS_PER_TRANSACTION, 2),
         (PARTS_PER_TRANSACTION * CHUNK + 1, PARTS_PER_TRANSACTION + 1, 2),

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any, Final
 
 from chathist.core.events import FORMAT_VERSION
+from chathist.core.sizes import write_units
 from chathist.dynamo.capacity import Capacity
 
 __all__ = [
@@ -132,6 +133,20 @@ class Report(Counts):
         }[kind]
 
     @property
+    def wcu_per_message(self) -> float | None:
+        """Write units per message written (the service's prices: DynamoDB Local under-reports
+        transactions), to compare with `source_item_wcu`."""
+        return self.estimated_wcu / self.messages if self.messages else None
+
+    @property
+    def source_item_wcu(self) -> float | None:
+        """Write units of the mean source item: what LangChain's list layout pays for each
+        append to a session of that size (it rewrites the whole item)."""
+        if not self.sessions or not self.source_bytes:
+            return None
+        return float(write_units(round(self.source_bytes / self.sessions)))
+
+    @property
     def ok(self) -> bool:
         return not (self.conflicts or self.failures or self.too_large or self.differences)
 
@@ -153,6 +168,8 @@ class Report(Counts):
             limiter_units=self.limiter_units,
             limiter_wait_seconds=self.limiter_wait_seconds,
             elapsed=self.elapsed,
+            wcu_per_message=self.wcu_per_message,
+            source_item_wcu=self.source_item_wcu,
             consumed_wcu=self.capacity.write_units,
             consumed_rcu=self.capacity.read_units,
             requests=self.capacity.requests,

@@ -402,6 +402,15 @@ def render_report(report: Report, script: Any = None, *, show: int = 20) -> str:
     ]
     if report.dry_run:
         rows.append(("estimated cost", f"about {report.estimated_wcu:,.0f} WCU (upper bound)"))
+    per_message, per_append = report.wcu_per_message, report.source_item_wcu
+    if report.direction == "list-to-events" and per_message is not None and per_append:
+        rows.append(
+            (
+                "WCU per message",
+                f"{per_message:,.2f} (LangChain's layout: {per_append:,.0f} WCU per append"
+                " to a session of the mean source item's size)",
+            )
+        )
     capacity = report.capacity
     rows += [
         (

@@ -8,6 +8,9 @@ Values JSON cannot hold exactly are refused before anything is written: NaN and 
 Decimals no int or float equals, ints over `MAX_INT_DIGITS` digits, non-string dict keys, bytes
 and other objects, lone surrogates, nesting deeper than `MAX_DEPTH`. Tuples are stored as lists.
 
+Several small messages written together may share one payload (`pack_payloads`, codec
+`CODEC_JSON_LIST`: a JSON array of their mappings), so that one item carries them.
+
 Payloads larger than ``compress_threshold`` are compressed with zlib when that saves at least one
 DynamoDB write unit (1 KB); the codec name stored with each payload says which was done, so items
 written under other defaults stay readable.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
@@ -29,6 +33,7 @@ from chathist.errors import CorruptHistoryError, UnsupportedValueError
 
 __all__ = [
     "CODEC_JSON",
+    "CODEC_JSON_LIST",
     "CODEC_ZLIB",
     "DEFAULT_COMPRESS_THRESHOLD",
     "MAX_DEPTH",
@@ -37,16 +42,21 @@ __all__ = [
     "check_json_value",
     "check_readable",
     "decode_message",
+    "decode_messages",
     "encode_message",
     "exact_number",
     "message_from_dict",
+    "pack_payloads",
+    "packed_size",
 ]
 
 CODEC_JSON: Final = "json"
 """UTF-8 JSON text."""
 CODEC_ZLIB: Final = "json+zlib"
 """UTF-8 JSON text compressed with zlib."""
-CODECS: Final = frozenset({CODEC_JSON, CODEC_ZLIB})
+CODEC_JSON_LIST: Final = "json-list"
+"""Several messages in one payload: a UTF-8 JSON array of their ``message_to_dict`` mappings."""
+CODECS: Final = frozenset({CODEC_JSON, CODEC_ZLIB, CODEC_JSON_LIST})
 
 DEFAULT_COMPRESS_THRESHOLD: Final = 4096
 """Payloads up to this many bytes stay plain JSON, readable in the AWS console."""
@@ -60,10 +70,12 @@ _INT_LIMIT: Final = 10**MAX_INT_DIGITS
 
 @dataclass(frozen=True, slots=True)
 class Payload:
-    """An encoded message: the codec used and the bytes it produced."""
+    """An encoded message (or ``count`` packed messages): the codec used and the bytes it
+    produced."""
 
     codec: str
     data: bytes
+    count: int = 1
 
 
 def exact_number(value: Decimal, path: str = "message") -> int | float:
@@ -176,6 +188,38 @@ def decode_message(codec: str, data: bytes | str) -> BaseMessage:
     except (ValueError, TypeError, zlib.error) as exc:
         raise CorruptHistoryError(f"cannot decode stored message: {exc}") from exc
     return message_from_dict(as_dict)
+
+
+def pack_payloads(payloads: Sequence[Payload]) -> Payload:
+    """Plain-JSON payloads as one `CODEC_JSON_LIST` payload (a JSON array of them, in order):
+    one item can then carry several small messages, as one payload."""
+    if any(p.codec != CODEC_JSON for p in payloads):
+        raise ValueError("only plain JSON payloads are packed")
+    data = b"[" + b",".join(p.data for p in payloads) + b"]"
+    return Payload(CODEC_JSON_LIST, data, sum(p.count for p in payloads))
+
+
+def packed_size(sizes: Sequence[int]) -> int:
+    """Bytes of the packed payload of plain-JSON payloads of these sizes (`pack_payloads`)."""
+    return sum(sizes) + max(len(sizes), 1) + 1
+
+
+def decode_messages(codec: str, data: bytes | str, count: int = 1) -> list[BaseMessage]:
+    """The messages of a stored payload: one, or the ``count`` of a packed payload."""
+    if codec != CODEC_JSON_LIST:
+        if count > 1:
+            raise CorruptHistoryError(f"a {codec!r} payload holds one message, not {count}")
+        return [decode_message(codec, data)]
+    try:
+        as_list = json.loads(data)
+    except (ValueError, TypeError) as exc:
+        raise CorruptHistoryError(f"cannot decode stored messages: {exc}") from exc
+    if not isinstance(as_list, list) or len(as_list) != max(count, 1):
+        raise CorruptHistoryError(
+            f"cannot decode stored messages: expected a list of {count}, got"
+            f" {len(as_list) if isinstance(as_list, list) else type(as_list).__name__}"
+        )
+    return [message_from_dict(as_dict) for as_dict in as_list]
 
 
 def message_from_dict(as_dict: Any) -> BaseMessage:

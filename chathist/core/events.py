@@ -4,7 +4,8 @@ A session is a sequence of events numbered 0, 1, 2, ... (the item's sort key, ze
 `SEQ_WIDTH` digits so that string order is numeric order). Numbers are never reused, not even
 after a clear. The kinds:
 
-``message``  a message added; its payload inline, or in ``parts`` part items directly below it.
+``message``  a message added (or several: ``count`` messages written together in one payload);
+             its payload inline, or in ``parts`` part items directly below it.
 ``part``     one slice of a large message's payload; ``message_seq`` names its message.
 ``clear``    a tombstone: every event below it is cleared.
 ``commit``   appends the ``count`` events of stage ``stage`` at this point of the sequence.
@@ -28,6 +29,7 @@ from typing import Final, Literal
 __all__ = [
     "FORMAT_VERSION",
     "MAX_SEQ",
+    "PLAIN_VERSION",
     "SEQ_WIDTH",
     "Event",
     "EventKind",
@@ -38,8 +40,12 @@ __all__ = [
     "stage_prefix",
 ]
 
-FORMAT_VERSION: Final = 1
-"""Version of the item format this chathist writes; an item of a newer version is refused."""
+FORMAT_VERSION: Final = 2
+"""Newest version of the item format this chathist writes and reads (2: a message event may
+hold several messages); an item of a newer version is refused."""
+PLAIN_VERSION: Final = 1
+"""The version of every event but a message of several: what chathist before version 2 reads
+too, so sessions written one message per call stay readable by older readers."""
 SEQ_WIDTH: Final = 20
 """Digits of a sort key: enough for every unsigned 64-bit number."""
 MAX_SEQ: Final = 2**64 - 1
@@ -92,7 +98,8 @@ class Event:
     message_seq: int | None = None
     """For a ``part``: the sequence number of its message."""
     count: int = 0
-    """For a ``commit``: how many events below it it makes visible."""
+    """For a ``commit``: how many events below it it makes visible. For a ``message`` of
+    several: how many messages its payload holds (0 for one)."""
     stage: str | None = None
     """For a staged event (then ``seq`` is its index in the stage), and for a ``commit``: the
     stage's id."""
@@ -102,7 +109,12 @@ class Event:
     """The id of the write that stored this event (to recognise a retried write)."""
     expires_at: int | None = None
     """Epoch seconds after which the event is expired (TTL)."""
-    version: int = FORMAT_VERSION
+    version: int = PLAIN_VERSION
+
+    @property
+    def messages(self) -> int:
+        """How many messages a ``message`` event holds."""
+        return max(self.count, 1)
 
 
 def sort_key(event: Event) -> str:

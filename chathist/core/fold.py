@@ -4,7 +4,9 @@ The reader reads a session newest-first and feeds each event to a `TailFold`, wh
 older event can change the result: at the latest clear, or once it holds the ``limit`` newest
 messages. Each event fed must be numbered one below the previous one; a duplicate or an event out
 of order is corruption, and so is a gap, unless an event beside it carries an expiry (DynamoDB's
-TTL deletes expired items, leaving gaps). Expired messages are skipped. A ``commit`` is fed with
+TTL deletes expired items, leaving gaps). Expired messages are skipped. One message event may hold
+several messages (``count``); a window counts messages, not events, and takes only the newest
+messages of the oldest event it needs. A ``commit`` is fed with
 the events of its stage, newest first, which must be numbered ``count``-1 down to 0: either as
 an iterable (`TailFold.feed`) or one by one between `TailFold.start_stage` and
 `TailFold.end_stage`, so a reader fetching them page by page stops inside a large stage once the
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 from langchain_core.messages import BaseMessage
 
-from chathist.core.codec import decode_message
+from chathist.core.codec import decode_messages
 from chathist.core.events import FORMAT_VERSION, KINDS, Event
 from chathist.errors import CorruptHistoryError
 
@@ -41,7 +43,8 @@ class TailFold:
             raise ValueError("limit must be >= 0")
         self.limit = limit
         self.now = now
-        self._found: list[tuple[Event, bytes | str]] = []  # (header, payload), newest first
+        self._found: list[tuple[Event, bytes | str, int]] = []  # (header, payload, newest n)
+        self._held = 0  # messages in _found
         self._previous: Event | None = None
         self._pending: _Pending | None = None
         self._stage: tuple[Event, int] | None = None  # (open commit, next expected index)
@@ -143,10 +146,11 @@ class TailFold:
         if self._pending is not None:
             header = self._pending.header
             raise CorruptHistoryError(f"message {header.seq} is missing some of its parts")
-        result = []
-        for header, payload in reversed(self._found):
+        result: list[BaseMessage] = []
+        for header, payload, take in reversed(self._found):
             try:
-                result.append(decode_message(header.codec or "", payload))
+                found = decode_messages(header.codec or "", payload, header.count)
+                result.extend(found[-take:] if take < len(found) else found)
             except CorruptHistoryError as exc:
                 raise CorruptHistoryError(
                     f"event {header.seq}: {exc}", at=(header.stage, header.seq)
@@ -200,9 +204,24 @@ class TailFold:
     def _keep(self, header: Event, payload: bytes | str) -> None:
         if self._expired(header):
             return
-        self._found.append((header, payload))
-        if self.limit is not None and len(self._found) >= self.limit:
+        take = header.messages
+        if self.limit is not None:
+            take = min(take, self.limit - self._held)
+        self._found.append((header, payload, take))
+        self._held += take
+        if self.limit is not None and self._held >= self.limit:
             self.done = True
+
+    @property
+    def wanted(self) -> int | None:
+        """Most events the fold can still take before it is done (None: no limit): the
+        messages still missing from the window, plus the parts of a message being collected.
+        A reader asks for pages of this many items."""
+        if self.limit is None:
+            return None
+        pending = self._pending
+        parts = 0 if pending is None else pending.header.parts - len(pending.chunks)
+        return max(1, self.limit - self._held + parts)
 
 
 def fold(

@@ -1,12 +1,15 @@
 """Write planning: turn one append into events grouped into requests. Pure code.
 
-An append becomes consecutive events: a message whose payload fits one item is one event; a
-larger one is its parts followed by its message header. A small write (at most
-`Limits.direct_items` events and `Limits.direct_bytes`) is one request, numbered from the
-session's next sequence number when it is sent (`Plan.at`). A larger one is *staged* (see
-`chathist.events`) in as few transactions as DynamoDB allows (100 items, ~4 MB each), and its
-final request is a single commit event: what competes with other writers for the end of the
-sequence is always small and quick. Either way the write becomes visible all at once, and no
+An append becomes consecutive events: consecutive small messages (plain JSON) that fit one item
+together are *packed* into one message event (`chathist.core.codec.pack_payloads`), so a turn of
+two messages is one item and one conditional put; any other message whose payload fits one item
+is one event; a larger one is its parts followed by its message header. A write of one item (of
+any size), or of several up to `Limits.direct_bytes` (256 KB) in all, is one request, numbered
+from the session's next sequence number when it is sent (`Plan.at`): readers find its events in
+the sequence itself. A larger one is *staged* (see `chathist.events`) in as few transactions as
+DynamoDB allows (100 items, ~4 MB each), and its final request is a single commit event: what
+competes with other writers for the end of the sequence is always small and quick, and a reader
+follows the commit with one more query. Either way the write becomes visible all at once, and no
 other writer's event can land inside it.
 """
 
@@ -17,8 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
-from chathist.core.codec import CODEC_JSON, Payload
-from chathist.core.events import Event
+from chathist.core.codec import (
+    CODEC_JSON,
+    CODEC_JSON_LIST,
+    Payload,
+    pack_payloads,
+    packed_size,
+)
+from chathist.core.events import FORMAT_VERSION, PLAIN_VERSION, Event
 from chathist.core.sizes import (
     ITEM_LIMIT,
     MAX_NUMBER_BYTES,
@@ -59,10 +68,15 @@ class Limits:
     transaction_bytes: int = TRANSACTION_BYTES
     transaction_items: int = TRANSACTION_ITEMS
     max_message_bytes: int = MAX_MESSAGE_BYTES
-    direct_items: int = 25
+    direct_items: int = TRANSACTION_ITEMS
     """Most events a write appends directly at the end of the sequence (more are staged)."""
     direct_bytes: int = 256 * 1024
-    """Most bytes a write appends directly at the end of the sequence (more are staged)."""
+    """Most bytes a write appends directly at the end of the sequence (more are staged): a
+    request this large takes long enough that a busy session's other writers would keep taking
+    its sequence number (tests/test_history.py, a writer appending every 10 ms against 80
+    messages of 60 KB); a staged write competes with them only with its small commit."""
+    pack: bool = True
+    """Whether consecutive small messages of one write share an item."""
 
     @property
     def chunk_bytes(self) -> int:
@@ -84,6 +98,10 @@ def event_size(event: Event, overhead: int) -> int:
     return overhead + (len(body.encode("utf-8")) if isinstance(body, str) else len(body))
 
 
+TEXT_CODECS: Final = frozenset({CODEC_JSON, CODEC_JSON_LIST})
+"""Codecs whose payload is stored as text (readable in the console), not binary."""
+
+
 def _events_for(entry: Payload | _Clear, seq: int, writer: str, limits: Limits) -> list[Event]:
     if isinstance(entry, _Clear):
         return [Event(seq, "clear", writer=writer)]
@@ -93,12 +111,24 @@ def _events_for(entry: Payload | _Clear, seq: int, writer: str, limits: Limits) 
             f"message payload is {len(data):,} bytes encoded; the most chathist stores is"
             f" {limits.max_message_bytes:,}"
         )
+    # several messages in one payload: counted, and a format older readers refuse clearly
+    count, version = (entry.count, FORMAT_VERSION) if entry.count > 1 else (0, PLAIN_VERSION)
     if len(data) + limits.overhead <= limits.item_bytes:
-        body: bytes | str = data.decode("utf-8") if entry.codec == CODEC_JSON else data
-        return [Event(seq, "message", codec=entry.codec, body=body, writer=writer)]
+        body: bytes | str = data.decode("utf-8") if entry.codec in TEXT_CODECS else data
+        return [
+            Event(
+                seq,
+                "message",
+                codec=entry.codec,
+                body=body,
+                writer=writer,
+                count=count,
+                version=version,
+            )
+        ]
     chunk = limits.chunk_bytes
-    count = math.ceil(len(data) / chunk)
-    header = seq + count
+    pieces = math.ceil(len(data) / chunk)
+    header = seq + pieces
     parts = [
         Event(
             seq + i,
@@ -107,9 +137,20 @@ def _events_for(entry: Payload | _Clear, seq: int, writer: str, limits: Limits) 
             message_seq=header,
             writer=writer,
         )
-        for i in range(count)
+        for i in range(pieces)
     ]
-    return [*parts, Event(header, "message", codec=entry.codec, parts=count, writer=writer)]
+    return [
+        *parts,
+        Event(
+            header,
+            "message",
+            codec=entry.codec,
+            parts=len(parts),
+            writer=writer,
+            count=count,
+            version=version,
+        ),
+    ]
 
 
 @dataclass(frozen=True)
@@ -136,6 +177,32 @@ class Plan:
         return len(self.staged) + 1
 
 
+def _packed(entries: Sequence[Payload | _Clear], limits: Limits) -> list[Payload | _Clear]:
+    """``entries`` with each run of consecutive plain-JSON payloads that fit one item together
+    packed into one payload (greedily, in order)."""
+    room = limits.item_bytes - limits.overhead
+    result: list[Payload | _Clear] = []
+    run: list[Payload] = []
+
+    def flush() -> None:
+        if len(run) > 1:
+            result.append(pack_payloads(run))
+        else:
+            result.extend(run)
+        run.clear()
+
+    for entry in entries:
+        if isinstance(entry, _Clear) or entry.codec != CODEC_JSON or len(entry.data) > room:
+            flush()
+            result.append(entry)
+            continue
+        if packed_size([*(len(p.data) for p in run), len(entry.data)]) > room:
+            flush()
+        run.append(entry)
+    flush()
+    return result
+
+
 def plan_write(
     entries: Sequence[Payload | _Clear],
     writer: str,
@@ -150,15 +217,15 @@ def plan_write(
     planning anything if an entry is too large.
     """
     events: list[Event] = []
-    for entry in entries:
+    for entry in _packed(entries, limits) if limits.pack else entries:
         events.extend(_events_for(entry, len(events), writer, limits))
     if expires_at is not None:
         events = [e if e.kind == "clear" else replace(e, expires_at=expires_at) for e in events]
     size = sum(event_size(e, limits.overhead) for e in events)
     direct_items = min(limits.direct_items, limits.transaction_items)
     direct_bytes = min(limits.direct_bytes, limits.transaction_bytes)
-    if len(events) <= direct_items and size <= direct_bytes:  # one request, never over a limit
-        return Plan([], events)
+    if len(events) == 1 or (len(events) <= direct_items and size <= direct_bytes):
+        return Plan([], events)  # one request (a single put is quick at any item size)
     groups = _group(events, limits)
     staged = [[replace(e, stage=writer, staged_at=now) for e in group] for group in groups]
     commit = Event(

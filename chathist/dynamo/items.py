@@ -10,6 +10,7 @@ connection.
 from __future__ import annotations
 
 from functools import lru_cache
+from types import SimpleNamespace
 from typing import Any
 
 from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
@@ -48,6 +49,23 @@ INTERNAL_NAMES = frozenset(
 """Attribute names chathist uses itself; the configurable names must be none of these."""
 
 
+_FIELDS = (
+    "kind",
+    "version",
+    "writer",
+    "codec",
+    "text",
+    "blob",
+    "parts",
+    "message_seq",
+    "covers",
+    "stage",
+    "staged_at",
+    "expires_at",
+)
+"""The model's attributes besides the key, in the order `EventItems._values` gives them."""
+
+
 class EventItems:
     """Converts events of one table to items and back, with that table's attribute names."""
 
@@ -59,32 +77,63 @@ class EventItems:
         self.hash_name = self.names["session"]
         self.range_name = self.names["seq"]
         self.attribute_names = list(self.names.values())
+        unmapped = set(attributes) - {"session", "seq", *_FIELDS}
+        if unmapped:
+            raise TypeError(f"event item attributes {sorted(unmapped)} are not in _FIELDS")
+        self._fields = _FIELDS
+        self._n = SimpleNamespace(**self.names)
+        self._by_name = {
+            attribute.attr_name: (field, attribute.attr_type)
+            for field, attribute in attributes.items()
+            if field != "session"
+        }
+        self._wire = tuple(attributes[field].attr_name for field in _FIELDS)
+        self._kinds = tuple(attributes[field].attr_type for field in _FIELDS)
 
     def key(self, session: str, sort: str) -> dict[str, Any]:
         """The wire-form primary key of the item at ``sort`` in ``session``."""
         return {self.hash_name: {"S": session}, self.range_name: {"S": sort}}
 
     def to_item(self, session: str, event: Event) -> dict[str, Any]:
-        """The wire-form item that stores ``event``."""
-        body = event.body
-        instance = self.model(
-            session,
-            sort_key(event),
-            kind=event.kind,
-            version=event.version,
-            writer=event.writer,
-            codec=event.codec,
-            text=body if isinstance(body, str) else None,
-            blob=body if isinstance(body, bytes) else None,
-            parts=event.parts or None,
-            message_seq=event.message_seq,
-            covers=event.count or None,
-            stage=event.stage if event.kind == "commit" else None,
-            staged_at=event.staged_at,
-            expires_at=event.expires_at,
-        )
+        """The wire-form item that stores ``event``: the model's serialisation (`model_item`),
+        built straight from the model's attribute names and types (the write path's hottest
+        code; PynamoDB's ``serialize`` costs several times the put's own client work).
+        ``tests/test_items.py`` proves the two equal."""
+        item: dict[str, Any] = {
+            self.hash_name: {"S": session},
+            self.range_name: {"S": sort_key(event)},
+        }
+        for name, kind, value in zip(self._wire, self._kinds, self._values(event), strict=True):
+            if value is not None:
+                item[name] = {kind: str(value) if kind == "N" else value}
+        return item
+
+    def model_item(self, session: str, event: Event) -> dict[str, Any]:
+        """The wire-form item of ``event`` as the PynamoDB model serialises it: the one
+        definition of the item, which `to_item` reproduces."""
+        fields = dict(zip(self._fields, self._values(event), strict=True))
+        instance = self.model(session, sort_key(event), **fields)
         item: dict[str, Any] = instance.serialize()
         return item
+
+    @staticmethod
+    def _values(event: Event) -> tuple[Any, ...]:
+        """The values of `_FIELDS` for ``event`` (None: the attribute is absent)."""
+        body = event.body
+        return (
+            event.kind,
+            event.version,
+            event.writer,
+            event.codec,
+            body if isinstance(body, str) else None,
+            body if isinstance(body, bytes) else None,
+            event.parts or None,
+            event.message_seq,
+            event.count or None,
+            event.stage if event.kind == "commit" else None,
+            event.staged_at,
+            event.expires_at,
+        )
 
     def key_of(self, raw: dict[str, Any]) -> dict[str, Any]:
         """The primary key of a raw item, as plain values (for error messages)."""
@@ -98,39 +147,74 @@ class EventItems:
         """The event stored in ``raw``; `CorruptHistoryError` naming the item if it is not one.
 
         Decoded straight from the attribute map, with the model's attribute names and types:
-        the read path's hottest code (PynamoDB's ``from_raw_data`` doubles its cost)."""
-        names = self.names
-
-        def value(field: str, kind: str, required: bool = False) -> Any:
-            attribute = raw.get(names[field])
-            if attribute is None:
-                if required:
-                    raise ValueError(f"attribute {names[field]!r} is missing")
-                return None
-            if not isinstance(attribute, dict) or kind not in attribute:
-                raise ValueError(f"attribute {names[field]!r} is not of type {kind}")
-            return attribute[kind]
-
-        def number(field: str) -> int | None:
-            found = value(field, "N")
-            return None if found is None else int(found)
-
+        the read path's hottest code (PynamoDB's ``from_raw_data`` doubles its cost). Each
+        attribute is read by the type the model gives it, so an item that is not an event
+        fails here and is decoded again by `_checked`, which says what is wrong with it."""
         try:
-            stage, seq = parse_key(value("seq", "S", required=True))
-            text = value("text", "S")
+            n = self._n
+            get = raw.get
+            stage, seq = parse_key(raw[n.seq]["S"])
+            text = get(n.text)
+            blob = get(n.blob)
+            parts = get(n.parts)
+            message_seq = get(n.message_seq)
+            covers = get(n.covers)
+            staged_at = get(n.staged_at)
+            expires_at = get(n.expires_at)
+            codec = get(n.codec)
+            writer = get(n.writer)
+            if stage is None:
+                stored_stage = get(n.stage)
+                stage = None if stored_stage is None else stored_stage["S"]
+            return Event(
+                seq,
+                raw[n.kind]["S"],
+                None if codec is None else codec["S"],
+                text["S"] if text is not None else None if blob is None else blob["B"],
+                0 if parts is None else int(parts["N"]),
+                None if message_seq is None else int(message_seq["N"]),
+                0 if covers is None else int(covers["N"]),
+                stage,
+                None if staged_at is None else int(staged_at["N"]),
+                None if writer is None else writer["S"],
+                None if expires_at is None else int(expires_at["N"]),
+                int(raw[n.version]["N"]),
+            )
+        except (KeyError, ValueError, TypeError, AttributeError):
+            return self._checked(raw)
+
+    def _checked(self, raw: dict[str, Any]) -> Event:
+        """`to_event` the slow way: every attribute checked, for an error naming the item and
+        what is wrong with it."""
+        found: dict[str, Any] = {}
+        try:
+            for name, attribute in raw.items():
+                spec = self._by_name.get(name)
+                if spec is None:
+                    continue
+                field, kind = spec
+                if not isinstance(attribute, dict) or kind not in attribute:
+                    raise ValueError(f"attribute {name!r} is not of type {kind}")
+                value = attribute[kind]
+                found[field] = int(value) if kind == "N" else value
+            for field in ("seq", "kind", "version"):
+                if field not in found:
+                    raise ValueError(f"attribute {self.names[field]!r} is missing")
+            stage, seq = parse_key(found["seq"])
+            text = found.get("text")
             return Event(
                 seq=seq,
-                kind=value("kind", "S", required=True),
-                codec=value("codec", "S"),
-                body=text if text is not None else value("blob", "B"),
-                parts=number("parts") or 0,
-                message_seq=number("message_seq"),
-                count=number("covers") or 0,
-                stage=stage if stage is not None else value("stage", "S"),
-                staged_at=number("staged_at"),
-                writer=value("writer", "S"),
-                expires_at=number("expires_at"),
-                version=int(value("version", "N", required=True)),
+                kind=found["kind"],
+                codec=found.get("codec"),
+                body=text if text is not None else found.get("blob"),
+                parts=found.get("parts") or 0,
+                message_seq=found.get("message_seq"),
+                count=found.get("covers") or 0,
+                stage=stage if stage is not None else found.get("stage"),
+                staged_at=found.get("staged_at"),
+                writer=found.get("writer"),
+                expires_at=found.get("expires_at"),
+                version=found["version"],
             )
         except (ValueError, TypeError, AttributeError) as exc:
             raise CorruptHistoryError(

@@ -45,3 +45,12 @@ class Cursor:
         else:
             self.done = True
         return items
+
+    def next_page_of(self, limit: int | None) -> Steps[list[dict[str, Any]] | None]:
+        """`next_page` of at most ``limit`` items (None: as many as a page holds), for a reader
+        that knows how many more it can use."""
+        if limit is None:
+            self.params.pop("Limit", None)
+        else:
+            self.params["Limit"] = limit
+        return (yield from self.next_page())

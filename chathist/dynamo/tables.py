@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ __all__ = [
     "describe_key_schema",
     "forget_key_schema",
     "key_schema",
+    "known_key_schema",
+    "learn_key_schema",
     "move_sessions",
 ]
 
@@ -80,6 +81,19 @@ def key_schema(binding: Binding) -> Steps[KeySchema]:
     with _schemas_lock:
         _schemas[binding] = schema
     return schema
+
+
+def known_key_schema(binding: Binding) -> KeySchema | None:
+    """The key schema of ``binding``'s table if this process already knows it."""
+    with _schemas_lock:
+        return _schemas.get(binding)
+
+
+def learn_key_schema(binding: Binding, schema: KeySchema) -> None:
+    """Remember ``schema`` as ``binding``'s table's, learned from a request that could only
+    succeed on it (so `key_schema` need not ask DynamoDB)."""
+    with _schemas_lock:
+        _schemas.setdefault(binding, schema)
 
 
 def describe_key_schema(binding: Binding, meter: CapacityMeter | None = None) -> KeySchema:
@@ -214,6 +228,8 @@ async def acreate_table(
 ) -> bool:
     """`create_table` in the running event loop (natively with the ``async`` extra, else in
     an executor)."""
+    import asyncio
+
     from chathist.dynamo import aio
 
     arguments = (
