@@ -28,7 +28,7 @@ from langchain_core.messages import BaseMessage
 
 from chathist.core.codec import Payload, encode_message
 from chathist.core.events import Event, sort_key
-from chathist.core.fold import TailFold
+from chathist.core.fold import TailFold, erased_above_clear
 from chathist.core.plan import CLEAR, Limits, Plan, item_overhead, plan_write
 from chathist.core.retry import RetryRule
 from chathist.core.steps import Steps, sleep
@@ -95,6 +95,7 @@ class EventLog:
 
     def read(self, completer: Completer | None = None) -> Steps[list[BaseMessage]]:
         """The session's messages (the latest ``window``), oldest first."""
+        erased_before: int | None = None
         for attempt in READ_RULE.start():
             final = attempt == READ_RULE.attempts - 1
             complete = None if completer is None else completer()
@@ -105,7 +106,12 @@ class EventLog:
                 if final:
                     raise
                 continue  # a clear may have removed a stage this read was about to read
-            if tail.erased_seen:
+            if tail.erased_at is not None:
+                if erased_before is not None and tail.erased_at <= erased_before:
+                    # A clear during the first read would have put its tombstone above this
+                    # event for the second: no clear did, so the item itself is wrong.
+                    raise self._name_item(erased_above_clear(tail.erased_at), None)
+                erased_before = tail.erased_at
                 if not final:
                     continue  # a clear ran during the read: its tombstone stops the next one
                 raise ConcurrencyError(

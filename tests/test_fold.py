@@ -166,3 +166,20 @@ def test_a_commit_must_bring_its_whole_stage() -> None:
 def test_unknown_kind_is_corruption() -> None:
     with pytest.raises(CorruptHistoryError, match="unexpected kind"):
         fold([Event(0, "rename", body="x")])  # type: ignore[arg-type]
+
+
+@given(operations, st.data())
+def test_an_erased_event_above_every_clear_is_corruption(
+    ops: list[tuple[str, list[str]]], data: st.DataObject
+) -> None:
+    """Erased events are what a clear leaves below its tombstone; one above every tombstone
+    in a snapshot is an edited item, never a message to skip."""
+    events, stages, _ = play(ops)
+    clears = [e.seq for e in events if e.kind == "clear"]
+    live = [e for e in events if e.seq > max(clears, default=-1)]
+    if not live:
+        return
+    victim = data.draw(st.sampled_from(live))
+    edited = [Event(e.seq, "erased") if e is victim else e for e in events]
+    with pytest.raises(CorruptHistoryError):
+        fold(edited, stages=stages)

@@ -769,10 +769,13 @@ def test_a_read_that_meets_a_clear_every_time_returns_no_invented_history() -> N
     items = event_items("T")
     store = EventStore(items)
     payload = encode_message(HumanMessage("new")).data.decode()
-    page = [
-        items.to_item("s", Event(7, "message", codec="json", body=payload)),
-        items.to_item("s", Event(6, "erased")),
-    ]
+
+    def page(top: int) -> list[dict[str, Any]]:
+        return [
+            items.to_item("s", Event(top, "message", codec="json", body=payload)),
+            items.to_item("s", Event(top - 1, "erased")),
+        ]
+
     steps = EventLog(store, "s", LogSettings()).read()
     queries = 0
     with pytest.raises(ConcurrencyError, match="cleared while it was read"):
@@ -780,8 +783,29 @@ def test_a_read_that_meets_a_clear_every_time_returns_no_invented_history() -> N
         while True:
             assert isinstance(op, Call) and op.operation == "Query"
             queries += 1
-            op = steps.send({"Items": page})
+            # Each clear puts its tombstone above everything the previous read saw: the next
+            # read meets erased events only higher up.
+            op = steps.send({"Items": page(7 + 10 * queries)})
     assert queries == 3
+
+
+def test_an_erased_event_above_every_clear_is_corruption_named_by_its_item(
+    history: History, boto3_client: Any, table_name: str
+) -> None:
+    """An ``erased`` item with no tombstone above it, met by two reads in a row, cannot be a
+    clear running during the read (its tombstone would stop the second read): the read raises
+    naming it instead of skipping a message."""
+    from chathist import CorruptHistoryError
+
+    history().add_messages([HumanMessage(f"m{i}") for i in range(4)])
+    key = {"SessionId": {"S": "s"}, "SK": {"S": "2".zfill(SEQ_WIDTH)}}
+    erased = {**key, "event": {"S": "erased"}, "v": {"N": "1"}}
+    boto3_client.put_item(TableName=table_name, Item=erased)
+    reader = history()
+    with pytest.raises(CorruptHistoryError, match="erased but no clear") as caught:
+        _ = reader.messages
+    assert caught.value.key == {"SessionId": "s", "SK": "2".zfill(SEQ_WIDTH)}
+    assert reader.consumed_capacity.requests == 2  # read again once, then sure
 
 
 def test_a_clear_of_a_session_holding_only_an_abandoned_stage_deletes_it(

@@ -22,7 +22,7 @@ from chathist.core.codec import decode_message
 from chathist.core.events import FORMAT_VERSION, KINDS, Event
 from chathist.errors import CorruptHistoryError
 
-__all__ = ["TailFold", "fold"]
+__all__ = ["TailFold", "erased_above_clear", "fold"]
 
 
 @dataclass(slots=True)
@@ -45,9 +45,10 @@ class TailFold:
         self._previous: Event | None = None
         self._pending: _Pending | None = None
         self._stage: tuple[Event, int] | None = None  # (open commit, next expected index)
-        self.erased_seen = False
-        """Whether an ``erased`` event was fed: erased events lie only below a tombstone, so a
-        reader meets one only if a clear ran while it was reading (it should read again)."""
+        self.erased_at: int | None = None
+        """Sequence number of the first (newest) ``erased`` event fed, if any: erased events lie
+        only below a tombstone, so a reader meets one only if a clear ran while it was reading
+        (it should read again), or if the item is corrupt (a read again meets it again)."""
         self.cleared_at: int | None = None
         """Sequence number of the clear the fold stopped at, if any."""
         self.done = limit == 0
@@ -126,7 +127,8 @@ class TailFold:
         if self._pending is not None:
             self._take_part(event)
         elif event.kind == "erased":
-            self.erased_seen = True
+            if self.erased_at is None:
+                self.erased_at = event.seq
         elif event.kind not in KINDS or event.kind == "commit":
             raise CorruptHistoryError(f"event {event.seq} has unexpected kind {event.kind!r}")
         elif event.kind == "clear":
@@ -136,6 +138,11 @@ class TailFold:
             raise CorruptHistoryError(f"part {event.seq} has no message above it")
         else:
             self._take_message(event)
+
+    @property
+    def erased_seen(self) -> bool:
+        """Whether an ``erased`` event was fed (see `erased_at`)."""
+        return self.erased_at is not None
 
     @property
     def messages(self) -> list[BaseMessage]:
@@ -213,7 +220,8 @@ def fold(
     now: float | None = None,
 ) -> list[BaseMessage]:
     """Fold events given oldest-first (and the staged events of each stage) into the session's
-    (latest ``limit``) messages."""
+    (latest ``limit``) messages. The events are a complete snapshot (no clear can run during
+    it), so an ``erased`` event above every tombstone is corruption."""
     stages = stages or {}
     tail = TailFold(limit=limit, now=now)
     if not tail.done:
@@ -221,4 +229,19 @@ def fold(
             staged = stages.get(event.stage, ()) if event.stage is not None else ()
             if tail.feed(event, reversed(staged)):
                 break
+    if tail.erased_at is not None:
+        raise CorruptHistoryError(_erased_above_clear(tail.erased_at), at=(None, tail.erased_at))
     return tail.messages
+
+
+def _erased_above_clear(seq: int) -> str:
+    return (
+        f"event {seq} is erased but no clear lies above it (erased events lie only below a"
+        " tombstone): the item was edited or restored outside chathist"
+    )
+
+
+def erased_above_clear(seq: int) -> CorruptHistoryError:
+    """The error for an ``erased`` event that two reads in a row met above every tombstone (a
+    concurrent clear would have put its tombstone above it for the second read)."""
+    return CorruptHistoryError(_erased_above_clear(seq), at=(None, seq))
