@@ -53,6 +53,10 @@ READ_RULE: Final = RetryRule(attempts=3)
 reported rather than read again."""
 TRUST_NEXT_SEQ: Final = 300
 """Seconds a log trusts the next sequence number it remembers before reading it again."""
+EXPIRY_MARGIN: Final = 60
+"""Seconds before the expiry of the event below a remembered next number at which the number
+stops being trusted: once that event may be deleted by TTL, the number may no longer be the end
+of the sequence (a session whose items all expired starts again lower down)."""
 
 DEFAULT_APPEND_RULE: Final = RetryRule(attempts=1000, timeout=30.0)
 """An append gives up after 1000 lost races or 30 s (``max_append_attempts``,
@@ -90,6 +94,8 @@ class EventLog:
         self.limits = Limits(item_overhead(store.items.attribute_names, session))
         self._next_seq: int | None = None
         self._next_seq_at = 0.0
+        self._before: int | None = None
+        """The expiry of the event numbered ``_next_seq - 1`` (None: it never expires)."""
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -143,7 +149,8 @@ class EventLog:
                 if first_page:
                     first_page = False
                     if page:
-                        self.remember(self.store.seq_of(page[0]) + 1)
+                        newest = page[0]
+                        self.remember(self.store.seq_of(newest) + 1, self.store.expiry_of(newest))
                     elif cursor.done:
                         self.remember(0)  # nothing stored yet
                 for raw in page:
@@ -206,7 +213,8 @@ class EventLog:
             if plan.staged and time.time() - planned > ABANDONED_AFTER / 2:
                 # A clear elsewhere may soon delete this stage as abandoned: stage anew.
                 plan, planned = yield from self.stage(entries, self.limits)
-            final = plan.at((yield from self.next_seq()))
+            final = yield from self.place(plan)
+            before = self._before  # the expiry of the event below final[0]
             try:
                 yield from self.store.insert_events(self.session, final)
             except SequenceTaken as lost:
@@ -216,10 +224,12 @@ class EventLog:
                 if attempt % 4 == 3:
                     self.remember(None)
                     yield from sleep(RetryRule.backoff(attempt // 4))
+                elif lost.taken >= final[0].seq:
+                    self.remember(lost.taken + 1, lost.expires)
                 else:
-                    self.remember(max(lost.taken + 1, final[0].seq))
+                    self.remember(final[0].seq, before)
                 continue
-            self.remember(final[-1].seq + 1)
+            self.remember(final[-1].seq + 1, final[-1].expires_at)
             return final[-1].seq
         raise ConcurrencyError(
             f"session {self.session!r}: other writers kept taking the next sequence number"
@@ -242,17 +252,40 @@ class EventLog:
         return plan, time.time()
 
     def next_seq(self) -> Steps[int]:
-        """The next sequence number: remembered (for up to `TRUST_NEXT_SEQ` seconds), else read
-        from the end of the sequence."""
-        if self._next_seq is None or time.monotonic() - self._next_seq_at > TRUST_NEXT_SEQ:
+        """The next sequence number: remembered, else read from the end of the sequence.
+
+        A remembered number is trusted for up to `TRUST_NEXT_SEQ` seconds, and only while the
+        event below it cannot have been deleted by TTL (`EXPIRY_MARGIN` before its expiry):
+        DynamoDB never deletes an item before it expires, so until then that event holds its
+        number and the remembered one is right above the end of the sequence, never a number
+        given up when a session's items all expired."""
+        before = self._before
+        doubtful = before is not None and before <= time.time() + EXPIRY_MARGIN
+        if (
+            self._next_seq is None
+            or doubtful
+            or time.monotonic() - self._next_seq_at > TRUST_NEXT_SEQ
+        ):
             newest = yield from self.store.newest(self.session)
-            self.remember(0 if newest is None else newest[0] + 1)
+            if newest is None:
+                self.remember(0)
+            else:
+                self.remember(newest[0] + 1, newest[2])
         assert self._next_seq is not None
         return self._next_seq
 
-    def remember(self, next_seq: int | None) -> None:
-        """Remember the next sequence number (None: read it before the next write)."""
+    def place(self, plan: Plan) -> Steps[list[Event]]:
+        """``plan``'s final request at the next sequence number; its first event marked
+        ``after_expiring`` if it does not expire and the event below it does (so that the gap
+        TTL leaves there reads as TTL's, not as a lost event)."""
+        start = yield from self.next_seq()
+        return plan.at(start, below_expires=self._before is not None)
+
+    def remember(self, next_seq: int | None, before: int | None = None) -> None:
+        """Remember the next sequence number and the expiry of the event below it (None: it
+        never expires; a next number of None: read it before the next write)."""
         self._next_seq = next_seq
+        self._before = before
         self._next_seq_at = time.monotonic()
 
     # -- clearing -------------------------------------------------------------------------------
@@ -281,23 +314,31 @@ class EventLog:
         )
         committed: set[str] = set()
         to_erase: list[int] = []
+        stray: list[str] = []
         while (page := (yield from cursor.next_page())) is not None:
             for raw in page:
                 kind, stage = _text(raw, names["kind"]), _text(raw, names["stage"])
                 if stage is not None:
                     committed.add(stage)
+                try:
+                    seq = self.store.seq_of(raw)
+                except CorruptHistoryError:  # a stray key below the tombstone: cleared too
+                    stray.append(raw[self.store.range_name]["S"])
+                    continue
                 if kind != "erased":
-                    to_erase.append(self.store.seq_of(raw))
+                    to_erase.append(seq)
         yield from self.store.erase(
             self.session, to_erase, expires_at=int(time.time()) + ERASED_TTL
         )
+        yield from self.store.delete_keys(self.session, stray)
         yield from self.delete_stages(committed, ABANDONED_AFTER, uncommitted_only=False)
 
     def repair(self, older_than: float | None = None) -> Steps[int]:
         """Delete the staged events of writes that never committed, staged more than
         ``older_than`` seconds ago (default and minimum `ABANDONED_AFTER`: a writer re-stages
         anything older than half of it before its commit, so no younger stage can still be
-        committed). Return how many items were deleted."""
+        committed), and the items whose sort key is no key chathist writes (every read and
+        write of the session meets them and raises). Return how many items were deleted."""
         older_than = ABANDONED_AFTER if older_than is None else older_than
         if older_than < ABANDONED_AFTER:
             raise ConfigurationError(
@@ -307,9 +348,18 @@ class EventLog:
         stage_name = self.store.items.names["stage"]
         cursor = self.store.sequence(self.session, newest_first=False, projection=[stage_name])
         committed: set[str] = set()
+        stray: list[str] = []
         while (page := (yield from cursor.next_page())) is not None:
-            committed.update(s for raw in page if (s := _text(raw, stage_name)) is not None)
-        return (yield from self.delete_stages(committed, older_than))
+            for raw in page:
+                try:
+                    self.store.seq_of(raw)
+                except CorruptHistoryError:  # "1", a 21-digit key: no write or read owns it
+                    stray.append(raw[self.store.range_name]["S"])
+                    continue
+                if (stage := _text(raw, stage_name)) is not None:
+                    committed.add(stage)
+        removed = yield from self.store.delete_keys(self.session, stray)
+        return removed + (yield from self.delete_stages(committed, older_than))
 
     def delete_stages(
         self, committed: set[str], older_than: float, *, uncommitted_only: bool = True

@@ -95,7 +95,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
     consumed capacity to (share one between histories for application-wide totals).
     The names ``primary_key_name``, ``sort_key_name``, ``history_messages_key`` and
     ``ttl_key_name`` must differ from each other and from chathist's own attribute names
-    (`chathist.models.INTERNAL_NAMES`: event, v, w, codec, blob, parts, msg, count, stage, at).
+    (`chathist.models.INTERNAL_NAMES`: event, v, w, codec, blob, parts, msg, count, stage, at, px).
 
     Lazy migration from the list layout (event layout only): ``legacy_table_name`` (default: this
     table) and ``legacy_key`` (default ``{primary_key_name: session_id}``) locate the session's

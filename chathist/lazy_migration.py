@@ -148,7 +148,7 @@ class LazyMigration:
             if not clearing and not (yield from self._events_cleared()):
                 moved = log.encode(messages_from_legacy(item.entries))
             plan, planned = yield from log.stage([*moved, *entries], self._limits())
-            final = plan.at((yield from log.next_seq()))
+            final = yield from log.place(plan)
             retire = self.legacy.retire_action(item, delete=self.delete_legacy, now=int(planned))
             try:
                 yield from log.store.insert_events(log.session, final, extra=[retire])
@@ -157,7 +157,7 @@ class LazyMigration:
                 yield from sleep(RetryRule.backoff(attempt))
                 continue
             self.retired = True
-            log.remember(final[-1].seq + 1)
+            log.remember(final[-1].seq + 1, final[-1].expires_at)
             return final[-1].seq
         raise ConcurrencyError(
             f"session {log.session!r}: the legacy item kept changing while it was migrated"

@@ -3,8 +3,10 @@
 The reader reads a session newest-first and feeds each event to a `TailFold`, which says when no
 older event can change the result: at the latest clear, or once it holds the ``limit`` newest
 messages. Each event fed must be numbered one below the previous one; a duplicate or an event out
-of order is corruption, and so is a gap, unless an event beside it carries an expiry (DynamoDB's
-TTL deletes expired items, leaving gaps). Expired messages are skipped. A ``commit`` is fed with
+of order is corruption, and so is a gap, unless it can be TTL's doing: DynamoDB's TTL deletes
+expired items, and only those, so a gap is legitimate when an event beside it carries an expiry,
+or when the event above it was written right above an expiring one (``after_expiring``: a
+session whose writers changed their ``ttl``). Expired messages are skipped. A ``commit`` is fed with
 the events of its stage, newest first, which must be numbered ``count``-1 down to 0: either as
 an iterable (`TailFold.feed`) or one by one between `TailFold.start_stage` and
 `TailFold.end_stage`, so a reader fetching them page by page stops inside a large stage once the
@@ -168,7 +170,7 @@ class TailFold:
             raise CorruptHistoryError(f"sequence number {event.seq} appears twice")
         if event.seq > previous.seq:
             raise CorruptHistoryError(f"event {event.seq} came after event {previous.seq}")
-        if event.expires_at is None and previous.expires_at is None:
+        if event.expires_at is None and previous.expires_at is None and not previous.after_expiring:
             raise CorruptHistoryError(
                 f"events {event.seq + 1}..{previous.seq - 1} are missing (a gap in the history)"
             )

@@ -12,13 +12,18 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import (
+    BinaryAttribute,
+    BooleanAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+)
 from pynamodb.models import Model
 
 from chathist.core.events import Event, parse_key, sort_key
 from chathist.errors import CorruptHistoryError
 
-__all__ = ["INTERNAL_NAMES", "EventItems", "EventModel", "event_items"]
+__all__ = ["INTERNAL_NAMES", "EventItems", "EventModel", "event_items", "stray_key"]
 
 
 class EventModel(Model):
@@ -38,6 +43,7 @@ class EventModel(Model):
     stage = UnicodeAttribute(attr_name="stage", null=True)
     staged_at = NumberAttribute(attr_name="at", null=True)
     expires_at = NumberAttribute(null=True)
+    after_expiring = BooleanAttribute(attr_name="px", null=True)
 
 
 INTERNAL_NAMES = frozenset(
@@ -46,6 +52,16 @@ INTERNAL_NAMES = frozenset(
     if name not in ("session", "seq", "text", "expires_at")
 )
 """Attribute names chathist uses itself; the configurable names must be none of these."""
+
+
+def stray_key(key: object, item: dict[str, Any]) -> CorruptHistoryError:
+    """The error for an item whose sort key no chathist write stores (``item``: its primary
+    key): it says the way out, since every read or write of the session meets it."""
+    return CorruptHistoryError(
+        f"sort key {key!r} is neither a sequence number nor a staged event's key: no chathist"
+        " write stores it; repair() (`chathist repair TABLE SESSION`) deletes such items",
+        key=item,
+    )
 
 
 class EventItems:
@@ -82,6 +98,7 @@ class EventItems:
             stage=event.stage if event.kind == "commit" else None,
             staged_at=event.staged_at,
             expires_at=event.expires_at,
+            after_expiring=event.after_expiring or None,
         )
         item: dict[str, Any] = instance.serialize()
         return item
@@ -116,7 +133,16 @@ class EventItems:
             return None if found is None else int(found)
 
         try:
-            stage, seq = parse_key(value("seq", "S", required=True))
+            sort = value("seq", "S", required=True)
+        except ValueError as exc:
+            raise CorruptHistoryError(
+                f"unreadable event item: {exc}", key=self.key_of(raw)
+            ) from exc
+        try:
+            stage, seq = parse_key(sort)
+        except ValueError as exc:
+            raise stray_key(sort, self.key_of(raw)) from exc
+        try:
             text = value("text", "S")
             return Event(
                 seq=seq,
@@ -130,6 +156,7 @@ class EventItems:
                 staged_at=number("staged_at"),
                 writer=value("writer", "S"),
                 expires_at=number("expires_at"),
+                after_expiring=value("after_expiring", "BOOL") is True,
                 version=int(value("version", "N", required=True)),
             )
         except (ValueError, TypeError, AttributeError) as exc:
