@@ -302,9 +302,10 @@ class EventLog:
         yield from self.erase_below(tombstone)
 
     def erase_below(self, tombstone: int) -> Steps[None]:
-        """Overwrite the events numbered below ``tombstone`` with content-free ``erased``
-        events (their numbers must stay taken), and delete their commits' stages and stages
-        abandoned more than `ABANDONED_AFTER` ago."""
+        """Delete the stages of the commits below ``tombstone`` and stages abandoned more than
+        `ABANDONED_AFTER` ago, then overwrite the events numbered below it with content-free
+        ``erased`` events (their numbers must stay taken). In that order: if any step fails,
+        every commit not yet erased still names its stage for the next clear."""
         names = self.store.items.names
         cursor = self.store.sequence(
             self.session,
@@ -327,11 +328,13 @@ class EventLog:
                     continue
                 if kind != "erased":
                     to_erase.append(seq)
+        # The stages go first: erasing a commit drops its link to its stage, so a clear that
+        # fails after erasing would leave a stage the next clear could no longer find.
+        yield from self.delete_stages(committed, ABANDONED_AFTER, uncommitted_only=False)
         yield from self.store.erase(
             self.session, to_erase, expires_at=int(time.time()) + ERASED_TTL
         )
         yield from self.store.delete_keys(self.session, stray)
-        yield from self.delete_stages(committed, ABANDONED_AFTER, uncommitted_only=False)
 
     def repair(self, older_than: float | None = None) -> Steps[int]:
         """Delete the staged events of writes that never committed, staged more than

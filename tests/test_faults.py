@@ -27,7 +27,7 @@ from botocore.retries.standard import ExponentialBackoff
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from chathist import ConcurrencyError, DynamoDBChatMessageHistory, StorageError
-from tests.helpers import partition_items
+from tests.helpers import hooked, partition_items
 from tests.reliability import install, note, record
 
 SECTION = "faults"
@@ -668,3 +668,35 @@ def test_list_layout_connection_dropped_after_append_is_not_duplicated(
             " applied UpdateItem is lost, botocore's retry appends the messages a second time"
         )
     setup.check_with(setup.new_history(layout="list"), ["once1", "once2"])
+
+
+@pytest.mark.parametrize("failing", ["DeleteRequest", "PutRequest"])
+def test_a_clear_failing_partway_leaves_the_next_clear_able_to_delete_everything(
+    setup: Setup, boto3_client: Any, failing: str
+) -> None:
+    """The stage deletion (or the erase) of a clear fails: the next clear still finds every
+    staged write below its tombstone and deletes it. No message content survives a completed
+    clear, whichever step failed first."""
+    history = setup.history
+    for start in (0, 40):
+        history.add_messages([human(f"m{i}") for i in range(start, start + 40)])  # staged
+    assert any(i["SK"]["S"].startswith("!") for i in setup.items(boto3_client))
+
+    def fail_batches(request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
+        if failing.encode() not in (request.body or b""):
+            return None
+        record(SECTION, setup.test, f"{E500} injected")
+        record(SECTION, setup.test, "faults injected")
+        return setup.faults.internal_error(request)
+
+    event = "before-send.dynamodb.BatchWriteItem"
+    with hooked(history.client, event, fail_batches), pytest.raises(StorageError):
+        history.clear()
+    assert setup.contents() == []
+    setup.new_history().clear()
+    left = setup.items(boto3_client)
+    content = [i for i in left if i["event"]["S"] not in ("erased", "clear")]
+    record(SECTION, setup.test, "content left after a completed clear", len(content))
+    assert content == []
+    history.add_message(human("fresh"))
+    setup.check(["fresh"])
