@@ -700,3 +700,39 @@ def test_a_clear_failing_partway_leaves_the_next_clear_able_to_delete_everything
     assert content == []
     history.add_message(human("fresh"))
     setup.check(["fresh"])
+
+
+def test_list_layout_resend_after_another_writers_append_is_stored_twice(
+    list_table: str, dynamodb_endpoint: str | None, dynamodb_region: str | None
+) -> None:
+    """The stated limit of the list layout (README): an applied append whose answer was lost is
+    recognised on its resend only if no other writer appended in between (the item keeps the
+    id of the last write only). Here a rival appends between the two: the resend applies
+    again. The event layout's answer to the same race is
+    `test_concurrent_appends_through_a_lossy_proxy_are_stored_exactly_once`."""
+    setup = Setup(list_table, dynamodb_endpoint, dynamodb_region, "list layout resend limit")
+    history = setup.new_history(layout="list")
+    rival = DynamoDBChatMessageHistory(
+        list_table,
+        setup.session,
+        endpoint_url=dynamodb_endpoint,
+        region_name=dynamodb_region,
+        layout="list",
+        boto3_session=boto3.Session(region_name=dynamodb_region),
+    )
+    faults = Faults(list_client(history), setup.test)
+    sends: list[int] = []
+
+    def rival_between_attempts() -> None:
+        sends.append(1)
+        if len(sends) == 2:
+            rival.add_message(human("rival"))
+
+    faults.on_send["UpdateItem"] = rival_between_attempts
+    try:
+        faults.plan("UpdateItem", DROP_AFTER, "ok")
+        history.add_message(human("once"))
+    finally:
+        faults.close()
+    final = [str(m.content) for m in setup.new_history(layout="list").messages]
+    assert final == ["once", "rival", "once"]
