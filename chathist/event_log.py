@@ -33,7 +33,13 @@ from chathist.core.plan import CLEAR, Limits, Plan, item_overhead, plan_write
 from chathist.core.retry import RetryRule
 from chathist.core.steps import Steps, sleep
 from chathist.dynamo.event_store import EventStore, SequenceTaken
-from chathist.errors import ConcurrencyError, ConfigurationError, CorruptHistoryError
+from chathist.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    CorruptHistoryError,
+    OutcomeUnknownError,
+    StorageError,
+)
 
 __all__ = [
     "ABANDONED_AFTER",
@@ -57,6 +63,17 @@ EXPIRY_MARGIN: Final = 60
 """Seconds before the expiry of the event below a remembered next number at which the number
 stops being trusted: once that event may be deleted by TTL, the number may no longer be the end
 of the sequence (a session whose items all expired starts again lower down)."""
+
+RESEND_RULE: Final = RetryRule(attempts=12, timeout=30.0)
+"""Resends of the final request of a write whose answer was lost (a dropped connection, a
+server error), with backoff, before `OutcomeUnknownError`. botocore resends too, but its retry
+quota is refunded only by successful answers, and a resend of an applied conditional put ends
+in a failed condition (chathist's own success): on a lossy network the quota drains and
+botocore stops resending. A resend is never stored twice: the put's condition fails on the
+write's own items, which count as done."""
+AMBIGUOUS_CODES: Final = frozenset({None, "InternalServerError", "ServiceUnavailable"})
+"""`StorageError` codes after which a write may have been applied: no answer at all (None),
+or a server error."""
 
 DEFAULT_APPEND_RULE: Final = RetryRule(attempts=1000, timeout=30.0)
 """An append gives up after 1000 lost races or 30 s (``max_append_attempts``,
@@ -216,7 +233,7 @@ class EventLog:
             final = yield from self.place(plan)
             before = self._before  # the expiry of the event below final[0]
             try:
-                yield from self.store.insert_events(self.session, final)
+                yield from self.insert(final)
             except SequenceTaken as lost:
                 # Taken numbers form a prefix 0..n (each write goes right after a number known
                 # to be taken), so try right after the highest one seen. Every few losses, back
@@ -235,6 +252,53 @@ class EventLog:
             f"session {self.session!r}: other writers kept taking the next sequence number"
             f" ({attempts.spent}); nothing was appended"
         )
+
+    def insert(self, final: list[Event]) -> Steps[None]:
+        """Store the final request of a write; resend it (under `RESEND_RULE`) while its outcome
+        is unknown. Raises `SequenceTaken` if another writer holds its numbers (it is then not
+        stored, and never will be), `OutcomeUnknownError` if no resend got an answer."""
+        attempts = RESEND_RULE.start()
+        error: StorageError | None = None
+        for attempt in attempts:
+            if attempt:
+                yield from sleep(RetryRule.backoff(attempt + 4))
+            try:
+                yield from self.store.insert_events(self.session, final)
+                return
+            except OutcomeUnknownError:
+                raise
+            except StorageError as exc:
+                if exc.code not in AMBIGUOUS_CODES:
+                    if error is None:
+                        raise  # refused before anything could be applied
+                    raise self._unknown(final, exc, attempts.spent) from exc
+                error = exc
+        assert error is not None
+        raise self._unknown(final, error, attempts.spent) from error
+
+    def _unknown(self, final: list[Event], exc: StorageError, spent: str) -> OutcomeUnknownError:
+        return OutcomeUnknownError(
+            f"session {self.session!r}: the write at sequence number {final[0].seq} may or may"
+            f" not be stored: its answers were lost ({spent}; last: {exc}). It is stored whole"
+            " or not at all; call settle(error) to find out without storing it twice",
+            session=self.session,
+            seq=final[0].seq,
+            pending=final,
+            code=exc.code,
+        )
+
+    def settle(self, error: OutcomeUnknownError) -> Steps[bool]:
+        """Finish or rule out the write of ``error``: resend it (never stored twice); True if it
+        is stored, False if another writer holds its number (it never will be)."""
+        if error.session != self.session or not isinstance(error.pending, list):
+            raise ConfigurationError("settle() takes an OutcomeUnknownError of this session")
+        try:
+            yield from self.insert(error.pending)
+        except SequenceTaken:
+            self.remember(None)
+            return False
+        self.remember(None)
+        return True
 
     def stage(self, entries: Sequence[Entry], limits: Limits) -> Steps[tuple[Plan, float]]:
         """Plan a write and store its staged requests; return the plan and when it was made."""

@@ -46,7 +46,7 @@ from chathist.core.steps import Steps, sleep
 from chathist.dynamo.event_store import SequenceTaken
 from chathist.dynamo.list_store import MIGRATED_ATTRIBUTE, ListItem, ListStore
 from chathist.dynamo.translate import TransactionCanceled
-from chathist.errors import ConcurrencyError
+from chathist.errors import ConcurrencyError, OutcomeUnknownError
 from chathist.event_log import Completion, Entry, EventLog
 
 __all__ = ["MIGRATED_ATTRIBUTE", "LazyMigration"]
@@ -129,6 +129,10 @@ class LazyMigration:
     def repair(self, older_than: float | None = None) -> Steps[int]:
         """Repair the event log (see `EventLog.repair`)."""
         return (yield from self.log.repair(older_than))
+
+    def settle(self, error: OutcomeUnknownError) -> Steps[bool]:
+        """Settle an append of the event log (see `EventLog.settle`)."""
+        return (yield from self.log.settle(error))
 
     def migrate(self, entries: Sequence[Entry]) -> Steps[int | None]:
         """Write ``entries`` together with the move of the legacy messages into events (for a

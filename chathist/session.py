@@ -21,7 +21,7 @@ from chathist.dynamo.event_store import EventStore
 from chathist.dynamo.items import event_items
 from chathist.dynamo.list_store import ListStore
 from chathist.dynamo.tables import check_event_schema, check_item_key, key_schema, move_sessions
-from chathist.errors import ConfigurationError
+from chathist.errors import ConfigurationError, OutcomeUnknownError
 from chathist.event_log import EventLog, LogSettings
 from chathist.lazy_migration import LazyMigration
 from chathist.list_log import ListLog
@@ -47,6 +47,10 @@ class SessionLog(Protocol):
 
     def repair(self, older_than: float | None = None) -> Steps[int]:
         """Delete what interrupted writes left behind; return how many items."""
+        ...
+
+    def settle(self, error: OutcomeUnknownError) -> Steps[bool]:
+        """Whether the write of ``error`` is stored, storing it if it can still be."""
         ...
 
 
