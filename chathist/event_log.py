@@ -222,14 +222,15 @@ class EventLog:
         threshold = self.settings.compress_threshold
         return [encode_message(m, compress_threshold=threshold) for m in messages]
 
-    def write(self, entries: Sequence[Entry]) -> Steps[int]:
-        """Write ``entries`` at the end of the session; return the sequence number of the last."""
-        plan, planned = yield from self.stage(entries, self.limits)
+    def write(self, entries: Sequence[Entry], *, tag: str = "") -> Steps[int]:
+        """Write ``entries`` at the end of the session; return the sequence number of the last.
+        ``tag`` starts the write's id (see `chathist.lazy_migration.LEGACY_AWARE`)."""
+        plan, planned = yield from self.stage(entries, self.limits, tag=tag)
         attempts = self.settings.append_rule.start()
         for attempt in attempts:
             if plan.staged and time.time() - planned > ABANDONED_AFTER / 2:
                 # A clear elsewhere may soon delete this stage as abandoned: stage anew.
-                plan, planned = yield from self.stage(entries, self.limits)
+                plan, planned = yield from self.stage(entries, self.limits, tag=tag)
             final = yield from self.place(plan)
             before = self._before  # the expiry of the event below final[0]
             try:
@@ -300,13 +301,15 @@ class EventLog:
         self.remember(None)
         return True
 
-    def stage(self, entries: Sequence[Entry], limits: Limits) -> Steps[tuple[Plan, float]]:
+    def stage(
+        self, entries: Sequence[Entry], limits: Limits, *, tag: str = ""
+    ) -> Steps[tuple[Plan, float]]:
         """Plan a write and store its staged requests; return the plan and when it was made."""
         now = int(time.time())
         ttl = self.settings.ttl
         plan = plan_write(
             entries,  # type: ignore[arg-type]
-            uuid.uuid4().hex,
+            tag + uuid.uuid4().hex,
             limits,
             expires_at=now + ttl if ttl else None,
             now=now,
@@ -354,7 +357,7 @@ class EventLog:
 
     # -- clearing -------------------------------------------------------------------------------
 
-    def clear(self) -> Steps[None]:
+    def clear(self, *, tag: str = "") -> Steps[None]:
         """A tombstone first (readers see nothing from then on), then erase everything below
         it. If erasing is interrupted, readers still see an empty history, and the next
         ``clear()`` erases what is left."""
@@ -362,7 +365,7 @@ class EventLog:
             # No event: at most the stages of first writes that never committed are left.
             yield from self.delete_stages(set(), ABANDONED_AFTER)
             return
-        tombstone = yield from self.write([CLEAR])
+        tombstone = yield from self.write([CLEAR], tag=tag)
         yield from self.erase_below(tombstone)
 
     def erase_below(self, tombstone: int) -> Steps[None]:

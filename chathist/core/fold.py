@@ -53,6 +53,8 @@ class TailFold:
         (it should read again), or if the item is corrupt (a read again meets it again)."""
         self.cleared_at: int | None = None
         """Sequence number of the clear the fold stopped at, if any."""
+        self.cleared_by: str | None = None
+        """The write id of that clear."""
         self.done = limit == 0
 
     def feed(self, event: Event, staged: Iterable[Event] = ()) -> bool:
@@ -135,6 +137,7 @@ class TailFold:
             raise CorruptHistoryError(f"event {event.seq} has unexpected kind {event.kind!r}")
         elif event.kind == "clear":
             self.cleared_at = event.seq
+            self.cleared_by = event.writer
             self.done = True
         elif event.kind == "part":
             raise CorruptHistoryError(f"part {event.seq} has no message above it")
