@@ -180,7 +180,10 @@ class EventLog:
                     if tail.done:
                         break
         except CorruptHistoryError as exc:
-            raise self._name_item(exc, event) from exc
+            named = self._name_item(exc, event)
+            if named is exc:
+                raise  # already names its item (never its own cause)
+            raise named from exc
         return tail
 
     def _feed_stage(self, tail: TailFold, stage: str, page_size: int | None) -> Steps[None]:
@@ -195,7 +198,10 @@ class EventLog:
         try:
             return tail.messages
         except CorruptHistoryError as exc:
-            raise self._name_item(exc, None) from exc
+            named = self._name_item(exc, None)
+            if named is exc:
+                raise  # already names its item (never its own cause)
+            raise named from exc
 
     def _name_item(self, exc: CorruptHistoryError, event: Event | None) -> CorruptHistoryError:
         """``exc`` naming the item it is about (the session and sort key)."""
