@@ -108,9 +108,11 @@ class StorageError(ChatHistoryError):
     one.
     """
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, unsent: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.unsent = unsent
+        """True when no connection was made: the request never reached DynamoDB."""
 
 
 class OutcomeUnknownError(StorageError):

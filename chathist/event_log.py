@@ -72,8 +72,8 @@ in a failed condition (chathist's own success): on a lossy network the quota dra
 botocore stops resending. A resend is never stored twice: the put's condition fails on the
 write's own items, which count as done."""
 AMBIGUOUS_CODES: Final = frozenset({None, "InternalServerError", "ServiceUnavailable"})
-"""`StorageError` codes after which a write may have been applied: no answer at all (None),
-or a server error."""
+"""`StorageError` codes after which a write may have been applied: no answer at all (None,
+unless no connection was made), or a server error."""
 
 DEFAULT_APPEND_RULE: Final = RetryRule(attempts=1000, timeout=30.0)
 """An append gives up after 1000 lost races or 30 s (``max_append_attempts``,
@@ -275,11 +275,12 @@ class EventLog:
             except OutcomeUnknownError:
                 raise
             except StorageError as exc:
-                if exc.code not in AMBIGUOUS_CODES:
-                    if error is None:
-                        raise  # refused before anything could be applied
+                ambiguous = exc.code in AMBIGUOUS_CODES and not exc.unsent
+                if error is None and not ambiguous:
+                    raise  # refused, or never sent: nothing was stored
+                if not ambiguous and not exc.unsent:
                     raise self._unknown(final, exc, attempts.spent) from exc
-                error = exc
+                error = exc  # unknown, or unsent after an unknown: resend
         assert error is not None
         raise self._unknown(final, error, attempts.spent) from error
 

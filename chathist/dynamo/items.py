@@ -58,8 +58,9 @@ def stray_key(key: object, item: dict[str, Any]) -> CorruptHistoryError:
     """The error for an item whose sort key no chathist write stores (``item``: its primary
     key): it says the way out, since every read or write of the session meets it."""
     return CorruptHistoryError(
-        f"sort key {key!r} is neither a sequence number nor a staged event's key: no chathist"
-        " write stores it; repair() (`chathist repair TABLE SESSION`) deletes such items",
+        f"sort key {key!r} is not a 20-digit sequence number nor a staged event's key: no"
+        " chathist write stores it; repair() (`chathist repair TABLE SESSION`) deletes such"
+        " items",
         key=item,
     )
 
