@@ -739,6 +739,13 @@ def test_list_layout_resend_after_another_writers_append_is_stored_twice(
         faults.close()
     final = [str(m.content) for m in setup.new_history(layout="list").messages]
     assert final == ["once", "rival", "once"]
+    record(SECTION, setup.test, "stored twice by design (the list layout's stated limit)", 1)
+    note(
+        SECTION,
+        setup.test,
+        "Not counted as duplicated above: this test shows the list layout's stated limit (README):"
+        " a resend after another writer's append is stored twice.",
+    )
 
 
 # -- faults on the wire (tests/loopback_proxy.py) --------------------------------------------------
