@@ -4,7 +4,7 @@ threads.
 Each of N sessions does what a chat server does per turn, ``appends`` times: a new history
 object (as ``RunnableWithMessageHistory`` makes one per call) appends one message; then a new
 history object with ``history_size = window`` reads the window. Every request goes through a
-`DelayProxy` that adds ``delay_ms`` to it, as a round trip to the service would. Three ways of
+`LoopbackProxy` that adds ``delay_ms`` to it, as a round trip to the service would. Three ways of
 running the N sessions at once, one after the other on the same DynamoDB Local:
 
 - ``native-async``: one event loop, N coroutines, chathist's ``aadd_messages`` /
@@ -38,10 +38,10 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
 import chathist
-from benchmarks.delay_proxy import DelayProxy, ProxyStats
 from benchmarks.workload import Sizes, describe_error, make_messages, session_id
 from chathist.dynamo import aio
 from chathist.dynamo.client import CLIENT_CONFIG
+from tests.loopback_proxy import LoopbackProxy, ProxyStats
 
 Log = Callable[[str], None]
 
@@ -156,7 +156,7 @@ def process_ticks(pid: int | None) -> int | None:
 class Turnstile:
     """Marks the start of the timed part: the clock, CPU times, meter and proxy counts."""
 
-    def __init__(self, setting: Setting, proxy: DelayProxy) -> None:
+    def __init__(self, setting: Setting, proxy: LoopbackProxy) -> None:
         self.setting = setting
         self.proxy = proxy
         self.started = 0.0
@@ -295,7 +295,7 @@ async def timed(into: list[float], call: Awaitable[Any]) -> Any:
 
 
 async def async_run(
-    setting: Setting, proxy: DelayProxy, sessions: int, appends: int, executor: bool
+    setting: Setting, proxy: LoopbackProxy, sessions: int, appends: int, executor: bool
 ) -> dict[str, Any]:
     """N coroutines in this loop: warm up, open the gate, time until the last one is done."""
     calls = Calls()
@@ -363,7 +363,9 @@ class PoolOverflow(logging.Filter):
         return True
 
 
-def thread_run(setting: Setting, proxy: DelayProxy, sessions: int, appends: int) -> dict[str, Any]:
+def thread_run(
+    setting: Setting, proxy: LoopbackProxy, sessions: int, appends: int
+) -> dict[str, Any]:
     """N threads, one per session."""
     calls = Calls()
     turnstile = Turnstile(setting, proxy)
@@ -465,7 +467,7 @@ def async_concurrency(sizes: Sizes, endpoint_url: str, region: str, log: Log) ->
         "runs": {},
     }
     delay = sizes.async_delay_ms / 1000
-    with DelayProxy(endpoint_url, delay, where=where, lifetime_s=3 * 3600) as proxy:
+    with LoopbackProxy(endpoint_url, delay, where=where, lifetime_s=3 * 3600) as proxy:
         port = urlsplit(endpoint_url).port
         server = server_pid(port) if port else None
         setting = Setting(table, proxy.endpoint_url, region, sizes.history_size, server)
@@ -539,7 +541,7 @@ def paired_ratios(per: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, A
 
 
 def one_run(
-    key: str, setting: Setting, proxy: DelayProxy, sessions: int, appends: int
+    key: str, setting: Setting, proxy: LoopbackProxy, sessions: int, appends: int
 ) -> dict[str, Any]:
     """One contender's run of ``sessions`` sessions."""
     if key == THREADS:

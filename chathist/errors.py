@@ -15,6 +15,7 @@ exception as ``__cause__``::
     ├── CorruptHistoryError       stored items that cannot be folded (gap, duplicate, garbage)
     ├── ItemTooLargeError         a list-layout session that no longer fits one item
     └── StorageError              DynamoDB failed after botocore's retries
+        └── OutcomeUnknownError   an append whose answers were lost: stored whole, or not at all
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "InvalidSessionIdError",
     "ItemTooLargeError",
     "MessageTooLargeError",
+    "OutcomeUnknownError",
     "StorageError",
     "TableError",
     "TableNotFoundError",
@@ -99,11 +101,39 @@ class ItemTooLargeError(ChatHistoryError):
 class StorageError(ChatHistoryError):
     """A DynamoDB request failed after botocore's retries; nothing was half-written.
 
-    A write is applied whole or not at all, but when answers were lost it may have been applied
-    before the error: read the history before sending the same messages again. ``code`` is
-    DynamoDB's error code, where it answered with one.
+    A write is applied whole or not at all. An event-layout append whose answers were lost
+    resends itself and raises `OutcomeUnknownError` if it still cannot tell; other writes (a
+    clear, the list layout) may have been applied before this error: read the history before
+    sending the same messages again. ``code`` is DynamoDB's error code, where it answered with
+    one.
     """
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, unsent: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.unsent = unsent
+        """True when no connection was made: the request never reached DynamoDB."""
+
+
+class OutcomeUnknownError(StorageError):
+    """An append whose every resend lost its answer (or met a server error): it is stored whole
+    or not at all, and which is not known. Do not simply send the messages again: call
+    ``history.settle(error)``, which resends this very write (a resend is never stored twice)
+    and returns True if it is stored, False if it never will be (then send the messages again).
+
+    ``pending`` is the write, for `settle`; ``session`` and ``seq`` say where it goes.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        session: str,
+        seq: int,
+        pending: object,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.session = session
+        self.seq = seq
+        self.pending = pending

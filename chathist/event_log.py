@@ -30,12 +30,18 @@ from langchain_core.messages import BaseMessage
 
 from chathist.core.codec import Payload, encode_message
 from chathist.core.events import Event, sort_key
-from chathist.core.fold import TailFold
+from chathist.core.fold import TailFold, erased_above_clear
 from chathist.core.plan import CLEAR, Limits, Plan, item_overhead, plan_write
 from chathist.core.retry import RetryRule
 from chathist.core.steps import Steps, sleep
 from chathist.dynamo.event_store import EventStore, SequenceTaken
-from chathist.errors import ConcurrencyError, ConfigurationError, CorruptHistoryError
+from chathist.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    CorruptHistoryError,
+    OutcomeUnknownError,
+    StorageError,
+)
 
 __all__ = [
     "ABANDONED_AFTER",
@@ -55,6 +61,21 @@ READ_RULE: Final = RetryRule(attempts=3)
 reported rather than read again."""
 TRUST_NEXT_SEQ: Final = 300
 """Seconds a log trusts the next sequence number it remembers before reading it again."""
+EXPIRY_MARGIN: Final = 60
+"""Seconds before the expiry of the event below a remembered next number at which the number
+stops being trusted: once that event may be deleted by TTL, the number may no longer be the end
+of the sequence (a session whose items all expired starts again lower down)."""
+
+RESEND_RULE: Final = RetryRule(attempts=12, timeout=30.0)
+"""Resends of the final request of a write whose answer was lost (a dropped connection, a
+server error), with backoff, before `OutcomeUnknownError`. botocore resends too, but its retry
+quota is refunded only by successful answers, and a resend of an applied conditional put ends
+in a failed condition (chathist's own success): on a lossy network the quota drains and
+botocore stops resending. A resend is never stored twice: the put's condition fails on the
+write's own items, which count as done."""
+AMBIGUOUS_CODES: Final = frozenset({None, "InternalServerError", "ServiceUnavailable"})
+"""`StorageError` codes after which a write may have been applied: no answer at all (None,
+unless no connection was made), or a server error."""
 
 DEFAULT_APPEND_RULE: Final = RetryRule(attempts=1000, timeout=30.0)
 """An append gives up after 1000 lost races or 30 s (``max_append_attempts``,
@@ -92,11 +113,14 @@ class EventLog:
         self.limits = Limits(item_overhead(store.items.attribute_names, session))
         self._next_seq: int | None = None
         self._next_seq_at = 0.0
+        self._before: int | None = None
+        """The expiry of the event numbered ``_next_seq - 1`` (None: it never expires)."""
 
     # -- reading --------------------------------------------------------------------------------
 
     def read(self, completer: Completer | None = None) -> Steps[list[BaseMessage]]:
         """The session's messages (the latest ``window``), oldest first."""
+        erased_before: int | None = None
         for attempt in READ_RULE.start():
             final = attempt == READ_RULE.attempts - 1
             complete = None if completer is None else completer()
@@ -107,7 +131,12 @@ class EventLog:
                 if final:
                     raise
                 continue  # a clear may have removed a stage this read was about to read
-            if tail.erased_seen:
+            if tail.erased_at is not None:
+                if erased_before is not None and tail.erased_at <= erased_before:
+                    # A clear during the first read would have put its tombstone above this
+                    # event for the second: no clear did, so the item itself is wrong.
+                    raise self._name_item(erased_above_clear(tail.erased_at), None)
+                erased_before = tail.erased_at
                 if not final:
                     continue  # a clear ran during the read: its tombstone stops the next one
                 raise ConcurrencyError(
@@ -149,7 +178,8 @@ class EventLog:
                 if first_page:
                     first_page = False
                     if page:
-                        self.remember(self.store.seq_of(page[0]) + 1)
+                        newest = page[0]
+                        self.remember(self.store.seq_of(newest) + 1, self.store.expiry_of(newest))
                     elif cursor.done:
                         self.remember(0)  # nothing stored yet
                 for raw in page:
@@ -164,7 +194,10 @@ class EventLog:
                     if tail.done:
                         break
         except CorruptHistoryError as exc:
-            raise self._name_item(exc, event) from exc
+            named = self._name_item(exc, event)
+            if named is exc:
+                raise  # already names its item (never its own cause)
+            raise named from exc
         if window is not None and fewest is not None:
             _DENSITY.remember(self.store.table_name, self.session, fewest)
         return tail
@@ -181,7 +214,10 @@ class EventLog:
         try:
             return tail.messages
         except CorruptHistoryError as exc:
-            raise self._name_item(exc, None) from exc
+            named = self._name_item(exc, None)
+            if named is exc:
+                raise  # already names its item (never its own cause)
+            raise named from exc
 
     def _name_item(self, exc: CorruptHistoryError, event: Event | None) -> CorruptHistoryError:
         """``exc`` naming the item it is about (the session and sort key)."""
@@ -208,17 +244,19 @@ class EventLog:
         threshold = self.settings.compress_threshold
         return [encode_message(m, compress_threshold=threshold) for m in messages]
 
-    def write(self, entries: Sequence[Entry]) -> Steps[int]:
-        """Write ``entries`` at the end of the session; return the sequence number of the last."""
-        plan, planned = yield from self.stage(entries, self.limits)
+    def write(self, entries: Sequence[Entry], *, tag: str = "") -> Steps[int]:
+        """Write ``entries`` at the end of the session; return the sequence number of the last.
+        ``tag`` starts the write's id (see `chathist.lazy_migration.LEGACY_AWARE`)."""
+        plan, planned = yield from self.stage(entries, self.limits, tag=tag)
         attempts = self.settings.append_rule.start()
         for attempt in attempts:
             if plan.staged and time.time() - planned > ABANDONED_AFTER / 2:
                 # A clear elsewhere may soon delete this stage as abandoned: stage anew.
-                plan, planned = yield from self.stage(entries, self.limits)
-            final = plan.at((yield from self.next_seq()))
+                plan, planned = yield from self.stage(entries, self.limits, tag=tag)
+            final = yield from self.place(plan)
+            before = self._before  # the expiry of the event below final[0]
             try:
-                yield from self.store.insert_events(self.session, final)
+                yield from self.insert(final)
             except SequenceTaken as lost:
                 # Taken numbers form a prefix 0..n (each write goes right after a number known
                 # to be taken), so try right after the highest one seen. Every few losses, back
@@ -226,23 +264,75 @@ class EventLog:
                 if attempt % 4 == 3:
                     self.remember(None)
                     yield from sleep(RetryRule.backoff(attempt // 4))
+                elif lost.taken >= final[0].seq:
+                    self.remember(lost.taken + 1, lost.expires)
                 else:
-                    self.remember(max(lost.taken + 1, final[0].seq))
+                    self.remember(final[0].seq, before)
                 continue
-            self.remember(final[-1].seq + 1)
+            self.remember(final[-1].seq + 1, final[-1].expires_at)
             return final[-1].seq
         raise ConcurrencyError(
             f"session {self.session!r}: other writers kept taking the next sequence number"
             f" ({attempts.spent}); nothing was appended"
         )
 
-    def stage(self, entries: Sequence[Entry], limits: Limits) -> Steps[tuple[Plan, float]]:
+    def insert(self, final: list[Event]) -> Steps[None]:
+        """Store the final request of a write; resend it (under `RESEND_RULE`) while its outcome
+        is unknown. Raises `SequenceTaken` if another writer holds its numbers (it is then not
+        stored, and never will be), `OutcomeUnknownError` if no resend got an answer."""
+        attempts = RESEND_RULE.start()
+        error: StorageError | None = None
+        for attempt in attempts:
+            if attempt:
+                yield from sleep(RetryRule.backoff(attempt + 4))
+            try:
+                yield from self.store.insert_events(self.session, final)
+                return
+            except OutcomeUnknownError:
+                raise
+            except StorageError as exc:
+                ambiguous = exc.code in AMBIGUOUS_CODES and not exc.unsent
+                if error is None and not ambiguous:
+                    raise  # refused, or never sent: nothing was stored
+                if not ambiguous and not exc.unsent:
+                    raise self._unknown(final, exc, attempts.spent) from exc
+                error = exc  # unknown, or unsent after an unknown: resend
+        assert error is not None
+        raise self._unknown(final, error, attempts.spent) from error
+
+    def _unknown(self, final: list[Event], exc: StorageError, spent: str) -> OutcomeUnknownError:
+        return OutcomeUnknownError(
+            f"session {self.session!r}: the write at sequence number {final[0].seq} may or may"
+            f" not be stored: its answers were lost ({spent}; last: {exc}). It is stored whole"
+            " or not at all; call settle(error) to find out without storing it twice",
+            session=self.session,
+            seq=final[0].seq,
+            pending=final,
+            code=exc.code,
+        )
+
+    def settle(self, error: OutcomeUnknownError) -> Steps[bool]:
+        """Finish or rule out the write of ``error``: resend it (never stored twice); True if it
+        is stored, False if another writer holds its number (it never will be)."""
+        if error.session != self.session or not isinstance(error.pending, list):
+            raise ConfigurationError("settle() takes an OutcomeUnknownError of this session")
+        try:
+            yield from self.insert(error.pending)
+        except SequenceTaken:
+            self.remember(None)
+            return False
+        self.remember(None)
+        return True
+
+    def stage(
+        self, entries: Sequence[Entry], limits: Limits, *, tag: str = ""
+    ) -> Steps[tuple[Plan, float]]:
         """Plan a write and store its staged requests; return the plan and when it was made."""
         now = int(time.time())
         ttl = self.settings.ttl
         plan = plan_write(
             entries,  # type: ignore[arg-type]
-            uuid.uuid4().hex,
+            tag + uuid.uuid4().hex,
             limits,
             expires_at=now + ttl if ttl else None,
             now=now,
@@ -252,22 +342,45 @@ class EventLog:
         return plan, time.time()
 
     def next_seq(self) -> Steps[int]:
-        """The next sequence number: remembered (for up to `TRUST_NEXT_SEQ` seconds), else read
-        from the end of the sequence."""
-        if self._next_seq is None or time.monotonic() - self._next_seq_at > TRUST_NEXT_SEQ:
+        """The next sequence number: remembered, else read from the end of the sequence.
+
+        A remembered number is trusted for up to `TRUST_NEXT_SEQ` seconds, and only while the
+        event below it cannot have been deleted by TTL (`EXPIRY_MARGIN` before its expiry):
+        DynamoDB never deletes an item before it expires, so until then that event holds its
+        number and the remembered one is right above the end of the sequence, never a number
+        given up when a session's items all expired."""
+        before = self._before
+        doubtful = before is not None and before <= time.time() + EXPIRY_MARGIN
+        if (
+            self._next_seq is None
+            or doubtful
+            or time.monotonic() - self._next_seq_at > TRUST_NEXT_SEQ
+        ):
             newest = yield from self.store.newest(self.session)
-            self.remember(0 if newest is None else newest[0] + 1)
+            if newest is None:
+                self.remember(0)
+            else:
+                self.remember(newest[0] + 1, newest[2])
         assert self._next_seq is not None
         return self._next_seq
 
-    def remember(self, next_seq: int | None) -> None:
-        """Remember the next sequence number (None: read it before the next write)."""
+    def place(self, plan: Plan) -> Steps[list[Event]]:
+        """``plan``'s final request at the next sequence number; its first event marked
+        ``after_expiring`` if it does not expire and the event below it does (so that the gap
+        TTL leaves there reads as TTL's, not as a lost event)."""
+        start = yield from self.next_seq()
+        return plan.at(start, below_expires=self._before is not None)
+
+    def remember(self, next_seq: int | None, before: int | None = None) -> None:
+        """Remember the next sequence number and the expiry of the event below it (None: it
+        never expires; a next number of None: read it before the next write)."""
         self._next_seq = next_seq
+        self._before = before
         self._next_seq_at = time.monotonic()
 
     # -- clearing -------------------------------------------------------------------------------
 
-    def clear(self) -> Steps[None]:
+    def clear(self, *, tag: str = "") -> Steps[None]:
         """A tombstone first (readers see nothing from then on), then erase everything below
         it. If erasing is interrupted, readers still see an empty history, and the next
         ``clear()`` erases what is left."""
@@ -275,13 +388,14 @@ class EventLog:
             # No event: at most the stages of first writes that never committed are left.
             yield from self.delete_stages(set(), ABANDONED_AFTER)
             return
-        tombstone = yield from self.write([CLEAR])
+        tombstone = yield from self.write([CLEAR], tag=tag)
         yield from self.erase_below(tombstone)
 
     def erase_below(self, tombstone: int) -> Steps[None]:
-        """Overwrite the events numbered below ``tombstone`` with content-free ``erased``
-        events (their numbers must stay taken), and delete their commits' stages and stages
-        abandoned more than `ABANDONED_AFTER` ago."""
+        """Delete the stages of the commits below ``tombstone`` and stages abandoned more than
+        `ABANDONED_AFTER` ago, then overwrite the events numbered below it with content-free
+        ``erased`` events (their numbers must stay taken). In that order: if any step fails,
+        every commit not yet erased still names its stage for the next clear."""
         names = self.store.items.names
         cursor = self.store.sequence(
             self.session,
@@ -291,23 +405,33 @@ class EventLog:
         )
         committed: set[str] = set()
         to_erase: list[int] = []
+        stray: list[str] = []
         while (page := (yield from cursor.next_page())) is not None:
             for raw in page:
                 kind, stage = _text(raw, names["kind"]), _text(raw, names["stage"])
                 if stage is not None:
                     committed.add(stage)
+                try:
+                    seq = self.store.seq_of(raw)
+                except CorruptHistoryError:  # a stray key below the tombstone: cleared too
+                    stray.append(raw[self.store.range_name]["S"])
+                    continue
                 if kind != "erased":
-                    to_erase.append(self.store.seq_of(raw))
+                    to_erase.append(seq)
+        # The stages go first: erasing a commit drops its link to its stage, so a clear that
+        # fails after erasing would leave a stage the next clear could no longer find.
+        yield from self.delete_stages(committed, ABANDONED_AFTER, uncommitted_only=False)
         yield from self.store.erase(
             self.session, to_erase, expires_at=int(time.time()) + ERASED_TTL
         )
-        yield from self.delete_stages(committed, ABANDONED_AFTER, uncommitted_only=False)
+        yield from self.store.delete_keys(self.session, stray)
 
     def repair(self, older_than: float | None = None) -> Steps[int]:
         """Delete the staged events of writes that never committed, staged more than
         ``older_than`` seconds ago (default and minimum `ABANDONED_AFTER`: a writer re-stages
         anything older than half of it before its commit, so no younger stage can still be
-        committed). Return how many items were deleted."""
+        committed), and the items whose sort key is no key chathist writes (every read and
+        write of the session meets them and raises). Return how many items were deleted."""
         older_than = ABANDONED_AFTER if older_than is None else older_than
         if older_than < ABANDONED_AFTER:
             raise ConfigurationError(
@@ -317,9 +441,18 @@ class EventLog:
         stage_name = self.store.items.names["stage"]
         cursor = self.store.sequence(self.session, newest_first=False, projection=[stage_name])
         committed: set[str] = set()
+        stray: list[str] = []
         while (page := (yield from cursor.next_page())) is not None:
-            committed.update(s for raw in page if (s := _text(raw, stage_name)) is not None)
-        return (yield from self.delete_stages(committed, older_than))
+            for raw in page:
+                try:
+                    self.store.seq_of(raw)
+                except CorruptHistoryError:  # "1", a 21-digit key: no write or read owns it
+                    stray.append(raw[self.store.range_name]["S"])
+                    continue
+                if (stage := _text(raw, stage_name)) is not None:
+                    committed.add(stage)
+        removed = yield from self.store.delete_keys(self.session, stray)
+        return removed + (yield from self.delete_stages(committed, older_than))
 
     def delete_stages(
         self, committed: set[str], older_than: float, *, uncommitted_only: bool = True

@@ -20,7 +20,7 @@ from chathist.core.codec import DEFAULT_COMPRESS_THRESHOLD
 from chathist.core.steps import Steps
 from chathist.dynamo.capacity import Capacity, CapacityMeter
 from chathist.dynamo.client import Sender
-from chathist.errors import UnsupportedValueError
+from chathist.errors import OutcomeUnknownError, UnsupportedValueError
 from chathist.options import HistoryOptions, Layout, validate_session_id
 from chathist.session import SessionLog, list_layout_warning, open_session
 
@@ -93,7 +93,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
     consumed capacity to (share one between histories for application-wide totals).
     The names ``primary_key_name``, ``sort_key_name``, ``history_messages_key`` and
     ``ttl_key_name`` must differ from each other and from chathist's own attribute names
-    (`chathist.models.INTERNAL_NAMES`: event, v, w, codec, blob, parts, msg, count, stage, at).
+    (`chathist.models.INTERNAL_NAMES`: event, v, w, codec, blob, parts, msg, count, stage, at, px).
 
     Lazy migration from the list layout (event layout only): ``legacy_table_name`` (default: this
     table) and ``legacy_key`` (default ``{primary_key_name: session_id}``) locate the session's
@@ -205,6 +205,13 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         only."""
         return self._run(lambda log: log.repair(older_than))
 
+    def settle(self, error: OutcomeUnknownError) -> bool:
+        """Settle an append that raised `OutcomeUnknownError`: resend that very write (a resend
+        is never stored twice). True: it is stored, once. False: it is not, and never will be
+        (another writer holds its number); send the messages again. Event layout only."""
+        with self._write_lock:
+            return self._run(lambda log: log.settle(error))
+
     # -- asyncio --------------------------------------------------------------------------------
 
     async def aget_messages(self) -> list[BaseMessage]:
@@ -224,6 +231,10 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
     async def arepair(self, older_than: float | None = None) -> int:
         """`repair`, natively async (aiobotocore); without the extra, in an executor."""
         return await self._arun(lambda log: log.repair(older_than), lambda: self.repair(older_than))
+
+    async def asettle(self, error: OutcomeUnknownError) -> bool:
+        """`settle`, natively async (aiobotocore); without the extra, in an executor."""
+        return await self._arun(lambda log: log.settle(error), lambda: self.settle(error))
 
     async def _arun(self, action: Callable[[SessionLog], Steps[T]], fallback: Callable[[], T]) -> T:
         """`_run` in the running loop: the same steps, sent by the async sender."""

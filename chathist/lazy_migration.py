@@ -21,6 +21,14 @@ between (LangChain's class, during a rolling switch) makes the condition fail to
 migration is redone from a fresh read. A write larger than one transaction is staged first; the
 plan leaves room in the final transaction for the retirement (one item, 400 KB).
 
+A clear retires the legacy item too (it reads it afresh), in the transaction of its tombstone, and
+its write id starts with `LEGACY_AWARE`. So a legacy item found while the latest clear among the
+events is such a clear was written after it (LangChain's class, in a mixed fleet): its messages
+read after the events and move there on the next write, never deleted unmoved. A clear written
+by a history without the legacy options hides the legacy messages (they are older). (A window
+read filled by the events before it meets the clear shows the events only, until the next write
+moves such a legacy item: it does not read the legacy item once the window is full.)
+
 Limits. Give every writer of a session the legacy location until its data is migrated: the
 moved messages go at the end of the event sequence, so events written before the migration by a
 history without the legacy options would end up before them. LangChain's class writing the
@@ -46,10 +54,14 @@ from chathist.core.steps import Steps, sleep
 from chathist.dynamo.event_store import SequenceTaken
 from chathist.dynamo.list_store import MIGRATED_ATTRIBUTE, ListItem, ListStore
 from chathist.dynamo.translate import TransactionCanceled
-from chathist.errors import ConcurrencyError
+from chathist.errors import ConcurrencyError, OutcomeUnknownError
 from chathist.event_log import Completion, Entry, EventLog
 
-__all__ = ["MIGRATED_ATTRIBUTE", "LazyMigration"]
+__all__ = ["LEGACY_AWARE", "MIGRATED_ATTRIBUTE", "LazyMigration"]
+
+LEGACY_AWARE = "lm-"
+"""The start of the write id of every write of a lazy migration: on a clear, it says that the
+legacy item was retired (or absent) when the tombstone was written."""
 
 
 class LazyMigration:
@@ -85,15 +97,20 @@ class LazyMigration:
     def _with_legacy(
         self, tail: TailFold, found: list[BaseMessage], final: bool, expected: bool
     ) -> Steps[list[BaseMessage] | None]:
-        if tail.done:
-            return found
+        after_clear = tail.cleared_at is not None
+        if after_clear and not (tail.cleared_by or "").startswith(LEGACY_AWARE):
+            return found  # a clear that did not retire the legacy item hides it
+        if tail.done and not after_clear:
+            return found  # the window is full; the legacy messages are older
         item = yield from self._pending(consistent=self.legacy.consistent_read)
         if item is None:
             if expected and self.retired and not final:
                 return None  # migrated between reading the events and the legacy item
             return found
         assert item.entries is not None
-        combined = [*messages_from_legacy(item.entries), *found]
+        legacy = messages_from_legacy(item.entries)
+        # Written after the latest clear retired the legacy item: after the events.
+        combined = [*found, *legacy] if after_clear else [*legacy, *found]
         window = self.log.settings.window
         return combined[-window:] if window else combined
 
@@ -120,15 +137,20 @@ class LazyMigration:
 
     def clear(self) -> Steps[None]:
         """Clear the session: retire the legacy item with the tombstone, or clear the events."""
+        self.retired = False  # LangChain's class may have written it since: read it afresh
         tombstone = yield from self.migrate([CLEAR])
         if tombstone is None:
-            yield from self.log.clear()
+            yield from self.log.clear(tag=LEGACY_AWARE)
         else:
             yield from self.log.erase_below(tombstone)
 
     def repair(self, older_than: float | None = None) -> Steps[int]:
         """Repair the event log (see `EventLog.repair`)."""
         return (yield from self.log.repair(older_than))
+
+    def settle(self, error: OutcomeUnknownError) -> Steps[bool]:
+        """Settle an append of the event log (see `EventLog.settle`)."""
+        return (yield from self.log.settle(error))
 
     def migrate(self, entries: Sequence[Entry]) -> Steps[int | None]:
         """Write ``entries`` together with the move of the legacy messages into events (for a
@@ -145,10 +167,12 @@ class LazyMigration:
                 return None
             assert item.entries is not None
             moved: list[Payload] = []
-            if not clearing and not (yield from self._events_cleared()):
+            if not clearing and not (yield from self._hidden_by_clear()):
                 moved = log.encode(messages_from_legacy(item.entries))
-            plan, planned = yield from log.stage([*moved, *entries], self._limits())
-            final = plan.at((yield from log.next_seq()))
+            plan, planned = yield from log.stage(
+                [*moved, *entries], self._limits(), tag=LEGACY_AWARE
+            )
+            final = yield from log.place(plan)
             retire = self.legacy.retire_action(item, delete=self.delete_legacy, now=int(planned))
             try:
                 yield from log.store.insert_events(log.session, final, extra=[retire])
@@ -157,7 +181,7 @@ class LazyMigration:
                 yield from sleep(RetryRule.backoff(attempt))
                 continue
             self.retired = True
-            log.remember(final[-1].seq + 1)
+            log.remember(final[-1].seq + 1, final[-1].expires_at)
             return final[-1].seq
         raise ConcurrencyError(
             f"session {log.session!r}: the legacy item kept changing while it was migrated"
@@ -173,11 +197,15 @@ class LazyMigration:
             transaction_bytes=limits.transaction_bytes - ITEM_LIMIT,
         )
 
-    def _events_cleared(self) -> Steps[bool]:
-        """Whether the session's events hold a clear (which hides the legacy messages)."""
-        kind = self.log.store.items.names["kind"]
-        cursor = self.log.store.sequence(self.log.session, projection=[kind])
+    def _hidden_by_clear(self) -> Steps[bool]:
+        """Whether the latest clear among the session's events hides the legacy messages: it
+        was written by a history without the legacy options (a lazy migration's clear retired
+        the legacy item, so one found now was written after it)."""
+        names = self.log.store.items.names
+        kind, writer = names["kind"], names["writer"]
+        cursor = self.log.store.sequence(self.log.session, projection=[kind, writer])
         while (page := (yield from cursor.next_page())) is not None:
-            if any(raw.get(kind, {}).get("S") == "clear" for raw in page):
-                return True
+            for raw in page:
+                if raw.get(kind, {}).get("S") == "clear":
+                    return not str(raw.get(writer, {}).get("S", "")).startswith(LEGACY_AWARE)
         return False

@@ -20,7 +20,7 @@ from chathist.core.listformat import messages_from_legacy, messages_to_legacy
 from chathist.core.retry import RetryRule
 from chathist.core.steps import Steps, sleep
 from chathist.dynamo.list_store import ListStore
-from chathist.errors import ConcurrencyError, ConfigurationError
+from chathist.errors import ConcurrencyError, ConfigurationError, OutcomeUnknownError
 
 __all__ = ["ListLog"]
 
@@ -82,4 +82,9 @@ class ListLog:
     def repair(self, older_than: float | None = None) -> Steps[int]:
         """Nothing to repair in the list layout."""
         raise ConfigurationError("repair() applies to the event layout only")
+        yield  # pragma: no cover - makes this a generator
+
+    def settle(self, error: OutcomeUnknownError) -> Steps[bool]:
+        """The list layout raises no `OutcomeUnknownError`."""
+        raise ConfigurationError("settle() applies to the event layout only")
         yield  # pragma: no cover - makes this a generator

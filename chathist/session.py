@@ -28,7 +28,12 @@ from chathist.dynamo.tables import (
     learn_key_schema,
     move_sessions,
 )
-from chathist.errors import ConfigurationError, StorageError, TableSchemaError
+from chathist.errors import (
+    ConfigurationError,
+    OutcomeUnknownError,
+    StorageError,
+    TableSchemaError,
+)
 from chathist.event_log import EventLog, LogSettings
 from chathist.options import HistoryOptions
 
@@ -57,6 +62,10 @@ class SessionLog(Protocol):
 
     def repair(self, older_than: float | None = None) -> Steps[int]:
         """Delete what interrupted writes left behind; return how many items."""
+        ...
+
+    def settle(self, error: OutcomeUnknownError) -> Steps[bool]:
+        """Whether the write of ``error`` is stored, storing it if it can still be."""
         ...
 
 

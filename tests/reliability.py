@@ -40,7 +40,7 @@ PLUGIN_NAME = "chathist-reliability"
 
 SECTIONS = {
     "concurrency": "Load and concurrency",
-    "faults": "Faults injected at the botocore layer",
+    "faults": "Faults injected at the botocore layer and on the wire",
     "bad_input": "Bad input",
     "isolation": "Isolation and logging",
 }
@@ -239,6 +239,14 @@ def render(outcome: dict[str, str], reasons: dict[str, str], *, soak: bool) -> s
         f"| **messages out of writer order** | **{out_of_order}** |",
         f"| **reads that were not a prefix of the final history** |"
         f" **{_total('concurrency', 'non-prefix reads')}** |",
+        f"| **reads of a history that never existed** |"
+        f" **{_total('concurrency', 'reads of a history that never existed')}** |",
+        f"| **sessions a refused or accepted input left unreadable or unwritable** |"
+        f" **{_total('bad_input', 'poisoned sessions')}** |",
+        f"| **message content left after a completed clear** |"
+        f" **{_total('faults', 'content left after a completed clear')}** |",
+        f"| **appends that raised on a lossy network** |"
+        f" **{_total('faults', 'appends that raised')}** |",
         f"| **refused inputs that wrote anything** | **{_total('bad_input', 'writes')}** |",
         f"| **messages seen by another session** | **{_total('isolation', 'leaks')}** |",
         f"| **secrets in log records at INFO or above** |"

@@ -36,7 +36,7 @@ from tests.helpers import create_list_table, without_aws_credentials
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-SUBCOMMANDS = ["local", "create-table", "show", "export", "import", "stats"]
+SUBCOMMANDS = ["local", "create-table", "show", "repair", "export", "import", "stats"]
 
 
 def run_cli(
@@ -480,3 +480,20 @@ def test_create_table_list_layout_makes_a_rollback_target(
         dynamodb_endpoint, "create-table", name, "--layout", "list", "--sort-key-name", "SK"
     )
     assert "--sort-key-name" in assert_one_error_line(with_range)
+
+
+def test_repair_deletes_a_stray_key_that_stopped_every_read(
+    dynamodb_endpoint: str | None,
+    table_name: str,
+    boto3_client: DynamoDBClient,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    history(table_name, "s-1", dynamodb_endpoint).add_user_message("kept")
+    boto3_client.put_item(TableName=table_name, Item={"SessionId": {"S": "s-1"}, "SK": {"S": "1"}})
+    where = [] if dynamodb_endpoint is None else ["--endpoint-url", dynamodb_endpoint]
+    assert main(["show", table_name, "s-1", *where]) != 0
+    assert "chathist repair" in capsys.readouterr().err
+    assert main(["repair", table_name, "s-1", *where]) == 0
+    assert capsys.readouterr().out.strip() == "s-1: 1 items deleted"
+    assert main(["show", table_name, "s-1", *where]) == 0
+    assert "kept" in capsys.readouterr().out

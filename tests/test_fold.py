@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import HumanMessage
 
@@ -204,3 +204,160 @@ def test_a_window_takes_the_newest_messages_of_a_packed_event() -> None:
     assert [m.content for m in fold(events, limit=4)] == ["z", "b", "c", "d"]
     tail = TailFold(limit=2)
     assert tail.feed(events[1]) and [m.content for m in tail.messages] == ["c", "d"]
+
+
+@given(operations, st.data())
+def test_an_erased_event_above_every_clear_is_corruption(
+    ops: list[tuple[str, list[str]]], data: st.DataObject
+) -> None:
+    """Erased events are what a clear leaves below its tombstone; one above every tombstone
+    in a snapshot is an edited item, never a message to skip."""
+    events, stages, _ = play(ops)
+    clears = [e.seq for e in events if e.kind == "clear"]
+    live = [e for e in events if e.seq > max(clears, default=-1)]
+    if not live:
+        return
+    victim = data.draw(st.sampled_from(live))
+    edited = [Event(e.seq, "erased") if e is victim else e for e in events]
+    with pytest.raises(CorruptHistoryError):
+        fold(edited, stages=stages)
+
+
+# -- TTL: what a gap can legitimately mean ---------------------------------------------------------
+#
+# DynamoDB's TTL deletes expired items, and only those, at any time after their expiry and in any
+# order. So a gap in the sequence is legitimate exactly when TTL can have made it; writers leave the
+# evidence: an event that expires carries its expiry, and one that does not, written right above an
+# event that does, is marked ``after_expiring``. A session whose items all expired and were deleted
+# starts again at the end of what is left (a writer reads where the end is, or trusts a remembered
+# number only while the event below it cannot have been deleted): numbers are reused, and the
+# property checks that no read then mixes old and new.
+
+_add = st.tuples(st.just("add"), st.lists(texts, min_size=1, max_size=4), st.booleans())
+ttl_operations = st.lists(
+    st.one_of(
+        _add,
+        _add,
+        st.tuples(st.just("clear"), st.just([]), st.just(False)),
+        st.tuples(st.just("expire"), st.just([]), st.just(False)),
+    ),
+    max_size=16,
+)
+
+
+def _some(data: st.DataObject, found: list[int]) -> list[int]:
+    """A subset of ``found`` TTL deletes now: often all of it, else any part."""
+    if not found:
+        return []
+    every: st.SearchStrategy[list[int]] = st.just(found)
+    return data.draw(every | st.lists(st.sampled_from(found), unique=True))
+
+
+TTL = 10
+
+
+@dataclass
+class Stored:
+    """A session as DynamoDB holds it: items by sort key (sequence events and staged ones)."""
+
+    sequence: dict[int, Event] = field(default_factory=dict)
+    stages: dict[str, dict[int, Event]] = field(default_factory=dict)
+
+    def fold(self, now: int, limit: int | None = None) -> list[str]:
+        events = [self.sequence[s] for s in sorted(self.sequence)]
+        stages = {k: [v[i] for i in sorted(v)] for k, v in self.stages.items()}
+        return [str(m.content) for m in fold(events, stages=stages, now=now, limit=limit)]
+
+
+def play_with_ttl(
+    ops: list[tuple[str, list[str], bool]], data: st.DataObject, *, deleting: bool = True
+) -> tuple[Stored, list[tuple[str, int | None]], int]:
+    """Writers with and without ``ttl``, time passing, and TTL deleting expired items (a drawn
+    subset, in any order). Each write goes right after the highest stored event, marked as
+    `chathist.event_log.EventLog.place` marks it. Returns the store, the list model (text,
+    expiry) and the time."""
+    stored = Stored()
+    model: list[tuple[str, int | None]] = []
+    now = 1000
+    for op, batch, ttl in ops:
+        if op == "expire":  # time passes; TTL deletes some expired items, in any order
+            now += TTL
+            if not deleting:
+                continue
+            for seq in _some(data, [s for s, e in stored.sequence.items() if _gone(e, now)]):
+                del stored.sequence[seq]
+            for stage in stored.stages.values():
+                for index in _some(data, [i for i, e in stage.items() if _gone(e, now)]):
+                    del stage[index]
+            continue
+        entries = (
+            [CLEAR]
+            if op == "clear"
+            else [encode_message(HumanMessage(t), compress_threshold=None) for t in batch]
+        )
+        writer = uuid.uuid4().hex
+        expires = now + TTL if ttl else None
+        plan = plan_write(entries, writer, TINY, expires_at=expires, now=now)
+        if plan.staged:
+            stored.stages[writer] = {e.seq: e for request in plan.staged for e in request}
+        top = max(stored.sequence, default=-1)
+        below = stored.sequence.get(top)
+        for event in plan.at(
+            top + 1, below_expires=below is not None and below.expires_at is not None
+        ):
+            stored.sequence[event.seq] = event
+        model = [] if op == "clear" else [*model, *((t, expires) for t in batch)]
+    return stored, model, now
+
+
+def _gone(event: Event, now: int) -> bool:
+    return event.expires_at is not None and event.expires_at <= now
+
+
+@settings(max_examples=300)
+@given(ttl_operations, st.data(), st.integers(min_value=0, max_value=5))
+def test_ttl_gaps_and_reused_numbers_read_as_the_unexpired_model(
+    ops: list[tuple[str, list[str], bool]], data: st.DataObject, limit: int
+) -> None:
+    stored, model, now = play_with_ttl(ops, data)
+    visible = [t for t, expires in model if expires is None or expires > now]
+    assert stored.fold(now) == visible
+    assert stored.fold(now, limit=limit) == (visible[-limit:] if limit else [])
+
+
+@settings(max_examples=300)
+@given(ttl_operations, st.data())
+def test_a_gap_ttl_cannot_have_made_is_corruption(
+    ops: list[tuple[str, list[str], bool]], data: st.DataObject
+) -> None:
+    """Delete one event TTL would never delete (it does not expire), between two that do not
+    expire either, above the latest clear, under an event not marked ``after_expiring``: the
+    fold reports the gap."""
+    stored, _, now = play_with_ttl(ops, data, deleting=False)
+    seqs = sorted(stored.sequence)
+    clears = [s for s in seqs if stored.sequence[s].kind == "clear"]
+    candidates = [
+        s
+        for s in seqs
+        if s > max(clears, default=-1)
+        and s - 1 in stored.sequence
+        and s + 1 in stored.sequence
+        and all(stored.sequence[n].expires_at is None for n in (s - 1, s, s + 1))
+        and not stored.sequence[s + 1].after_expiring
+    ]
+    if not candidates:
+        return
+    del stored.sequence[data.draw(st.sampled_from(candidates))]
+    with pytest.raises(CorruptHistoryError, match="missing"):
+        stored.fold(now)
+
+
+def test_a_plain_event_written_above_an_expiring_one_tolerates_its_deletion() -> None:
+    """The issue's case: plain ``keep0``, a ``ttl`` history's ``temp1``, plain ``keep2``;
+    TTL deleted ``temp1``."""
+    plan = plan_write([encode_message(HumanMessage("keep2"))], "w", TINY)
+    keep2 = plan.at(2, below_expires=True)
+    assert keep2[0].after_expiring
+    assert [m.content for m in fold([msg(0, "keep0"), *keep2], now=5000)] == ["keep0", "keep2"]
+    with pytest.raises(CorruptHistoryError, match="missing"):
+        fold([msg(0, "keep0"), *plan.at(2)], now=5000)

@@ -881,10 +881,13 @@ def test_a_read_that_meets_a_clear_every_time_returns_no_invented_history() -> N
     items = event_items("T")
     store = EventStore(items)
     payload = encode_message(HumanMessage("new")).data.decode()
-    page = [
-        items.to_item("s", Event(7, "message", codec="json", body=payload)),
-        items.to_item("s", Event(6, "erased")),
-    ]
+
+    def page(top: int) -> list[dict[str, Any]]:
+        return [
+            items.to_item("s", Event(top, "message", codec="json", body=payload)),
+            items.to_item("s", Event(top - 1, "erased")),
+        ]
+
     steps = EventLog(store, "s", LogSettings()).read()
     queries = 0
     with pytest.raises(ConcurrencyError, match="cleared while it was read"):
@@ -892,8 +895,29 @@ def test_a_read_that_meets_a_clear_every_time_returns_no_invented_history() -> N
         while True:
             assert isinstance(op, Call) and op.operation == "Query"
             queries += 1
-            op = steps.send({"Items": page})
+            # Each clear puts its tombstone above everything the previous read saw: the next
+            # read meets erased events only higher up.
+            op = steps.send({"Items": page(7 + 10 * queries)})
     assert queries == 3
+
+
+def test_an_erased_event_above_every_clear_is_corruption_named_by_its_item(
+    history: History, boto3_client: Any, table_name: str
+) -> None:
+    """An ``erased`` item with no tombstone above it, met by two reads in a row, cannot be a
+    clear running during the read (its tombstone would stop the second read): the read raises
+    naming it instead of skipping a message."""
+    from chathist import CorruptHistoryError
+
+    history().add_messages([HumanMessage(f"m{i}") for i in range(4)])
+    key = {"SessionId": {"S": "s"}, "SK": {"S": "2".zfill(SEQ_WIDTH)}}
+    erased = {**key, "event": {"S": "erased"}, "v": {"N": "1"}}
+    boto3_client.put_item(TableName=table_name, Item=erased)
+    reader = history()
+    with pytest.raises(CorruptHistoryError, match="erased but no clear") as caught:
+        _ = reader.messages
+    assert caught.value.key == {"SessionId": "s", "SK": "2".zfill(SEQ_WIDTH)}
+    assert reader.consumed_capacity.requests == 2  # read again once, then sure
 
 
 def test_a_clear_of_a_session_holding_only_an_abandoned_stage_deletes_it(
@@ -912,3 +936,81 @@ def test_a_clear_of_a_session_holding_only_an_abandoned_stage_deletes_it(
     )
     h.clear()
     assert stored_items(boto3_client, table_name) == []
+
+
+def test_a_session_whose_writers_changed_their_ttl_reads_after_ttl_deletes_an_item(
+    history: History, boto3_client: Any, table_name: str
+) -> None:
+    """Plain ``keep0``, a ``ttl=1`` history's ``temp1``, plain ``keep2`` (by a new object, and
+    by the object that wrote ``keep0``, which remembers 1 as its next number); DynamoDB's TTL
+    deletes ``temp1``: the session reads without it, not as a gap."""
+    for session in ("new-object", "same-object"):
+        plain = history(session)
+        plain.add_user_message("keep0")
+        history(session, ttl=1).add_user_message("temp1")
+        (history(session) if session == "new-object" else plain).add_user_message("keep2")
+        time.sleep(2.1)
+        boto3_client.delete_item(  # what TTL does, some time after the expiry
+            TableName=table_name,
+            Key={"SessionId": {"S": session}, "SK": {"S": "1".zfill(SEQ_WIDTH)}},
+        )
+        assert [m.content for m in history(session).messages] == ["keep0", "keep2"]
+        assert [m.content for m in history(session, history_size=1).messages] == ["keep2"]
+
+
+def test_a_remembered_number_is_not_reused_after_the_session_expired(
+    history: History, boto3_client: Any, table_name: str
+) -> None:
+    """Every item of a ``ttl`` session expired and TTL deleted them; a new writer starts again
+    at 0. The old writer, which remembers its next number (3), must not put its message there:
+    a reader would see it, then see another writer's message appear below it."""
+    old = history(ttl=2)
+    old.add_messages([HumanMessage(f"old{i}") for i in range(3)])
+    time.sleep(2.2)
+    for item in stored_items(boto3_client, table_name):
+        boto3_client.delete_item(
+            TableName=table_name, Key={"SessionId": item["SessionId"], "SK": item["SK"]}
+        )
+    new = history()
+    new.add_user_message("b0")
+    old.add_user_message("a")
+    first = [m.content for m in history().messages]
+    new.add_user_message("b1")
+    second = [m.content for m in history().messages]
+    assert first == ["b0", "a"]
+    assert second[: len(first)] == first, "a read was not a prefix of a later one"
+    assert [i["SK"]["S"][-1] for i in stored_items(boto3_client, table_name)] == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("stray", ["1", "0" * (SEQ_WIDTH + 1), "0" * (SEQ_WIDTH - 1) + "7x"])
+def test_a_stray_key_in_the_sequence_range_is_named_and_repair_removes_it(
+    history: History, boto3_client: Any, table_name: str, stray: str
+) -> None:
+    """A sort key no chathist write stores, sorting among the sequence numbers, meets every
+    read of the session (and every write, when it sorts above the newest event): each raises
+    CorruptHistoryError naming it and the way out, and ``repair()`` deletes it (and nothing
+    else). A clear deletes one below its tombstone."""
+    from chathist import CorruptHistoryError
+
+    history().add_messages([HumanMessage("a"), AIMessage("b")])
+    item = {"SessionId": {"S": "s"}, "SK": {"S": stray}, "event": {"S": "message"}}
+    boto3_client.put_item(TableName=table_name, Item=item)
+    above_newest = stray > "1".zfill(SEQ_WIDTH)
+    actions = [lambda h: h.messages]
+    if above_newest:
+        actions += [lambda h: h.add_user_message("c"), lambda h: h.clear()]
+    for action in actions:
+        with pytest.raises(CorruptHistoryError, match="repair") as caught:
+            action(history())
+        assert caught.value.key == {"SessionId": "s", "SK": stray}
+    assert history().repair() == 1
+    assert [m.content for m in history().messages] == ["a", "b"]
+    history().add_user_message("c")
+    boto3_client.put_item(TableName=table_name, Item=item)
+    if not above_newest:
+        history().clear()  # the stray lies below its tombstone: deleted with the rest
+        assert stray not in {i["SK"]["S"] for i in stored_items(boto3_client, table_name)}
+    else:
+        assert history().repair() == 1
+        history().clear()
+    assert history().messages == []

@@ -311,3 +311,25 @@ def test_moved_messages_get_the_ttl_of_new_events(
     expiries = [int(item["expireAt"]["N"]) for item in events]
     assert len(expiries) == 1 and events[0]["count"]["N"] == "3"  # the 2 moved and the new one
     assert all(before + 600 <= e <= int(time.time()) + 600 for e in expiries)
+
+
+def test_langchain_writing_the_legacy_item_after_a_clear_is_moved_not_deleted(
+    migrating: History, legacy_table: str, dynamodb_endpoint: str | None, boto3_client: Any
+) -> None:
+    """A mixed fleet: chathist clears (retiring the legacy item), chathist appends, then
+    LangChain's class writes the legacy item again. Its message reads after the events, and
+    the next chathist write moves it there instead of deleting it."""
+    write_legacy(legacy_table, dynamodb_endpoint, "s", old_messages(2))
+    migrating().clear()
+    assert raw_item(boto3_client, legacy_table, {"SessionId": "s"}) is None
+    migrating().add_user_message("c1")
+    write_legacy(legacy_table, dynamodb_endpoint, "s", [HumanMessage("from langchain")])
+    assert [m.content for m in migrating().messages] == ["c1", "from langchain"]
+    assert [m.content for m in migrating(history_size=2).messages] == ["c1", "from langchain"]
+    migrating().add_user_message("c2")
+    assert [m.content for m in migrating().messages] == ["c1", "from langchain", "c2"]
+    assert raw_item(boto3_client, legacy_table, {"SessionId": "s"}) is None
+    write_legacy(legacy_table, dynamodb_endpoint, "s", [HumanMessage("again")])
+    migrating().clear()  # a clear reads the legacy item afresh and retires it
+    assert migrating().messages == []
+    assert raw_item(boto3_client, legacy_table, {"SessionId": "s"}) is None

@@ -65,7 +65,7 @@ def probe_state(store: EventStore, session: str, last_seq: int, writer: str) -> 
     newest = yield from store.newest(session)
     if newest is None:
         return SessionState.NEW
-    seq, newest_writer = newest
+    seq, newest_writer, _ = newest
     if newest_writer == writer and seq == last_seq:
         return SessionState.DONE
     if seq > last_seq and (yield from store.writer_of(session, last_seq)) == writer:

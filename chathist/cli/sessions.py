@@ -182,7 +182,7 @@ def _segments(value: str) -> int:
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``show``, ``export``, ``import`` and ``stats``."""
+    """Add ``show``, ``repair``, ``export``, ``import`` and ``stats``."""
     raw = argparse.RawDescriptionHelpFormatter
 
     show = subparsers.add_parser(
@@ -214,6 +214,25 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help=f"print texts longer than {SHOW_LIMIT:,} characters in full",
     )
     show.set_defaults(func=run_show)
+
+    repair = subparsers.add_parser(
+        "repair",
+        parents=[common],
+        help="delete what interrupted writes and stray items left in sessions",
+        description=describe(
+            "Run repair() on each SESSION (event layout): delete the staged events of large"
+            " writes that never committed (staged over --older-than seconds ago, default and"
+            " minimum 3600), and items whose sort key no chathist write stores (a key such as"
+            " '1' or one of 21 digits, which every read and write of the session meets and"
+            " reports as CorruptHistoryError). Prints how many items each session lost."
+        ),
+        epilog=example_epilog("chathist repair ChatEvents session-1 session-2"),
+        formatter_class=raw,
+    )
+    _add_table_options(repair)
+    repair.add_argument("sessions", metavar="SESSION", nargs="+", help="session ids")
+    repair.add_argument("--older-than", type=float, metavar="SECONDS", help="stage age")
+    repair.set_defaults(func=run_repair)
 
     export = subparsers.add_parser(
         "export",
@@ -356,6 +375,15 @@ def run_show(args: argparse.Namespace) -> int:
         print(transcript(messages, None if args.full else SHOW_LIMIT))
     else:
         print(f"session {args.session!r} has no messages", file=sys.stderr)
+    return EXIT_OK
+
+
+def run_repair(args: argparse.Namespace) -> int:
+    """Repair sessions."""
+    target = Target(args, args.table)
+    for session in args.sessions:
+        deleted = target.history(session).repair(args.older_than)
+        print(f"{session}: {deleted} items deleted")
     return EXIT_OK
 
 

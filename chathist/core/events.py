@@ -109,6 +109,10 @@ class Event:
     """The id of the write that stored this event (to recognise a retried write)."""
     expires_at: int | None = None
     """Epoch seconds after which the event is expired (TTL)."""
+    after_expiring: bool = False
+    """Set on an event that does not expire itself, written right above one that does: once
+    DynamoDB's TTL deletes that one, the gap below this event is legitimate (a session whose
+    writers changed their ``ttl``)."""
     version: int = PLAIN_VERSION
 
     @property

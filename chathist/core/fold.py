@@ -3,10 +3,12 @@
 The reader reads a session newest-first and feeds each event to a `TailFold`, which says when no
 older event can change the result: at the latest clear, or once it holds the ``limit`` newest
 messages. Each event fed must be numbered one below the previous one; a duplicate or an event out
-of order is corruption, and so is a gap, unless an event beside it carries an expiry (DynamoDB's
-TTL deletes expired items, leaving gaps). Expired messages are skipped. One message event may hold
-several messages (``count``); a window counts messages, not events, and takes only the newest
-messages of the oldest event it needs. A ``commit`` is fed with
+of order is corruption, and so is a gap, unless it can be TTL's doing: DynamoDB's TTL deletes
+expired items, and only those, so a gap is legitimate when an event beside it carries an expiry,
+or when the event above it was written right above an expiring one (``after_expiring``: a
+session whose writers changed their ``ttl``). Expired messages are skipped. One message event
+may hold several messages (``count``); a window counts messages, not events, and takes only the
+newest messages of the oldest event it needs. A ``commit`` is fed with
 the events of its stage, newest first, which must be numbered ``count``-1 down to 0: either as
 an iterable (`TailFold.feed`) or one by one between `TailFold.start_stage` and
 `TailFold.end_stage`, so a reader fetching them page by page stops inside a large stage once the
@@ -24,7 +26,7 @@ from chathist.core.codec import decode_messages
 from chathist.core.events import FORMAT_VERSION, KINDS, Event
 from chathist.errors import CorruptHistoryError
 
-__all__ = ["TailFold", "fold"]
+__all__ = ["TailFold", "erased_above_clear", "fold"]
 
 
 @dataclass(slots=True)
@@ -48,11 +50,14 @@ class TailFold:
         self._previous: Event | None = None
         self._pending: _Pending | None = None
         self._stage: tuple[Event, int] | None = None  # (open commit, next expected index)
-        self.erased_seen = False
-        """Whether an ``erased`` event was fed: erased events lie only below a tombstone, so a
-        reader meets one only if a clear ran while it was reading (it should read again)."""
+        self.erased_at: int | None = None
+        """Sequence number of the first (newest) ``erased`` event fed, if any: erased events lie
+        only below a tombstone, so a reader meets one only if a clear ran while it was reading
+        (it should read again), or if the item is corrupt (a read again meets it again)."""
         self.cleared_at: int | None = None
         """Sequence number of the clear the fold stopped at, if any."""
+        self.cleared_by: str | None = None
+        """The write id of that clear."""
         self.done = limit == 0
 
     def feed(self, event: Event, staged: Iterable[Event] = ()) -> bool:
@@ -129,16 +134,23 @@ class TailFold:
         if self._pending is not None:
             self._take_part(event)
         elif event.kind == "erased":
-            self.erased_seen = True
+            if self.erased_at is None:
+                self.erased_at = event.seq
         elif event.kind not in KINDS or event.kind == "commit":
             raise CorruptHistoryError(f"event {event.seq} has unexpected kind {event.kind!r}")
         elif event.kind == "clear":
             self.cleared_at = event.seq
+            self.cleared_by = event.writer
             self.done = True
         elif event.kind == "part":
             raise CorruptHistoryError(f"part {event.seq} has no message above it")
         else:
             self._take_message(event)
+
+    @property
+    def erased_seen(self) -> bool:
+        """Whether an ``erased`` event was fed (see `erased_at`)."""
+        return self.erased_at is not None
 
     @property
     def messages(self) -> list[BaseMessage]:
@@ -165,7 +177,7 @@ class TailFold:
             raise CorruptHistoryError(f"sequence number {event.seq} appears twice")
         if event.seq > previous.seq:
             raise CorruptHistoryError(f"event {event.seq} came after event {previous.seq}")
-        if event.expires_at is None and previous.expires_at is None:
+        if event.expires_at is None and previous.expires_at is None and not previous.after_expiring:
             raise CorruptHistoryError(
                 f"events {event.seq + 1}..{previous.seq - 1} are missing (a gap in the history)"
             )
@@ -232,7 +244,8 @@ def fold(
     now: float | None = None,
 ) -> list[BaseMessage]:
     """Fold events given oldest-first (and the staged events of each stage) into the session's
-    (latest ``limit``) messages."""
+    (latest ``limit``) messages. The events are a complete snapshot (no clear can run during
+    it), so an ``erased`` event above every tombstone is corruption."""
     stages = stages or {}
     tail = TailFold(limit=limit, now=now)
     if not tail.done:
@@ -240,4 +253,19 @@ def fold(
             staged = stages.get(event.stage, ()) if event.stage is not None else ()
             if tail.feed(event, reversed(staged)):
                 break
+    if tail.erased_at is not None:
+        raise CorruptHistoryError(_erased_above_clear(tail.erased_at), at=(None, tail.erased_at))
     return tail.messages
+
+
+def _erased_above_clear(seq: int) -> str:
+    return (
+        f"event {seq} is erased but no clear lies above it (erased events lie only below a"
+        " tombstone): the item was edited or restored outside chathist"
+    )
+
+
+def erased_above_clear(seq: int) -> CorruptHistoryError:
+    """The error for an ``erased`` event that two reads in a row met above every tombstone (a
+    concurrent clear would have put its tombstone above it for the second read)."""
+    return CorruptHistoryError(_erased_above_clear(seq), at=(None, seq))

@@ -161,9 +161,11 @@ class Plan:
     final: list[Event]
     """The request that appends at the end of the sequence, numbered from 0."""
 
-    def at(self, start: int) -> list[Event]:
-        """The final request numbered from sequence number ``start``."""
-        return [
+    def at(self, start: int, *, below_expires: bool = False) -> list[Event]:
+        """The final request numbered from sequence number ``start``. ``below_expires``: the
+        event numbered ``start - 1`` carries an expiry; then a first event that does not is
+        marked ``after_expiring`` (the gap TTL leaves below it is TTL's, not a lost event)."""
+        final = [
             replace(
                 e,
                 seq=start + e.seq,
@@ -171,6 +173,9 @@ class Plan:
             )
             for e in self.final
         ]
+        if below_expires and final[0].expires_at is None:
+            final[0] = replace(final[0], after_expiring=True)
+        return final
 
     @property
     def requests(self) -> int:

@@ -18,26 +18,30 @@ from chathist.core.events import MAX_SEQ, Event, format_seq, parse_key, parse_se
 from chathist.core.retry import RetryRule
 from chathist.core.sizes import BATCH_ITEMS
 from chathist.core.steps import Steps, call, sleep
-from chathist.dynamo.items import EventItems
+from chathist.dynamo.items import EventItems, stray_key
 from chathist.dynamo.paging import Cursor
 from chathist.dynamo.translate import ConditionFailed, TransactionCanceled
 from chathist.errors import ChatHistoryError, CorruptHistoryError, StorageError
 
-__all__ = ["BATCH_RETRY", "EventStore", "SequenceTaken"]
+__all__ = ["BATCH_RETRY", "UNKNOWN_EXPIRY", "EventStore", "SequenceTaken"]
 
 BATCH_RETRY = RetryRule(attempts=10)
 """Resends of a batch's unprocessed items (with backoff) before `StorageError`."""
+UNKNOWN_EXPIRY = 0
+"""The expiry of an event whose item was not seen: treated as expiring, long expired."""
 
 
 class SequenceTaken(ChatHistoryError):
     """Another writer already stored an event at a sequence number this write wanted.
 
-    ``taken`` is the highest sequence number known to be taken.
+    ``taken`` is the highest sequence number known to be taken; ``expires`` the expiry of the
+    event found there (None: it never expires; `UNKNOWN_EXPIRY` if DynamoDB did not return it).
     """
 
-    def __init__(self, message: str, taken: int) -> None:
+    def __init__(self, message: str, taken: int, expires: int | None = UNKNOWN_EXPIRY) -> None:
         super().__init__(message)
         self.taken = taken
+        self.expires = expires
 
 
 def _writer_of(item: Any, writer_name: str) -> str | None:
@@ -129,9 +133,7 @@ class EventStore:
         try:
             return parse_seq(key)
         except (TypeError, ValueError) as exc:
-            raise CorruptHistoryError(
-                f"sort key {key!r} is not a sequence number", key=self.items.key_of(raw)
-            ) from exc
+            raise stray_key(key, self.items.key_of(raw)) from exc
 
     def stage_of(self, raw: dict[str, Any]) -> tuple[str, str, int | None]:
         """(sort key, stage, staged_at) of a raw staged item."""
@@ -147,13 +149,28 @@ class EventStore:
                 key=self.items.key_of(raw),
             ) from exc
 
-    def newest(self, session: str) -> Steps[tuple[int, str | None] | None]:
-        """(sequence number, writer id) of the newest event of ``session``, or None."""
-        cursor = self.sequence(session, page_size=1, projection=[self.writer_name])
+    def expiry_of(self, raw: Any) -> int | None:
+        """The expiry of a raw item (None: it never expires; `UNKNOWN_EXPIRY` if there is no
+        item, or its expiry is no whole number)."""
+        if not isinstance(raw, dict):
+            return UNKNOWN_EXPIRY
+        value = raw.get(self.items.names["expires_at"])
+        if value is None:
+            return None
+        try:
+            return int(value["N"])
+        except (TypeError, KeyError, ValueError):
+            return UNKNOWN_EXPIRY
+
+    def newest(self, session: str) -> Steps[tuple[int, str | None, int | None] | None]:
+        """(sequence number, writer id, expiry) of the newest event of ``session``, or None."""
+        expiry_name = self.items.names["expires_at"]
+        cursor = self.sequence(session, page_size=1, projection=[self.writer_name, expiry_name])
         page = yield from cursor.next_page()
         if not page:
             return None
-        return self.seq_of(page[0]), _writer_of(page[0], self.writer_name)
+        raw = page[0]
+        return self.seq_of(raw), _writer_of(raw, self.writer_name), self.expiry_of(raw)
 
     def writer_of(self, session: str, seq: int) -> Steps[str | None]:
         """The writer id of the event numbered ``seq``, or None if there is no such event."""
@@ -233,7 +250,10 @@ class EventStore:
         owners = {_writer_of(reasons[i].get("Item"), self.writer_name) for i in taken}
         if len(taken) == len(events) and owners <= ours and not len(every) > len(events):
             return  # our own write, applied before botocore resent it
-        raise SequenceTaken("another writer holds this sequence number", highest) from error
+        found = reasons[max(taken)].get("Item") if taken else None
+        raise SequenceTaken(
+            "another writer holds this sequence number", highest, self.expiry_of(found)
+        ) from error
 
     def delete_keys(self, session: str, keys: Iterable[str]) -> Steps[int]:
         """Delete the items with sort keys ``keys``, in batches; return how many."""

@@ -13,13 +13,18 @@ from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
 
-from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import (
+    BinaryAttribute,
+    BooleanAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+)
 from pynamodb.models import Model
 
 from chathist.core.events import Event, parse_key, sort_key
 from chathist.errors import CorruptHistoryError
 
-__all__ = ["INTERNAL_NAMES", "EventItems", "EventModel", "event_items"]
+__all__ = ["INTERNAL_NAMES", "EventItems", "EventModel", "event_items", "stray_key"]
 
 
 class EventModel(Model):
@@ -39,6 +44,7 @@ class EventModel(Model):
     stage = UnicodeAttribute(attr_name="stage", null=True)
     staged_at = NumberAttribute(attr_name="at", null=True)
     expires_at = NumberAttribute(null=True)
+    after_expiring = BooleanAttribute(attr_name="px", null=True)
 
 
 INTERNAL_NAMES = frozenset(
@@ -47,6 +53,17 @@ INTERNAL_NAMES = frozenset(
     if name not in ("session", "seq", "text", "expires_at")
 )
 """Attribute names chathist uses itself; the configurable names must be none of these."""
+
+
+def stray_key(key: object, item: dict[str, Any]) -> CorruptHistoryError:
+    """The error for an item whose sort key no chathist write stores (``item``: its primary
+    key): it says the way out, since every read or write of the session meets it."""
+    return CorruptHistoryError(
+        f"sort key {key!r} is not a 20-digit sequence number nor a staged event's key: no"
+        " chathist write stores it; repair() (`chathist repair TABLE SESSION`) deletes such"
+        " items",
+        key=item,
+    )
 
 
 _FIELDS = (
@@ -62,6 +79,7 @@ _FIELDS = (
     "stage",
     "staged_at",
     "expires_at",
+    "after_expiring",
 )
 """The model's attributes besides the key, in the order `EventItems._values` gives them."""
 
@@ -133,6 +151,7 @@ class EventItems:
             event.stage if event.kind == "commit" else None,
             event.staged_at,
             event.expires_at,
+            event.after_expiring or None,
         )
 
     def key_of(self, raw: dict[str, Any]) -> dict[str, Any]:
@@ -163,6 +182,7 @@ class EventItems:
             expires_at = get(n.expires_at)
             codec = get(n.codec)
             writer = get(n.writer)
+            after_expiring = get(n.after_expiring)
             if stage is None:
                 stored_stage = get(n.stage)
                 stage = None if stored_stage is None else stored_stage["S"]
@@ -178,6 +198,7 @@ class EventItems:
                 None if staged_at is None else int(staged_at["N"]),
                 None if writer is None else writer["S"],
                 None if expires_at is None else int(expires_at["N"]),
+                after_expiring is not None and after_expiring["BOOL"] is True,
                 int(raw[n.version]["N"]),
             )
         except (KeyError, ValueError, TypeError, AttributeError):
@@ -200,7 +221,10 @@ class EventItems:
             for field in ("seq", "kind", "version"):
                 if field not in found:
                     raise ValueError(f"attribute {self.names[field]!r} is missing")
-            stage, seq = parse_key(found["seq"])
+            try:
+                stage, seq = parse_key(found["seq"])
+            except ValueError:
+                raise stray_key(found["seq"], self.key_of(raw)) from None
             text = found.get("text")
             return Event(
                 seq=seq,
@@ -214,6 +238,7 @@ class EventItems:
                 staged_at=found.get("staged_at"),
                 writer=found.get("writer"),
                 expires_at=found.get("expires_at"),
+                after_expiring=found.get("after_expiring") is True,
                 version=found["version"],
             )
         except (ValueError, TypeError, AttributeError) as exc:

@@ -18,6 +18,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     NoRegionError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from chathist.errors import (
     ChatHistoryError,
@@ -132,5 +133,6 @@ def translate(
         hint = f" ({LOCAL_CREDENTIALS_HINT})" if where.startswith("http") else ""
         return StorageError(f"{operation} on {table!r} failed: {exc}{hint}")
     if isinstance(exc, BotoCoreError):
-        return StorageError(f"{operation} on {table!r} failed: {exc}")
+        unsent = isinstance(exc, BotoConnectionError)  # no connection: nothing was sent
+        return StorageError(f"{operation} on {table!r} failed: {exc}", unsent=unsent)
     return StorageError(f"{operation} on {table!r} failed: {type(exc).__name__}: {exc}")

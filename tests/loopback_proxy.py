@@ -1,8 +1,20 @@
-"""A TCP proxy on 127.0.0.1 that adds a fixed latency to every request (scenario 9).
+"""A TCP proxy on 127.0.0.1 in front of DynamoDB Local: a delay line (benchmark scenario 9), and
+faults on the wire (the tests: answers lost after DynamoDB applied the request, requests dropped
+before it saw them, answers cut short).
+
+The one loopback proxy of the repository, used by ``benchmarks/concurrency_async.py`` and by
+``tests/test_faults.py``. With ``faults=True`` it reads each HTTP request and answer whole
+(``Content-Length`` or chunked), so `LoopbackProxy.fault` can pick requests by operation
+(``X-Amz-Target``) and meet them with a fault: ``drop-request`` (close the client's connection
+before forwarding), ``drop-answer`` (forward, let DynamoDB apply it, close without answering),
+``truncate`` (answer with the first half of the body, its ``Content-Length`` set to match, so
+the client parses a cut JSON document). Without it, the delay line below needs no parsing.
+
+Delay line (scenario 9):
 
 DynamoDB Local answers in about a millisecond, so a client that waits on it one request at a
 time loses little; against AWS each request also pays a network round trip, and that wait is
-what concurrency overlaps. `DelayProxy` puts the wait back: it forwards each connection to the
+what concurrency overlaps. `LoopbackProxy` puts the wait back: it forwards each connection to the
 upstream DynamoDB Local and holds every chunk read from the client for ``delay_s`` before
 writing it upstream. Responses pass through at once.
 
@@ -31,6 +43,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import random
 import select
 import socket
 import subprocess
@@ -49,7 +62,7 @@ START_TIMEOUT_S: Final = 60.0
 
 @dataclass
 class ProxyStats:
-    """What the proxy did since it started (or since the last `DelayProxy.reset`)."""
+    """What the proxy did since it started (or since the last `LoopbackProxy.reset`)."""
 
     connections: int = 0
     """Client connections accepted (each one opens one upstream connection)."""
@@ -63,6 +76,13 @@ class ProxyStats:
     """The delay each chunk actually got, arrival to forwarding, in ms."""
     cpu_s: float = 0.0
     """CPU time of the proxy (its process, or its thread)."""
+    requests: dict[str, int] = field(default_factory=dict)
+    """HTTP requests forwarded, by operation (with ``faults=True`` only)."""
+    faults: dict[str, int] = field(default_factory=dict)
+    """Faults injected, by kind (with ``faults=True`` only)."""
+
+
+FAULT_KINDS: Final = ("drop-request", "drop-answer", "truncate")
 
 
 def loopback_address(url: str) -> tuple[str, int]:
@@ -80,8 +100,8 @@ def loopback_address(url: str) -> tuple[str, int]:
     return host, parts.port
 
 
-class DelayProxy:
-    """``with DelayProxy("http://127.0.0.1:8000", 0.010) as proxy: proxy.endpoint_url``."""
+class LoopbackProxy:
+    """``with LoopbackProxy("http://127.0.0.1:8000", 0.010) as proxy: proxy.endpoint_url``."""
 
     def __init__(
         self,
@@ -91,7 +111,9 @@ class DelayProxy:
         where: Literal["process", "thread"] = "process",
         max_connections: int = 4096,
         lifetime_s: float = 3600.0,
+        faults: bool = False,
     ) -> None:
+        self.faults = faults
         self.upstream = loopback_address(upstream_url)
         self.delay_s = delay_s
         self.where = where
@@ -107,9 +129,9 @@ class DelayProxy:
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> DelayProxy:
+    def __enter__(self) -> LoopbackProxy:
         settings = [str(self.upstream[1]), repr(self.delay_s), str(self.max_connections)]
-        settings.append(repr(self.lifetime_s))
+        settings += [repr(self.lifetime_s), "faults" if self.faults else "plain"]
         if self.where == "process":
             self._process = subprocess.Popen(
                 [sys.executable, str(Path(__file__).resolve()), *settings],
@@ -145,6 +167,20 @@ class DelayProxy:
         """The stats so far; start counting afresh."""
         self._ask("reset")
         return ProxyStats(**self._answer(30.0))
+
+    def fault(
+        self, operation: str, kind: str, *, rate: float = 1.0, limit: int = 1, seed: int = 0
+    ) -> None:
+        """From now on, meet each request of ``operation`` (``*``: any) with fault ``kind``
+        (one of `FAULT_KINDS`) with probability ``rate``, at most ``limit`` times; ``kind``
+        ``none`` removes the rule. Needs ``faults=True``."""
+        if not self.faults:
+            raise RuntimeError("this proxy was started without faults=True")
+        if kind not in (*FAULT_KINDS, "none"):
+            raise ValueError(f"unknown fault {kind!r}")
+        rule = {"operation": operation, "kind": kind, "rate": rate, "limit": limit, "seed": seed}
+        self._ask("fault " + json.dumps(rule))
+        self._answer(30.0)
 
     def stop(self) -> None:
         """Stop listening, close every connection, end the proxy's process or thread."""
@@ -191,6 +227,7 @@ def serve(
     delay_s: str,
     max_connections: str,
     lifetime_s: str,
+    mode: str = "plain",
     commands: int = 0,
     answers: int = 1,
 ) -> None:
@@ -199,6 +236,7 @@ def serve(
     ``answers``."""
     upstream = ("127.0.0.1", int(port))
     proxy = Proxy(upstream, float(delay_s), int(max_connections), commands, answers)
+    proxy.inspect = mode == "faults"
     try:
         asyncio.run(proxy.run(float(lifetime_s)))
     except Exception as exc:
@@ -233,6 +271,9 @@ class Proxy:
         self.cpu_at_reset = 0.0
         self.stop = asyncio.Event()
         self.threaded = threading.current_thread() is not threading.main_thread()
+        self.inspect = False
+        """Read each HTTP request and answer whole (needed by faults)."""
+        self.rules: dict[str, dict[str, Any]] = {}
 
     def cpu(self) -> float:
         return time.thread_time() if self.threaded else time.process_time()
@@ -267,7 +308,16 @@ class Proxy:
             return
         *lines, self.pending = (self.pending + data).split(b"\n")
         for line in lines:
-            if line == b"reset":
+            if line.startswith(b"fault "):
+                rule = json.loads(line[6:])
+                if rule["kind"] == "none":
+                    self.rules.pop(rule["operation"], None)
+                else:
+                    rule["left"] = rule["limit"]
+                    rule["random"] = random.Random(rule["seed"])
+                    self.rules[rule["operation"]] = rule
+                self.answer({"ok": True})
+            elif line == b"reset":
                 cpu = self.cpu()
                 stats, self.stats = self.stats, ProxyStats(peak_open=self.open)
                 stats.cpu_s, self.cpu_at_reset = cpu - self.cpu_at_reset, cpu
@@ -299,9 +349,12 @@ class Proxy:
                 sock = writer.get_extra_info("socket")
                 if sock is not None:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await asyncio.gather(
-                self.delayed(client_r, upstream_w), self.passed(upstream_r, client_w)
-            )
+            if self.inspect:
+                await self.inspected(client_r, client_w, upstream_r, upstream_w)
+            else:
+                await asyncio.gather(
+                    self.delayed(client_r, upstream_w), self.passed(upstream_r, client_w)
+                )
         except (OSError, asyncio.IncompleteReadError):
             pass  # a reset connection: the client sees it and retries
         finally:
@@ -351,6 +404,88 @@ class Proxy:
             await writer.drain()
         writer.close()
 
+    # -- faults: one HTTP exchange at a time -----------------------------------------------------
 
-if __name__ == "__main__":  # the child process of `DelayProxy` (where="process")
-    serve(*sys.argv[1:5])
+    def pick(self, operation: str) -> str | None:
+        """The fault this request of ``operation`` meets, if any."""
+        rule = self.rules.get(operation) or self.rules.get("*")
+        if rule is None or rule["left"] <= 0 or rule["random"].random() >= rule["rate"]:
+            return None
+        rule["left"] -= 1
+        kind: str = rule["kind"]
+        self.stats.faults[kind] = self.stats.faults.get(kind, 0) + 1
+        return kind
+
+    async def inspected(
+        self,
+        client_r: asyncio.StreamReader,
+        client_w: asyncio.StreamWriter,
+        upstream_r: asyncio.StreamReader,
+        upstream_w: asyncio.StreamWriter,
+    ) -> None:
+        """Forward requests and answers one exchange at a time, meeting the faults asked for."""
+        while True:
+            try:
+                head, headers, body = await read_message(client_r)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return  # the client closed its connection
+            operation = headers.get("x-amz-target", "").rpartition(".")[2]
+            self.stats.requests[operation] = self.stats.requests.get(operation, 0) + 1
+            kind = self.pick(operation)
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            if kind == "drop-request":
+                return  # the caller closes the client's connection
+            upstream_w.write(head + body)
+            await upstream_w.drain()
+            head, headers, body = await read_message(upstream_r)
+            if kind == "drop-answer":
+                return  # applied upstream; the client never hears of it
+            if kind == "truncate":
+                body = body[: len(body) // 2]
+                head = with_length(head, len(body))
+            client_w.write(head + body)
+            await client_w.drain()
+
+
+async def read_message(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str], bytes]:
+    """One HTTP request or answer: its head (re-framed with ``Content-Length`` if it was
+    chunked), its headers (lower-case names) and its body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    headers = {}
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            body += await reader.readexactly(size)
+            await reader.readexactly(2)
+            if size == 0:
+                break
+        kept = [
+            line
+            for line in head.decode("latin-1").split("\r\n")
+            if not line.lower().startswith("transfer-encoding:")
+        ]
+        head = "\r\n".join(kept).encode("latin-1")
+        return with_length(head, len(body)), headers, body
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return head, headers, body
+
+
+def with_length(head: bytes, length: int) -> bytes:
+    """``head`` with its ``Content-Length`` set to ``length`` (and no CRC32 of the old body)."""
+    lines = [
+        line
+        for line in head.decode("latin-1").split("\r\n")
+        if line and not line.lower().startswith(("content-length:", "x-amz-crc32:"))
+    ]
+    lines.append(f"Content-Length: {length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+if __name__ == "__main__":  # the child process of `LoopbackProxy` (where="process")
+    serve(*sys.argv[1:6])
