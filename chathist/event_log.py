@@ -33,7 +33,12 @@ from chathist.core.plan import CLEAR, Limits, Plan, item_overhead, plan_write
 from chathist.core.retry import RetryRule
 from chathist.core.steps import Steps, sleep
 from chathist.dynamo.event_store import EventStore, SequenceTaken
-from chathist.errors import ConcurrencyError, ConfigurationError, CorruptHistoryError
+from chathist.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    CorruptHistoryError,
+    DecryptionError,
+)
 
 __all__ = [
     "ABANDONED_AFTER",
@@ -87,7 +92,8 @@ class EventLog:
         self.store = store
         self.session = session
         self.settings = settings
-        self.limits = Limits(item_overhead(store.items.attribute_names, session))
+        overhead = item_overhead(store.items.attribute_names, session)
+        self.limits = Limits(overhead + store.encryption.overhead)
         self._next_seq: int | None = None
         self._next_seq_at = 0.0
 
@@ -101,9 +107,9 @@ class EventLog:
             try:
                 tail = yield from self.read_tail()
                 found = self._messages(tail)
-            except CorruptHistoryError:
-                if final:
-                    raise
+            except CorruptHistoryError as exc:
+                if final or isinstance(exc, DecryptionError):
+                    raise  # a clear does not make an item fail authentication: no read again
                 continue  # a clear may have removed a stage this read was about to read
             if tail.erased_seen:
                 if not final:

@@ -25,9 +25,9 @@ from typing import Any, TypeVar, cast
 from botocore import xform_name
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chathist.core.steps import Call, Sleep, Steps
+from chathist.core.steps import DYNAMODB, Call, Sleep, Steps
 from chathist.dynamo.binding import Binding
-from chathist.dynamo.client import CLIENT_CONFIG, Sending, error_response
+from chathist.dynamo.client import CLIENT_CONFIG, Sending, error_response, kms_scope
 from chathist.errors import ChatHistoryError, ConfigurationError
 
 __all__ = ["AVAILABLE", "AsyncSender", "aclose_clients", "async_client_for"]
@@ -44,7 +44,7 @@ class _LoopClients:
     (per loop too: a session's credential refresh binds to the loop it first ran in)."""
 
     def __init__(self) -> None:
-        self.clients: dict[Binding, Any] = {}
+        self.clients: dict[tuple[str, Binding], Any] = {}
         self.sessions: dict[str | None, Any] = {}
         self.lock = asyncio.Lock()
         self.keeper: AsyncIterator[None] | None = None
@@ -106,27 +106,30 @@ def _session(binding: Binding, sessions: dict[str | None, Any]) -> Any:
     return found
 
 
-async def async_client_for(binding: Binding) -> Any:
-    """The aiobotocore DynamoDB client of ``binding`` in the running loop, opened on first
-    use."""
+async def async_client_for(binding: Binding, service: str = DYNAMODB) -> Any:
+    """The aiobotocore client of ``service`` (DynamoDB, or KMS for the region and credentials
+    of ``binding``) in the running loop, opened on first use."""
+    if service != DYNAMODB:
+        binding = kms_scope(binding)
+    key = (service, binding)
     clients = await _loop_clients()
-    found = clients.clients.get(binding)
+    found = clients.clients.get(key)
     if found is not None:
         return found
     async with clients.lock:
-        found = clients.clients.get(binding)
+        found = clients.clients.get(key)
         if found is None:
             try:
                 context = _session(binding, clients.sessions).create_client(
-                    "dynamodb",
+                    service,
                     region_name=binding.region_name,
                     endpoint_url=binding.endpoint_url,
                     config=CLIENT_CONFIG,
                 )
                 found = await context.__aenter__()
             except (BotoCoreError, ValueError) as exc:
-                raise ConfigurationError(f"cannot create a DynamoDB client: {exc}") from exc
-            clients.clients[binding] = found
+                raise ConfigurationError(f"cannot create a {service} client: {exc}") from exc
+            clients.clients[key] = found
     return found
 
 
@@ -147,7 +150,7 @@ class AsyncSender(Sending):
         params = self.params(request)
         response: dict[str, Any] | None = None
         try:
-            client = await async_client_for(self.binding)
+            client = await async_client_for(self.binding, request.service)
             method = getattr(client, xform_name(request.operation))
             response = cast(dict[str, Any], await method(**params))
             return response

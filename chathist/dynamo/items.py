@@ -38,6 +38,9 @@ class EventModel(Model):
     stage = UnicodeAttribute(attr_name="stage", null=True)
     staged_at = NumberAttribute(attr_name="at", null=True)
     expires_at = NumberAttribute(null=True)
+    sealed = UnicodeAttribute(attr_name="enc", null=True)
+    """Set on an item whose payload is sealed (client-side encryption, in ``blob``): the
+    envelope format (`chathist.dynamo.encryption`)."""
 
 
 INTERNAL_NAMES = frozenset(
