@@ -335,7 +335,11 @@ class Encryption:
             if self.marker_name not in item:
                 opened.append(item)
                 continue
-            key = {n: item.get(n) for n in (self.hash_name, self.range_name)}
+            key = {
+                n: next(iter(v.values()), None) if isinstance(v, dict) else v
+                for n in (self.hash_name, self.range_name)
+                if (v := item.get(n)) is not None
+            }
             try:
                 opened.append((yield from self._open(item)))
             except DecryptionError as exc:
