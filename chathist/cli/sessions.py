@@ -258,6 +258,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
             "chathist import ChatEvents all.jsonl",
             "chathist export OldTable | chathist import NewTable -",
             "chathist import ChatEvents all.jsonl --ttl 2592000   # messages expire in 30 days",
+            "chathist import ChatEvents all.jsonl --kms-key-id alias/chat   # encrypted",
         ),
         formatter_class=raw,
     )
@@ -265,6 +266,12 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     import_.add_argument("file", metavar="FILE", help="JSON-lines file from `chathist export`")
     import_.add_argument(
         "--ttl", type=int, default=None, metavar="SECONDS", help="expire imported messages"
+    )
+    import_.add_argument(
+        "--kms-key-id",
+        metavar="KEY",
+        help="client-side encryption: seal the imported messages with data keys from this KMS"
+        " key (id, ARN or alias/NAME); event layout only",
     )
     import_.set_defaults(func=run_import)
 
@@ -451,12 +458,14 @@ def run_import(args: argparse.Namespace) -> int:
     """Load sessions from a JSON-lines file, resumably."""
     target = Target(args, args.table)
     if args.file == "-":
-        return _import(target, sys.stdin, "<stdin>", args.ttl)
+        return _import(target, sys.stdin, "<stdin>", args.ttl, args.kms_key_id)
     with open(args.file, encoding="utf-8") as stream:
-        return _import(target, stream, args.file, args.ttl)
+        return _import(target, stream, args.file, args.ttl, args.kms_key_id)
 
 
-def _import(target: Target, stream: TextIO, name: str, ttl: int | None) -> int:
+def _import(
+    target: Target, stream: TextIO, name: str, ttl: int | None, kms_key_id: str | None = None
+) -> int:
     progress = Progress("importing", unit="sessions")
     counts = {"skip": 0, "append": 0, "conflict": 0}
     appended = 0
@@ -465,7 +474,7 @@ def _import(target: Target, stream: TextIO, name: str, ttl: int | None) -> int:
             incoming = messages_from_dict(line.messages)
         except (KeyError, TypeError, ValueError) as exc:
             raise CommandError(f"{name}, line {line.number}: not a message dict ({exc})") from exc
-        history = target.history(line.session_id, ttl=ttl)
+        history = target.history(line.session_id, ttl=ttl, kms_key_id=kms_key_id)
         outcome = import_plan(messages_to_dict(history.messages), line.messages)
         counts[outcome.action] += 1
         if outcome.action == "append":
