@@ -537,3 +537,99 @@ def test_the_key_cache_retires_keys_after_their_lifetime_and_uses() -> None:
     for name in "xyz":
         cache.put(name, name)
     assert cache.take("x") is None and cache.take("z") == "z"
+
+
+# -- the operator path: chathist migrate, export, import, show, stats -----------------------------
+
+
+def test_migrate_encrypts_export_decrypts_import_encrypts_show_and_stats_read(
+    kms: Kms,
+    boto3_client: Any,
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    table_name: str,
+    tmp_path: Any,
+) -> None:
+    import json
+
+    from chathist import create_table
+    from tests.test_cli import run_cli, sample_conversation
+
+    conversation = _mark(sample_conversation())
+    where = {"endpoint_url": dynamodb_endpoint, "region_name": dynamodb_region}
+    with list_table_named(boto3_client) as source:
+        for session in ("a", "b"):
+            DynamoDBChatMessageHistory(
+                source, session, layout="list", coerce_float_to_decimal=True, **where
+            ).add_messages(conversation[:4])
+        migrated = run_cli(
+            dynamodb_endpoint,
+            "migrate",
+            "--source",
+            source,
+            "--target",
+            table_name,
+            "--kms-key-id",
+            kms.key_id,
+            "--verify",
+            "--quiet",
+        )
+        assert migrated.returncode == 0, migrated.stderr + migrated.stdout
+    for session in ("a", "b"):
+        items = partition_items(boto3_client, table_name, session)
+        assert len(items) == 4 and all("enc" in i for i in items)
+        assert not _contains(items, SECRET)
+        stored = DynamoDBChatMessageHistory(table_name, session, **where).messages
+        assert _dicts(stored) == _dicts(conversation[:4])
+    DynamoDBChatMessageHistory(table_name, "a", kms_key_id=kms.key_id, **where).add_message(
+        conversation[4]  # 450,000 characters: compressed, then sealed
+    )
+
+    show = run_cli(dynamodb_endpoint, "show", table_name, "a", "--json")
+    assert show.returncode == 0, show.stderr
+    assert json.loads(show.stdout) == _dicts(conversation)
+    stats = run_cli(dynamodb_endpoint, "stats", table_name, "--json")
+    assert stats.returncode == 0, stats.stderr
+    report = json.loads(stats.stdout)
+    assert (report["sessions"], report["messages"]) == (2, 9)
+    assert report["encrypted_items"] == report["items"] == 9
+
+    exported = tmp_path / "all.jsonl"
+    export = run_cli(dynamodb_endpoint, "export", table_name, "--output", str(exported))
+    assert export.returncode == 0, export.stderr
+    lines = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert {line["session_id"]: line["messages"] for line in lines} == {
+        "a": _dicts(conversation),
+        "b": _dicts(conversation[:4]),
+    }
+    other = f"chathist-test-{uuid.uuid4().hex[:12]}"
+    create_table(other, **where)
+    try:
+        imported = run_cli(
+            dynamodb_endpoint, "import", other, str(exported), "--kms-key-id", kms.other_key_id
+        )
+        assert imported.returncode == 0, imported.stderr
+        items = partition_items(boto3_client, other, "a")
+        assert not _contains(items, SECRET) and all("enc" in i for i in items)
+        assert _dicts(DynamoDBChatMessageHistory(other, "a", **where).messages) == _dicts(
+            conversation
+        )
+        again = run_cli(
+            dynamodb_endpoint, "import", other, str(exported), "--kms-key-id", kms.other_key_id
+        )
+        assert again.returncode == 0 and "2 already complete" in again.stderr
+    finally:
+        boto3_client.delete_table(TableName=other)
+
+
+def test_an_encrypting_migration_stores_no_digest_of_the_content(
+    kms: Kms, boto3_client: Any, dynamodb_endpoint: str | None, table_name: str
+) -> None:
+    from chathist.bulk.to_events import fingerprint
+    from chathist.core.codec import encode_message
+
+    payloads = [encode_message(HumanMessage("a guessable secret"))]
+    assert fingerprint("s", payloads, None) != fingerprint("s", payloads, None, blind=True)
+    guess = [encode_message(HumanMessage("a guessable secreT"))]
+    assert fingerprint("s", guess, None, blind=True) == fingerprint("s", payloads, None, blind=True)
+    assert fingerprint("s", guess, None) != fingerprint("s", payloads, None)

@@ -32,6 +32,7 @@ from chathist.core.sizes import item_size
 from chathist.dynamo.binding import Binding
 from chathist.dynamo.capacity import CapacityMeter
 from chathist.dynamo.client import Sender
+from chathist.dynamo.items import EventModel
 from chathist.dynamo.paging import Cursor
 from chathist.dynamo.tables import KeySchema, key_schema
 from chathist.history import DynamoDBChatMessageHistory
@@ -505,6 +506,7 @@ class _SessionStats:
     items: int = 0
     bytes: int = 0
     messages: int = 0
+    encrypted: int = 0
 
 
 def run_stats(args: argparse.Namespace) -> int:
@@ -517,12 +519,14 @@ def run_stats(args: argparse.Namespace) -> int:
     else:
         items = target.scan(keys_only=False, segments=args.segments)
     progress = Progress(f"scanning {args.table}", unit="items")
+    sealed = EventModel.get_attributes()["sealed"].attr_name
     for item in items:
         value = item[target.schema.hash_key]
         session_id = value.get("S") or next(iter(value.values()))
         stats = per_session.setdefault(session_id, _SessionStats())
         stats.items += 1
         stats.bytes += item_size(item)
+        stats.encrypted += sealed in item and target.layout == "events"
         progress.advance(extra=f"{len(per_session)} sessions")
     progress.finish()
     progress = Progress("reading", unit="sessions", total=len(per_session))
@@ -548,6 +552,7 @@ def _report(target: Target, per_session: dict[str, _SessionStats]) -> dict[str, 
         "empty_sessions": sum(1 for s in per_session.values() if not s.messages),
         "messages": sum(s.messages for s in per_session.values()),
         "items": sum(s.items for s in per_session.values()),
+        "encrypted_items": sum(s.encrypted for s in per_session.values()),
         "bytes": sum(s.bytes for s in per_session.values()),
         "largest_session": None
         if largest is None
@@ -567,7 +572,8 @@ def _format_report(report: dict[str, Any]) -> str:
         f"sessions:        {report['sessions']:,}"
         + (f" (+{report['empty_sessions']:,} empty)" if report["empty_sessions"] else ""),
         f"messages:        {report['messages']:,}",
-        f"items:           {report['items']:,}",
+        f"items:           {report['items']:,}"
+        + (f" ({report['encrypted_items']:,} encrypted)" if report["encrypted_items"] else ""),
         f"bytes:           {report['bytes']:,}",
     ]
     largest = report["largest_session"]
