@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
+
+from benchmarks.encryption import local_kms
 
 KEY_ENV = "CHATHIST_TEST_KMS_KEY_ID"
 OTHER_KEY_ENV = "CHATHIST_TEST_KMS_OTHER_KEY_ID"
@@ -35,39 +33,6 @@ class Kms:
     """True when KMS is moto's server (a missing permission can then be provoked)."""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def moto_kms() -> Iterator[str]:
-    """moto's server on 127.0.0.1 (a free port); yields its URL."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("moto's server did not start")
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
 @contextlib.contextmanager
 def kms_keys(region: str | None) -> Iterator[Kms]:
     """A real key (``$CHATHIST_TEST_KMS_KEY_ID``), or two keys on a local moto server with
@@ -77,7 +42,7 @@ def kms_keys(region: str | None) -> Iterator[Kms]:
         yield Kms(real, os.environ.get(OTHER_KEY_ENV) or real, region, local=False)
         return
     before = os.environ.get(ENDPOINT_ENV)
-    with moto_kms() as url:
+    with local_kms() as url:
         os.environ[ENDPOINT_ENV] = url
         try:
             client: Any = boto3.client("kms", region_name=region or "us-east-1", endpoint_url=url)

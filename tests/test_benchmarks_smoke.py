@@ -24,6 +24,7 @@ SCENARIOS = {
     "migration",
     "large_messages",
     "async_concurrency",
+    "encryption",
 }
 CONTENDERS = {"chathist-event", "chathist-list", "langchain", "raw-boto3"}
 
