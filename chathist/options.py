@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from chathist.core.envelope import check_local_key
+from chathist.core.envelope import check_local_key, require_cryptography
 from chathist.core.retry import RetryRule
 from chathist.core.sizes import text_size
 from chathist.dynamo.binding import Binding
@@ -203,13 +203,7 @@ class HistoryOptions:
         ):
             raise list_layout_encryption_error(table_name)
         if kms_key_id is not None or local_key is not None:
-            try:
-                import cryptography  # noqa: F401
-            except ImportError as exc:
-                raise ConfigurationError(
-                    "client-side encryption needs the cryptography package:"
-                    " pip install 'chathist[encryption]'"
-                ) from exc
+            require_cryptography()
         primary_key_name = _name("primary_key_name", primary_key_name)
         sort_key_name = _name("sort_key_name", sort_key_name)
         history_messages_key = _name("history_messages_key", history_messages_key)

@@ -633,3 +633,40 @@ def test_an_encrypting_migration_stores_no_digest_of_the_content(
     guess = [encode_message(HumanMessage("a guessable secreT"))]
     assert fingerprint("s", guess, None, blind=True) == fingerprint("s", payloads, None, blind=True)
     assert fingerprint("s", guess, None) != fingerprint("s", payloads, None)
+
+
+def test_without_cryptography_encryption_is_refused_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead", None)
+    with pytest.raises(ConfigurationError, match=r"chathist\[encryption\]"):
+        DynamoDBChatMessageHistory(
+            "T-t", "s", endpoint_url="http://127.0.0.1:9", local_key=bytes(32)
+        )
+
+
+def test_a_lazy_migration_seals_the_legacy_messages_it_moves(
+    api: Any, where: Any, kms: Kms, boto3_client: Any
+) -> None:
+    with list_table_named(boto3_client) as legacy:
+        DynamoDBChatMessageHistory(
+            legacy,
+            "s",
+            layout="list",
+            endpoint_url=where["endpoint_url"],
+            region_name=where["region_name"],
+        ).add_messages([HumanMessage(f"old {SECRET}"), AIMessage("old answer")])
+        history = api.history(
+            session_id="s", **where, kms_key_id=kms.key_id, legacy_table_name=legacy
+        )
+        history.add_user_message(f"new {SECRET}")
+        assert [m.content for m in history.messages] == [
+            f"old {SECRET}",
+            "old answer",
+            f"new {SECRET}",
+        ]
+    items = partition_items(boto3_client, where["table_name"], "s")
+    assert len(items) == 3 and all("enc" in i for i in items)
+    assert not _contains(items, SECRET)

@@ -43,6 +43,7 @@ __all__ = [
     "encryption_context",
     "open_envelope",
     "pack_attributes",
+    "require_cryptography",
     "seal",
     "unpack_attributes",
     "unwrap_local",
@@ -64,7 +65,9 @@ _HEADER: Final = struct.Struct(">BBH")
 _TYPES: Final = {"S": b"S", "B": b"B"}
 
 
-def _aesgcm(key: bytes) -> Any:
+def require_cryptography() -> Any:
+    """The AESGCM class of ``cryptography``; `ConfigurationError` naming the extra to install
+    when it is missing."""
     try:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     except ImportError as exc:
@@ -72,7 +75,11 @@ def _aesgcm(key: bytes) -> Any:
             "client-side encryption needs the cryptography package:"
             " pip install 'chathist[encryption]'"
         ) from exc
-    return AESGCM(key)
+    return AESGCM
+
+
+def _aesgcm(key: bytes) -> Any:
+    return require_cryptography()(key)
 
 
 def _invalid_tag() -> type[Exception]:

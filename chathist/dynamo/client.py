@@ -85,16 +85,20 @@ def botocore_session(profile: str | None = None) -> botocore.session.Session:
 def client_for(binding: Binding) -> Any:
     """The botocore DynamoDB client of ``binding``, made once per process (botocore clients
     are thread-safe)."""
-    key = binding
+    return _cached(_clients, binding, DYNAMODB)
+
+
+def _cached(clients: dict[Binding, Any], binding: Binding, service: str) -> Any:
+    """The client of ``service`` for ``binding`` in ``clients``, made once."""
     with _lock:
-        found = _clients.get(key)
+        found = clients.get(binding)
     if found is not None:
         return found
     session = botocore_session(binding.profile)
     with _lock:
-        found = _clients.get(key)
+        found = clients.get(binding)
         if found is None:
-            found = _clients[key] = _make_client(binding, session)
+            found = clients[binding] = _make_client(binding, session, service)
     return found
 
 
@@ -107,17 +111,7 @@ def kms_scope(binding: Binding) -> Binding:
 def kms_client_for(binding: Binding) -> Any:
     """The botocore AWS KMS client for ``binding``'s region and credentials, made once per
     process from the same botocore session as its DynamoDB clients."""
-    key = kms_scope(binding)
-    with _lock:
-        found = _kms_clients.get(key)
-    if found is not None:
-        return found
-    session = botocore_session(binding.profile)
-    with _lock:
-        found = _kms_clients.get(key)
-        if found is None:
-            found = _kms_clients[key] = _make_client(key, session, KMS)
-    return found
+    return _cached(_kms_clients, kms_scope(binding), KMS)
 
 
 def _make_client(
