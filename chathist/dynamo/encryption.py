@@ -175,10 +175,7 @@ class KeyCache:
             entry = self._entries.get(scope)
             if entry is None:
                 return None
-            if (
-                self.clock() - entry.made >= self.lifetime
-                or entry.uses >= envelope.MAX_KEY_USES
-            ):
+            if self.clock() - entry.made >= self.lifetime or entry.uses >= envelope.MAX_KEY_USES:
                 del self._entries[scope]
                 return None
             entry.uses += 1
@@ -267,8 +264,10 @@ class Encryption:
         self.payload_names: Sequence[str] = (names["text"], names["blob"])
         """The attributes sealed together: whatever of them an item holds."""
         self.keyring = keyring
-        self.local = local_key if local_key is not None else (
-            keyring if isinstance(keyring, LocalKeyring) else None
+        self.local = (
+            local_key
+            if local_key is not None
+            else (keyring if isinstance(keyring, LocalKeyring) else None)
         )
         self.kms = keyring if isinstance(keyring, KmsKeyring) else KmsKeyring(None)
         self.cache = cache
