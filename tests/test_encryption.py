@@ -670,3 +670,40 @@ def test_a_lazy_migration_seals_the_legacy_messages_it_moves(
     items = partition_items(boto3_client, where["table_name"], "s")
     assert len(items) == 3 and all("enc" in i for i in items)
     assert not _contains(items, SECRET)
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "text"),
+    [
+        ("AccessDeniedException", KeyAccessError, "kms:Decrypt"),
+        ("DisabledException", KeyAccessError, "DisabledException"),
+        ("NotFoundException", KeyAccessError, "NotFoundException"),
+        ("UnrecognizedClientException", KeyAccessError, "local_key="),
+        ("InvalidCiphertextException", DecryptionError, "not returned"),
+        ("IncorrectKeyException", DecryptionError, "not returned"),
+    ],
+)
+def test_kms_errors_map_once_to_typed_errors(code: str, error: type, text: str) -> None:
+    from botocore.exceptions import ClientError
+
+    from chathist.dynamo.translate import translate
+
+    raised = ClientError({"Error": {"Code": code, "Message": "m"}}, "Decrypt")
+    found = translate(raised, "Decrypt", {}, service="kms")
+    assert type(found) is error and text in str(found)
+    if isinstance(found, KeyAccessError):
+        assert found.code == code
+
+
+def test_an_unreachable_kms_is_a_key_access_error() -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    from chathist.dynamo.translate import translate
+
+    found = translate(
+        EndpointConnectionError(endpoint_url="http://127.0.0.1:9"),
+        "GenerateDataKey",
+        {},
+        service="kms",
+    )
+    assert isinstance(found, KeyAccessError) and "127.0.0.1:9" in str(found)

@@ -111,6 +111,11 @@ def _translate_kms(exc: Exception, operation: str, where: str) -> ChatHistoryErr
                 " returned"
             )
         hint = f"; {KMS_PERMISSION_HINT}" if code == "AccessDeniedException" else ""
+        if code in ("UnrecognizedClientException", "InvalidSignatureException"):
+            hint = (
+                "; KMS does not know these credentials (for development on DynamoDB Local, use"
+                " local_key=, or point AWS_ENDPOINT_URL_KMS at a local KMS)"
+            )
         return KeyAccessError(f"KMS {operation} failed: {code}: {text}{hint}", code=code)
     if isinstance(exc, NoRegionError):
         return ConfigurationError("no AWS region for KMS: pass region_name=")
