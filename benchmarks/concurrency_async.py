@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from botocore.config import Config
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
@@ -397,33 +396,35 @@ def thread_run(setting: Setting, proxy: DelayProxy, sessions: int, appends: int)
 
 
 def pooled(size: int) -> str:
-    """The key of a native async run on aiobotocore clients of ``size`` connections."""
+    """The key of a native async run with ``size`` requests in flight (and connections)."""
     return f"{NATIVE}-pool{size}"
 
 
 @contextlib.contextmanager
 def async_pool(size: int | None) -> Iterator[None]:
-    """Native async clients opened meanwhile have ``max_pool_connections = size`` (None:
-    chathist's). It swaps the config `chathist.dynamo.aio` opens clients with; every run has
-    a loop, hence clients, of its own."""
+    """Native async clients opened meanwhile let ``size`` requests in flight, on as many
+    connections (None: chathist's `aio.MAX_IN_FLIGHT`). Every run has a loop, hence clients, of
+    its own."""
     if size is None:
         yield
         return
-    saved = aio.CLIENT_CONFIG
-    aio.CLIENT_CONFIG = saved.merge(Config(max_pool_connections=size))  # type: ignore[misc]
+    saved = aio.MAX_IN_FLIGHT
+    aio.MAX_IN_FLIGHT = size
     try:
         yield
     finally:
-        aio.CLIENT_CONFIG = saved  # type: ignore[misc]
+        aio.MAX_IN_FLIGHT = saved
 
 
 def pools(sessions: Sequence[int], extra: Sequence[int]) -> dict[str, str]:
     """The connection pools (and threads) each contender runs on, as a sentence each."""
     size = CLIENT_CONFIG.max_pool_connections
+    flight = aio.MAX_IN_FLIGHT
     workers = default_executor_workers()
     found = {
-        NATIVE: f"one aiobotocore client, max_pool_connections = {size} (chathist's"
-        f" CLIENT_CONFIG): up to {size} requests in flight, the others wait for a connection",
+        NATIVE: f"one aiobotocore client of {flight} connections behind a first come, first served"
+        f" gate of {flight} (chathist's aio.MAX_IN_FLIGHT): up to {flight} requests in flight,"
+        " the others queue in turn",
         EXECUTOR: f"the loop's default executor: {workers} threads (min(32, {os.cpu_count()} CPUs"
         f" + 4)); one botocore client, max_pool_connections = {size}: up to {workers} requests"
         " in flight",
@@ -433,7 +434,7 @@ def pools(sessions: Sequence[int], extra: Sequence[int]) -> dict[str, str]:
     }
     for other in extra:
         found[pooled(other)] = (
-            f"as native async, but max_pool_connections = {other}: up to {other} requests in flight"
+            f"as native async, but {other} requests in flight (a gate and a pool of {other})"
         )
     return found
 
@@ -442,9 +443,9 @@ def async_concurrency(sizes: Sizes, endpoint_url: str, region: str, log: Log) ->
     """Scenario 9 for every N of ``sizes.async_sessions``."""
     table = session_id("bench-async")
     chathist.create_table(table, endpoint_url=endpoint_url, region_name=region)
-    extra = [size for size in sizes.async_pools if size != CLIENT_CONFIG.max_pool_connections]
+    extra = [size for size in sizes.async_pools if size != aio.MAX_IN_FLIGHT]
     order = [NATIVE, EXECUTOR, THREADS, *map(pooled, extra)]
-    labels = {**LABELS, **{pooled(size): f"native async, pool of {size}" for size in extra}}
+    labels = {**LABELS, **{pooled(size): f"native async, {size} in flight" for size in extra}}
     if not aio.AVAILABLE:
         order = [EXECUTOR, THREADS]
     where: Literal["process", "thread"] = "thread" if sizes.async_proxy_thread else "process"
@@ -458,6 +459,7 @@ def async_concurrency(sizes: Sizes, endpoint_url: str, region: str, log: Log) ->
         "pools": {k: v for k, v in pools(sizes.async_sessions, extra).items() if k in order},
         "executor_workers": default_executor_workers(),
         "max_pool_connections": CLIENT_CONFIG.max_pool_connections,
+        "max_in_flight": aio.MAX_IN_FLIGHT,
         "proxy_in": where,
         "note": None if aio.AVAILABLE else "aiobotocore is not installed: no native async run",
         "runs": {},

@@ -71,9 +71,10 @@ class Sizes:
     """Scenario 9: one-message appends per session before its window read."""
     async_delay_ms: float = 10.0
     """Scenario 9: latency the proxy adds to every request."""
-    async_pools: list[int] = field(default_factory=lambda: [64])
-    """Scenario 9: native async runs again with aiobotocore pools of these sizes (to compare
-    with chathist's ``max_pool_connections``; a size equal to it is skipped)."""
+    async_pools: list[int] = field(default_factory=lambda: [512])
+    """Scenario 9: native async runs again with these many requests in flight (a gate and a pool
+    of that size, to compare with chathist's ``aio.MAX_IN_FLIGHT``; a size equal to it is
+    skipped)."""
     async_repeats: int = 1
     """Scenario 9: runs of every contender and N (medians over them; ratios paired by run)."""
     async_proxy_thread: int = 0

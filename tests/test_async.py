@@ -84,6 +84,51 @@ def test_one_client_per_binding_and_loop_reused_by_every_history(
     assert loop not in aio._loops or not aio._loops[loop].clients  # closed at loop shutdown
 
 
+def test_requests_beyond_the_limit_in_flight_wait_their_turn_first_come_first_served(
+    dynamodb_endpoint: str | None, table_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With room for one request in flight, ten sessions appending at once are served in turn
+    (s0, s1, ..., s9, s0, ...): a session that gets its answer queues behind the others instead
+    of taking the connection again, as aiohttp's pool alone would let it."""
+    monkeypatch.setattr(aio, "MAX_IN_FLIGHT", 1)
+    sent: list[str] = []
+    in_flight = peak = 0
+
+    def before_send(request: Any, **_: Any) -> None:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        body = request.body.decode() if isinstance(request.body, bytes) else str(request.body)
+        sent.extend(f"s{i}" for i in range(10) if f'"turn-s{i}"' in body)  # not DescribeTable
+
+    def after_call(**_: Any) -> None:
+        nonlocal in_flight
+        in_flight -= 1
+
+    async def appends() -> list[list[str]]:
+        histories = [
+            DynamoDBChatMessageHistory(table_name, f"turn-s{i}", dynamodb_endpoint)
+            for i in range(10)
+        ]
+        client = await aio.async_client_for(histories[0]._options.binding)
+        assert client.meta.config.max_pool_connections == 1
+        client.meta.events.register("before-send.dynamodb", before_send)
+        client.meta.events.register("after-call.dynamodb", after_call)
+
+        async def session(history: DynamoDBChatMessageHistory) -> None:
+            for n in range(3):
+                await history.aadd_messages([HumanMessage(f"{n}")])
+
+        await asyncio.gather(*(session(h) for h in histories))
+        return [[str(m.content) for m in await h.aget_messages()] for h in histories]
+
+    assert asyncio.run(appends()) == [["0", "1", "2"]] * 10
+    assert peak == 1
+    rounds = len(sent) // 10
+    assert len(sent) == 10 * rounds and rounds >= 3
+    assert sent == [f"s{i}" for _ in range(rounds) for i in range(10)]
+
+
 def test_sync_and_async_calls_mix_on_one_history(
     dynamodb_endpoint: str | None, table_name: str
 ) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from botocore import useragent
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,7 +24,7 @@ from chathist.core.sizes import ITEM_LIMIT, attribute_size, item_size, number_si
 from chathist.core.steps import Steps, call, sleep
 from chathist.dynamo.binding import ENDPOINT_ENV, Binding, check_endpoint_url
 from chathist.dynamo.capacity import CapacityMeter
-from chathist.dynamo.client import Sender
+from chathist.dynamo.client import USER_AGENT, Sender, client_for
 from chathist.dynamo.paging import Cursor
 from chathist.dynamo.translate import ConditionFailed, TransactionCanceled, translate
 from tests.helpers import hooked
@@ -120,6 +121,32 @@ def put(table: str, sort: str, **extra: Any) -> Steps[dict[str, Any]]:
         Item={"SessionId": {"S": "s"}, "SK": {"S": sort}, **extra},
         ConditionExpression="attribute_not_exists(SK)",
     )
+
+
+def test_the_user_agent_is_built_once_not_per_request(
+    sender: Sender, table_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore would rebuild the User-Agent twice per request, sanitising every component;
+    chathist's clients send the one built at import."""
+    built: list[str] = []
+    original = useragent.sanitize_user_agent_string_component
+
+    def counted(raw: str, allow_hash: bool) -> str:
+        built.append(raw)
+        return original(raw, allow_hash)
+
+    monkeypatch.setattr(useragent, "sanitize_user_agent_string_component", counted)
+    headers: list[str] = []
+
+    def seen(request: Any, **_: Any) -> None:
+        headers.append(request.headers["User-Agent"].decode())
+
+    client = client_for(sender.binding)
+    with hooked(client, "before-send.dynamodb", seen):
+        for sort in ("a", "b", "c"):
+            sender.run(put(table_name, sort))
+    assert headers == [USER_AGENT] * 3 and " lib/chathist" in USER_AGENT
+    assert built == []
 
 
 def test_a_failed_condition_is_thrown_into_the_steps_and_metered(
