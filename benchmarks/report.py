@@ -562,6 +562,10 @@ def render(results: dict[str, Any]) -> str:
         else:
             parts.append(mig.get("markdown", "**7. Migration**: see JSON"))
 
+    sealed = scenarios.get("encryption")
+    if sealed:
+        parts.append(sealed["markdown"])
+
     large = scenarios.get("large_messages")
     if large:
         for megabytes, per in large["sizes"].items():

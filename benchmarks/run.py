@@ -26,6 +26,7 @@ from typing import Any
 from benchmarks import scenarios
 from benchmarks.concurrency_async import async_concurrency
 from benchmarks.contenders import build_contenders
+from benchmarks.encryption import encryption_cost
 from benchmarks.floor import floor
 from benchmarks.report import plot, render
 from benchmarks.workload import PRESETS, Sizes, parse_size_overrides
@@ -41,6 +42,7 @@ SCENARIOS = {
     8: "large_messages",
     9: "async_concurrency",
     10: "floor",
+    11: "encryption",
 }
 
 
@@ -68,7 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="folder for results.json, results.md, append.png",
     )
     parser.add_argument(
-        "--scenarios", default="1-10", help="which scenarios to run, e.g. 1,2,5 (default all: 1-10)"
+        "--scenarios", default="1-11", help="which scenarios to run, e.g. 1,2,5 (default all: 1-11)"
     )
     parser.add_argument(
         "--contenders",
@@ -206,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if 10 in chosen:
             attempt("floor", lambda: floor(sizes, endpoint, region, log))
+        if 11 in chosen:
+            attempt("encryption", lambda: encryption_cost(sizes, endpoint, region, log))
         if 7 in chosen:
             attempt(
                 "migration",

@@ -13,7 +13,11 @@ exception as ``__cause__``::
     │   └── TableSchemaError
     ├── ConcurrencyError          other writers kept winning the race for the next sequence number
     ├── CorruptHistoryError       stored items that cannot be folded (gap, duplicate, garbage)
+    │   └── DecryptionError       an encrypted item that fails authentication (altered, moved,
+    │                             wrong key): never returned (also an EncryptionError)
     ├── ItemTooLargeError         a list-layout session that no longer fits one item
+    ├── EncryptionError           client-side encryption cannot proceed
+    │   └── KeyAccessError        KMS refused a data key (permission, disabled or missing key)
     └── StorageError              DynamoDB failed after botocore's retries
         └── OutcomeUnknownError   an append whose answers were lost: stored whole, or not at all
 """
@@ -27,8 +31,11 @@ __all__ = [
     "ConcurrencyError",
     "ConfigurationError",
     "CorruptHistoryError",
+    "DecryptionError",
+    "EncryptionError",
     "InvalidSessionIdError",
     "ItemTooLargeError",
+    "KeyAccessError",
     "MessageTooLargeError",
     "OutcomeUnknownError",
     "StorageError",
@@ -92,6 +99,27 @@ class CorruptHistoryError(ChatHistoryError):
         super().__init__(message if key is None else f"{message} (item {key})")
         self.key = key
         self.at = at
+
+
+class EncryptionError(ChatHistoryError):
+    """Client-side encryption (``kms_key_id=``, ``local_key=``) cannot proceed; nothing was
+    written and nothing is returned."""
+
+
+class DecryptionError(EncryptionError, CorruptHistoryError):
+    """An encrypted item that does not authenticate: its ciphertext or envelope was altered, it
+    was copied to another table, session or sort key, or it was sealed under another key.
+    Its content is never returned. Also a `CorruptHistoryError`: the stored history is bad."""
+
+
+class KeyAccessError(EncryptionError):
+    """KMS refused to give or unwrap a data key: no ``kms:GenerateDataKey``/``kms:Decrypt``
+    permission for this key and encryption context, a disabled or missing key. ``code`` is
+    KMS's error code."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ItemTooLargeError(ChatHistoryError):

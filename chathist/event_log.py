@@ -39,6 +39,7 @@ from chathist.errors import (
     ConcurrencyError,
     ConfigurationError,
     CorruptHistoryError,
+    DecryptionError,
     OutcomeUnknownError,
     StorageError,
 )
@@ -110,7 +111,8 @@ class EventLog:
         self.store = store
         self.session = session
         self.settings = settings
-        self.limits = Limits(item_overhead(store.items.attribute_names, session))
+        overhead = item_overhead(store.items.attribute_names, session)
+        self.limits = Limits(overhead + store.encryption.overhead)
         self._next_seq: int | None = None
         self._next_seq_at = 0.0
         self._before: int | None = None
@@ -127,9 +129,9 @@ class EventLog:
             try:
                 tail = yield from self.read_tail()
                 found = self._messages(tail)
-            except CorruptHistoryError:
-                if final:
-                    raise
+            except CorruptHistoryError as exc:
+                if final or isinstance(exc, DecryptionError):
+                    raise  # a clear does not make an item fail authentication: no read again
                 continue  # a clear may have removed a stage this read was about to read
             if tail.erased_at is not None:
                 if erased_before is not None and tail.erased_at <= erased_before:

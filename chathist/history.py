@@ -73,8 +73,13 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
     - ``primary_key_name``: the name of the table's hash key (default ``SessionId``).
     - ``key``: addresses a single item, which the event layout does not use: refused with
       ``layout="events"``, selects the list layout otherwise.
-    - ``kms_key_id``: client-side encryption is not supported yet: refused. Use encryption at
-      rest with a customer managed key instead (``create_table(..., kms_key_id=...)``).
+    - ``kms_key_id``: client-side encryption (event layout only; needs ``chathist[encryption]``).
+      Every message payload (and each part of a large one) is sealed with AES-256-GCM under a
+      data key from AWS KMS (``GenerateDataKey`` under this key id, ARN or alias; one per
+      session, process and hour) before it is sent, bound to its table, session and sort key.
+      Reads open sealed items with ``kms:Decrypt`` whatever key sealed them, and plaintext items
+      as they are; an item that does not authenticate raises `DecryptionError`, a KMS refusal
+      `KeyAccessError`. See docs/security.md. The list layout refuses it.
     - ``ttl``: every item written expires ``ttl`` seconds after it was written (attribute
       ``ttl_key_name``); expired items are never returned, even before DynamoDB deletes them.
       Tombstones of ``clear()`` never expire, so cleared messages cannot come back.
@@ -87,13 +92,16 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
 
     Keyword-only options: ``sort_key_name``, ``region_name``, ``consistent_read`` (default True:
     a writer reads its own writes), ``compress_threshold`` (bytes; None never compresses),
+    ``local_key`` (a raw 256-bit key, for development and tests: client-side encryption as with
+    ``kms_key_id``, the data keys wrapped under this key instead of by KMS),
     ``max_append_attempts`` and ``append_timeout`` (seconds): an append that has lost this many
     races for the next sequence number, or for this long, raises `ConcurrencyError` having
     written nothing visible; ``capacity_meter``: a `CapacityMeter` to add this history's
     consumed capacity to (share one between histories for application-wide totals).
     The names ``primary_key_name``, ``sort_key_name``, ``history_messages_key`` and
     ``ttl_key_name`` must differ from each other and from chathist's own attribute names
-    (`chathist.models.INTERNAL_NAMES`: event, v, w, codec, blob, parts, msg, count, stage, at, px).
+    (`chathist.models.INTERNAL_NAMES`: event, v, w, codec, blob, parts, msg, count, stage, at, px,
+    enc).
 
     Lazy migration from the list layout (event layout only): ``legacy_table_name`` (default: this
     table) and ``legacy_key`` (default ``{primary_key_name: session_id}``) locate the session's
@@ -133,6 +141,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
         legacy_key: dict[str, Any] | None = None,
         legacy_messages_key: str | None = None,
         delete_legacy: bool = True,
+        local_key: bytes | None = None,
     ) -> None:
         self._options = HistoryOptions.build(
             table_name=table_name,
@@ -159,6 +168,7 @@ class DynamoDBChatMessageHistory(BaseChatMessageHistory):
             legacy_key=legacy_key,
             legacy_messages_key=legacy_messages_key,
             delete_legacy=delete_legacy,
+            local_key=local_key,
         )
         self._sender = Sender(self._options.binding, self._options.meter)
         _ = self._sender.client  # made now (no request is sent), so bad settings fail here

@@ -7,20 +7,29 @@ returns one frozen object; the history class keeps it and does nothing else with
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from chathist.core.envelope import check_local_key, require_cryptography
 from chathist.core.retry import RetryRule
 from chathist.core.sizes import text_size
 from chathist.dynamo.binding import Binding
 from chathist.dynamo.capacity import CapacityMeter
 from chathist.dynamo.items import INTERNAL_NAMES
+from chathist.dynamo.tables import move_sessions
 from chathist.errors import ConfigurationError, InvalidSessionIdError
 
 if TYPE_CHECKING:
     import boto3
 
-__all__ = ["MAX_KEY_BYTES", "MAX_TTL", "HistoryOptions", "Layout", "validate_session_id"]
+__all__ = [
+    "MAX_KEY_BYTES",
+    "MAX_TTL",
+    "HistoryOptions",
+    "Layout",
+    "list_layout_encryption_error",
+    "validate_session_id",
+]
 
 Layout = Literal["auto", "events", "list"]
 
@@ -45,6 +54,27 @@ def validate_session_id(session_id: object) -> str:
             f"session_id is {size} bytes in UTF-8; DynamoDB keys hold at most {MAX_KEY_BYTES}"
         )
     return session_id
+
+
+def list_layout_encryption_error(table: str) -> ConfigurationError:
+    """Client-side encryption asked of LangChain's list layout: refused, saying where it works."""
+    move = move_sessions(table, f"{table}-events")
+    return ConfigurationError(
+        f"kms_key_id/local_key (client-side encryption) works in the event layout only; table"
+        f" {table!r} is used in LangChain's list layout (one item per session, which LangChain's"
+        " own class cannot read encrypted). Use layout='events' on a table with a sort key. To"
+        f" move this table's sessions into one, encrypting them: {move} --kms-key-id KEY"
+    )
+
+
+def _check_kms_key_id(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(
+            f"kms_key_id must be a KMS key id, ARN or alias (alias/...), got {value!r}"
+        )
+    return value
 
 
 def _name(name: str, value: object) -> str:
@@ -99,6 +129,15 @@ class HistoryOptions:
     legacy_key: dict[str, Any] | None
     legacy_messages_key: str
     delete_legacy: bool
+    kms_key_id: str | None = None
+    """Client-side encryption: the KMS key new items' data keys come from."""
+    local_key: bytes | None = field(default=None, repr=False)
+    """Client-side encryption under a raw 256-bit key (development and tests)."""
+
+    @property
+    def encrypting(self) -> bool:
+        """Whether new items are sealed (client-side encryption)."""
+        return self.kms_key_id is not None or self.local_key is not None
 
     @property
     def migrating(self) -> bool:
@@ -133,6 +172,7 @@ class HistoryOptions:
         legacy_key: dict[str, Any] | None,
         legacy_messages_key: str | None,
         delete_legacy: bool,
+        local_key: bytes | None = None,
     ) -> HistoryOptions:
         """Check the constructor's arguments; raise `ConfigurationError` (or
         `InvalidSessionIdError`) for the first that cannot apply."""
@@ -153,11 +193,17 @@ class HistoryOptions:
                 "legacy_table_name/legacy_key migrate a list-layout session into the event"
                 " layout; they do not apply to layout='list' or with key"
             )
-        if kms_key_id is not None:
-            raise ConfigurationError(
-                "kms_key_id (client-side encryption) is not supported yet; encrypt the table at"
-                " rest with a customer managed key: create_table(..., kms_key_id=...)"
-            )
+        kms_key_id = _check_kms_key_id(kms_key_id)
+        if local_key is not None:
+            local_key = check_local_key(local_key)
+            if kms_key_id is not None:
+                raise ConfigurationError("give kms_key_id or local_key, not both")
+        if (kms_key_id is not None or local_key is not None) and (
+            layout == "list" or key is not None
+        ):
+            raise list_layout_encryption_error(table_name)
+        if kms_key_id is not None or local_key is not None:
+            require_cryptography()
         primary_key_name = _name("primary_key_name", primary_key_name)
         sort_key_name = _name("sort_key_name", sort_key_name)
         history_messages_key = _name("history_messages_key", history_messages_key)
@@ -222,4 +268,6 @@ class HistoryOptions:
                 "legacy_messages_key", legacy_messages_key or history_messages_key
             ),
             delete_legacy=bool(delete_legacy),
+            kms_key_id=kms_key_id,
+            local_key=local_key,
         )

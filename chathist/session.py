@@ -17,8 +17,10 @@ from langchain_core.messages import BaseMessage
 
 from chathist.core.steps import Steps
 from chathist.dynamo.binding import Binding
+from chathist.dynamo.client import kms_scope
+from chathist.dynamo.encryption import Encryption, Keyring, KmsKeyring, LocalKeyring
 from chathist.dynamo.event_store import EventStore
-from chathist.dynamo.items import event_items
+from chathist.dynamo.items import EventItems, event_items
 from chathist.dynamo.tables import (
     KeySchema,
     check_event_schema,
@@ -35,14 +37,14 @@ from chathist.errors import (
     TableSchemaError,
 )
 from chathist.event_log import EventLog, LogSettings
-from chathist.options import HistoryOptions
+from chathist.options import HistoryOptions, list_layout_encryption_error
 
 if TYPE_CHECKING:  # the list layout's modules load boto3's type (de)serializer: only when used
     from chathist.dynamo.list_store import ListStore
     from chathist.lazy_migration import LazyMigration
     from chathist.list_log import ListLog
 
-__all__ = ["SessionLog", "list_layout_warning", "open_session"]
+__all__ = ["SessionLog", "encryption_of", "list_layout_warning", "open_session"]
 
 
 class SessionLog(Protocol):
@@ -105,6 +107,8 @@ def open_session(options: HistoryOptions) -> Steps[tuple[SessionLog, str | None]
             f"table {binding.table_name!r} has only a hash key ({schema}), so it is used in"
             " the list layout; legacy_table_name/legacy_key need an event table"
         )
+    if auto_list and options.encrypting:
+        raise list_layout_encryption_error(binding.table_name)
     if options.key is not None or options.layout == "list" or auto_list:
         log = _list_log(options, options.key or {options.primary_key_name: options.session_id})
         check_item_key(schema, binding.table_name, _key_types(log.store))
@@ -174,6 +178,17 @@ def _list_log(options: HistoryOptions, key: Mapping[str, object]) -> ListLog:
     )
 
 
+def encryption_of(options: HistoryOptions, items: EventItems) -> Encryption:
+    """The client-side encryption of a history's event items: sealing under its KMS key or
+    local key, if it has one; opening sealed items always."""
+    keyring: Keyring | None = None
+    if options.kms_key_id is not None:
+        keyring = KmsKeyring(options.kms_key_id)
+    elif options.local_key is not None:
+        keyring = LocalKeyring(options.local_key)
+    return Encryption(items, keyring, partition=kms_scope(options.binding))
+
+
 def _event_log(options: HistoryOptions) -> EventLog | LazyMigration:
     items = event_items(
         options.binding.table_name,
@@ -188,7 +203,9 @@ def _event_log(options: HistoryOptions) -> EventLog | LazyMigration:
         compress_threshold=options.compress_threshold,
         append_rule=options.append_rule,
     )
-    store = EventStore(items, consistent_read=options.consistent_read)
+    store = EventStore(
+        items, consistent_read=options.consistent_read, encryption=encryption_of(options, items)
+    )
     log = EventLog(store, options.session_id, settings)
     if options.legacy_binding is None or options.legacy_key is None:
         return log

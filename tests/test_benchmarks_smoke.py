@@ -25,6 +25,7 @@ SCENARIOS = {
     "large_messages",
     "async_concurrency",
     "floor",
+    "encryption",
 }
 CONTENDERS = {"chathist-event", "chathist-list", "langchain", "raw-boto3"}
 

@@ -515,7 +515,7 @@ def test_a_message_that_cannot_be_stored_writes_nothing_of_its_batch(
     ("options", "fragment"),
     [
         ({"key": {"SessionId": "s"}}, "key"),
-        ({"kms_key_id": "alias/chat"}, "kms_key_id"),
+        ({"kms_key_id": ""}, "kms_key_id"),
         ({"history_size": -1}, "history_size"),
         ({"ttl": "soon"}, "ttl"),
         ({"history_messages_key": "SK"}, "must differ"),

@@ -199,3 +199,30 @@ def test_import_chathist_loads_no_client_library_until_the_history_is_used() -> 
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.split("\n")[:2] == ["[]", "['botocore', 'langchain_core', 'pynamodb']"]
+
+
+def test_the_encryption_extra_is_declared_and_encryption_needs_it(release: Release) -> None:
+    with zipfile.ZipFile(release.wheel) as wheel:
+        info = next(n.split("/")[0] for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = wheel.read(f"{info}/METADATA").decode()
+    assert "Provides-Extra: encryption" in metadata
+    assert any(
+        line.startswith("Requires-Dist: cryptography") and "encryption" in line
+        for line in metadata.splitlines()
+    )
+    probe = (
+        "import chathist\n"
+        "try:\n"
+        "    chathist.DynamoDBChatMessageHistory(\n"
+        "        'T-t', 's', endpoint_url='http://127.0.0.1:9', local_key=bytes(32))\n"
+        "except chathist.ConfigurationError as error:\n"
+        "    print('refused:', error)\n"
+        "else:\n"
+        "    print('accepted')\n"
+    )
+    found = release.run("python", "-c", probe)
+    spec = "import importlib.util as u; print(u.find_spec('cryptography') is not None)"
+    if release.run("python", "-c", spec).strip() == "True":  # another dependency brought it
+        assert found.strip() == "accepted"
+    else:
+        assert found.startswith("refused:") and "chathist[encryption]" in found

@@ -38,6 +38,9 @@ class MigrationConfig:
     max_wcu: float | None = None
     overwrite: bool = False
     """Rollback: replace a target list item holding other messages, if it is still the one read."""
+    kms_key_id: str | None = None
+    """Migration: seal every event written with data keys from this KMS key (client-side
+    encryption, as ``DynamoDBChatMessageHistory(kms_key_id=...)``)."""
 
     def binding(self, table: str) -> Binding:
         """Where ``table`` is, with this run's endpoint, region and boto3 session."""

@@ -40,6 +40,8 @@ from chathist.core.listformat import messages_from_legacy
 from chathist.core.plan import Limits, event_size, item_overhead, plan_write
 from chathist.core.sizes import item_size, write_units
 from chathist.dynamo.binding import Binding
+from chathist.dynamo.client import kms_scope
+from chathist.dynamo.encryption import Encryption, KmsKeyring
 from chathist.dynamo.event_store import EventStore, SequenceTaken
 from chathist.dynamo.items import event_items
 from chathist.dynamo.list_store import ListItem, ListStore
@@ -60,13 +62,19 @@ WRITER_PREFIX: Final = "mig1."
 _deserializer = TypeDeserializer()
 
 
-def fingerprint(session: str, payloads: Sequence[Payload], expires_at: int | None) -> str:
-    """The writer id of a session's migration: a digest of what it writes (31 characters)."""
+def fingerprint(
+    session: str, payloads: Sequence[Payload], expires_at: int | None, *, blind: bool = False
+) -> str:
+    """The writer id of a session's migration: a digest of what it writes (31 characters).
+    ``blind`` (an encrypting run): of the payloads' codecs and sizes only, which the stored
+    items show anyway, since a digest of the content stored in clear would let anyone who
+    guesses a message confirm it."""
     digest = hashlib.blake2b(digest_size=13)
-    digest.update(f"{len(session)}:{session}|{expires_at}|".encode())
+    digest.update(f"{len(session)}:{session}|{expires_at}|{'blind' if blind else ''}".encode())
     for payload in payloads:
         digest.update(f"{payload.codec}:{len(payload.data)}:".encode())
-        digest.update(payload.data)
+        if not blind:
+            digest.update(payload.data)
     return WRITER_PREFIX + digest.hexdigest()
 
 
@@ -99,12 +107,14 @@ def plan_session(
     messages: Sequence[BaseMessage],
     expires_at: int | None,
     attribute_names: Sequence[str],
+    sealing_overhead: int = 0,
 ) -> SessionPlan:
     """Plan ``messages`` as the events 0, 1, ... of ``session`` (large sessions staged first),
-    under a writer id that fingerprints the content, so the plan is the same on every run."""
+    under a writer id that fingerprints the content, so the plan is the same on every run.
+    ``sealing_overhead``: the bytes client-side encryption adds to an item."""
     payloads = [encode_message(m) for m in messages]
-    limits = Limits(item_overhead(attribute_names, session))
-    writer = fingerprint(session, payloads, expires_at)
+    limits = Limits(item_overhead(attribute_names, session) + sealing_overhead)
+    writer = fingerprint(session, payloads, expires_at, blind=sealing_overhead > 0)
     plan = plan_write(payloads, writer, limits, expires_at=expires_at, now=int(time.time()))
     return SessionPlan(
         writer, [*plan.staged, plan.at(0)], sum(len(p.data) for p in payloads), limits.overhead
@@ -190,7 +200,13 @@ class _Migrator(Worker):
         if not messages:
             report.add(Counts(empty=1))
             return
-        plan = plan_session(session, messages, expires_at, self.store.items.attribute_names)
+        plan = plan_session(
+            session,
+            messages,
+            expires_at,
+            self.store.items.attribute_names,
+            self.store.encryption.overhead,
+        )
         checking = config.verify or config.delete_source
         stored: Stored | None = None
         if checking:
@@ -334,7 +350,9 @@ def migrate_list_to_events(
     items = event_items(
         config.target, hash_name, range_name, config.history_key, config.ttl_key_name
     )
-    store = EventStore(items, consistent_read=True)
+    keyring = None if config.kms_key_id is None else KmsKeyring(config.kms_key_id)
+    encryption = Encryption(items, keyring, partition=kms_scope(target))
+    store = EventStore(items, consistent_read=True, encryption=encryption)
     workers = [_Migrator(run, source, target, source_key, store) for _ in range(config.segments)]
     report.estimated_items = estimated_items(workers[0].source)
     if config.source != config.target:

@@ -58,12 +58,19 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
             "chathist migrate --source Chats --target Chats --primary-key-name PK"
             " --sort-key-name SK",
             "chathist migrate --source SessionTable --target ChatEvents --verify --delete-source",
+            "chathist migrate --source SessionTable --target ChatEvents --kms-key-id alias/chat",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     migrate.add_argument("--source", required=True, metavar="TABLE", help="list-layout table")
     migrate.add_argument("--target", required=True, metavar="TABLE", help="event-layout table")
     _add_shared(migrate)
+    migrate.add_argument(
+        "--kms-key-id",
+        metavar="KEY",
+        help="client-side encryption: seal every message written with data keys from this KMS"
+        " key (id, ARN or alias/NAME), as DynamoDBChatMessageHistory(kms_key_id=KEY) does",
+    )
     migrate.add_argument(
         "--delete-source",
         action="store_true",
@@ -193,6 +200,7 @@ def _config(args: argparse.Namespace) -> MigrationConfig:
         delete_source=args.delete_source,
         max_wcu=args.max_wcu,
         overwrite=getattr(args, "overwrite", False),
+        kms_key_id=getattr(args, "kms_key_id", None),
         **connection_options(args),
     )
 

@@ -32,6 +32,7 @@ from chathist.core.sizes import item_size
 from chathist.dynamo.binding import Binding
 from chathist.dynamo.capacity import CapacityMeter
 from chathist.dynamo.client import Sender
+from chathist.dynamo.items import EventModel
 from chathist.dynamo.paging import Cursor
 from chathist.dynamo.tables import KeySchema, key_schema
 from chathist.history import DynamoDBChatMessageHistory
@@ -277,6 +278,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
             "chathist import ChatEvents all.jsonl",
             "chathist export OldTable | chathist import NewTable -",
             "chathist import ChatEvents all.jsonl --ttl 2592000   # messages expire in 30 days",
+            "chathist import ChatEvents all.jsonl --kms-key-id alias/chat   # encrypted",
         ),
         formatter_class=raw,
     )
@@ -284,6 +286,12 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     import_.add_argument("file", metavar="FILE", help="JSON-lines file from `chathist export`")
     import_.add_argument(
         "--ttl", type=int, default=None, metavar="SECONDS", help="expire imported messages"
+    )
+    import_.add_argument(
+        "--kms-key-id",
+        metavar="KEY",
+        help="client-side encryption: seal the imported messages with data keys from this KMS"
+        " key (id, ARN or alias/NAME); event layout only",
     )
     import_.set_defaults(func=run_import)
 
@@ -479,12 +487,14 @@ def run_import(args: argparse.Namespace) -> int:
     """Load sessions from a JSON-lines file, resumably."""
     target = Target(args, args.table)
     if args.file == "-":
-        return _import(target, sys.stdin, "<stdin>", args.ttl)
+        return _import(target, sys.stdin, "<stdin>", args.ttl, args.kms_key_id)
     with open(args.file, encoding="utf-8") as stream:
-        return _import(target, stream, args.file, args.ttl)
+        return _import(target, stream, args.file, args.ttl, args.kms_key_id)
 
 
-def _import(target: Target, stream: TextIO, name: str, ttl: int | None) -> int:
+def _import(
+    target: Target, stream: TextIO, name: str, ttl: int | None, kms_key_id: str | None = None
+) -> int:
     progress = Progress("importing", unit="sessions")
     counts = {"skip": 0, "append": 0, "conflict": 0}
     appended = 0
@@ -493,7 +503,7 @@ def _import(target: Target, stream: TextIO, name: str, ttl: int | None) -> int:
             incoming = messages_from_dict(line.messages)
         except (KeyError, TypeError, ValueError) as exc:
             raise CommandError(f"{name}, line {line.number}: not a message dict ({exc})") from exc
-        history = target.history(line.session_id, ttl=ttl)
+        history = target.history(line.session_id, ttl=ttl, kms_key_id=kms_key_id)
         outcome = import_plan(messages_to_dict(history.messages), line.messages)
         counts[outcome.action] += 1
         if outcome.action == "append":
@@ -524,6 +534,7 @@ class _SessionStats:
     items: int = 0
     bytes: int = 0
     messages: int = 0
+    encrypted: int = 0
 
 
 def run_stats(args: argparse.Namespace) -> int:
@@ -536,12 +547,14 @@ def run_stats(args: argparse.Namespace) -> int:
     else:
         items = target.scan(keys_only=False, segments=args.segments)
     progress = Progress(f"scanning {args.table}", unit="items")
+    sealed = EventModel.get_attributes()["sealed"].attr_name
     for item in items:
         value = item[target.schema.hash_key]
         session_id = value.get("S") or next(iter(value.values()))
         stats = per_session.setdefault(session_id, _SessionStats())
         stats.items += 1
         stats.bytes += item_size(item)
+        stats.encrypted += sealed in item and target.layout == "events"
         progress.advance(extra=f"{len(per_session)} sessions")
     progress.finish()
     progress = Progress("reading", unit="sessions", total=len(per_session))
@@ -567,6 +580,7 @@ def _report(target: Target, per_session: dict[str, _SessionStats]) -> dict[str, 
         "empty_sessions": sum(1 for s in per_session.values() if not s.messages),
         "messages": sum(s.messages for s in per_session.values()),
         "items": sum(s.items for s in per_session.values()),
+        "encrypted_items": sum(s.encrypted for s in per_session.values()),
         "bytes": sum(s.bytes for s in per_session.values()),
         "largest_session": None
         if largest is None
@@ -586,7 +600,8 @@ def _format_report(report: dict[str, Any]) -> str:
         f"sessions:        {report['sessions']:,}"
         + (f" (+{report['empty_sessions']:,} empty)" if report["empty_sessions"] else ""),
         f"messages:        {report['messages']:,}",
-        f"items:           {report['items']:,}",
+        f"items:           {report['items']:,}"
+        + (f" ({report['encrypted_items']:,} encrypted)" if report["encrypted_items"] else ""),
         f"bytes:           {report['bytes']:,}",
     ]
     largest = report["largest_session"]

@@ -20,18 +20,24 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["Call", "Op", "Sleep", "Steps", "call", "sleep"]
+__all__ = ["DYNAMODB", "KMS", "Call", "Op", "Sleep", "Steps", "call", "sleep"]
+
+DYNAMODB = "dynamodb"
+KMS = "kms"
+"""The services a `Call` goes to: DynamoDB (every storage request), and AWS KMS for the data
+keys of client-side encryption."""
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One DynamoDB request: ``operation`` as in the API reference (``"PutItem"``) and its
-    parameters (``ReturnConsumedCapacity`` is added by the driver)."""
+    """One request: ``operation`` as in the API reference (``"PutItem"``) and its parameters
+    (``ReturnConsumedCapacity`` is added by the driver); ``service`` is `DYNAMODB` or `KMS`."""
 
     operation: str
     params: dict[str, Any]
+    service: str = DYNAMODB
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,9 +28,9 @@ from botocore import xform_name
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chathist.core.steps import Call, Sleep, Steps
+from chathist.core.steps import DYNAMODB, Call, Sleep, Steps
 from chathist.dynamo.binding import Binding
-from chathist.dynamo.client import CLIENT_CONFIG, Sending, error_response
+from chathist.dynamo.client import CLIENT_CONFIG, Sending, error_response, kms_scope
 from chathist.errors import ChatHistoryError, ConfigurationError
 
 __all__ = ["AVAILABLE", "AsyncSender", "aclose_clients", "async_client_for"]
@@ -57,8 +57,8 @@ class _LoopClients:
     (per loop too: a session's credential refresh binds to the loop it first ran in)."""
 
     def __init__(self) -> None:
-        self.clients: dict[Binding, Any] = {}
-        self.gates: dict[Binding, asyncio.Semaphore] = {}
+        self.clients: dict[tuple[str, Binding], Any] = {}
+        self.gates: dict[tuple[str, Binding], asyncio.Semaphore] = {}
         self.sessions: dict[str | None, Any] = {}
         self.lock = asyncio.Lock()
         self.keeper: AsyncIterator[None] | None = None
@@ -120,35 +120,40 @@ def _session(binding: Binding, sessions: dict[str | None, Any]) -> Any:
     return found
 
 
-async def async_client_for(binding: Binding) -> Any:
-    """The aiobotocore DynamoDB client of ``binding`` in the running loop, opened on first
-    use."""
-    client, _ = await _client_and_gate(binding)
+async def async_client_for(binding: Binding, service: str = DYNAMODB) -> Any:
+    """The aiobotocore client of ``service`` (DynamoDB, or KMS for the region and credentials
+    of ``binding``) in the running loop, opened on first use."""
+    client, _ = await _client_and_gate(binding, service)
     return client
 
 
-async def _client_and_gate(binding: Binding) -> tuple[Any, asyncio.Semaphore]:
+async def _client_and_gate(
+    binding: Binding, service: str = DYNAMODB
+) -> tuple[Any, asyncio.Semaphore]:
+    if service != DYNAMODB:
+        binding = kms_scope(binding)
+    key = (service, binding)
     clients = await _loop_clients()
-    found = clients.clients.get(binding)
+    found = clients.clients.get(key)
     if found is not None:
-        return found, clients.gates[binding]
+        return found, clients.gates[key]
     async with clients.lock:
-        found = clients.clients.get(binding)
+        found = clients.clients.get(key)
         if found is None:
             size = MAX_IN_FLIGHT
             try:
                 context = _session(binding, clients.sessions).create_client(
-                    "dynamodb",
+                    service,
                     region_name=binding.region_name,
                     endpoint_url=binding.endpoint_url,
                     config=CLIENT_CONFIG.merge(Config(max_pool_connections=size)),
                 )
                 found = await context.__aenter__()
             except (BotoCoreError, ValueError) as exc:
-                raise ConfigurationError(f"cannot create a DynamoDB client: {exc}") from exc
-            clients.clients[binding] = found
-            clients.gates[binding] = asyncio.Semaphore(size)
-    return found, clients.gates[binding]
+                raise ConfigurationError(f"cannot create a {service} client: {exc}") from exc
+            clients.clients[key] = found
+            clients.gates[key] = asyncio.Semaphore(size)
+    return found, clients.gates[key]
 
 
 async def aclose_clients() -> None:
@@ -168,7 +173,7 @@ class AsyncSender(Sending):
         params = self.params(request)
         response: dict[str, Any] | None = None
         try:
-            client, gate = await _client_and_gate(self.binding)
+            client, gate = await _client_and_gate(self.binding, request.service)
             method = getattr(client, xform_name(request.operation))
             async with gate:
                 response = cast(dict[str, Any], await method(**params))

@@ -17,17 +17,20 @@ _READS = frozenset({"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItem
 
 @dataclass(frozen=True)
 class Capacity:
-    """Read and write units DynamoDB reported, and the number of requests sent."""
+    """Read and write units DynamoDB reported, the number of DynamoDB requests sent, and the
+    number of AWS KMS requests (data keys of client-side encryption) sent."""
 
     read_units: float = 0.0
     write_units: float = 0.0
     requests: int = 0
+    kms_requests: int = 0
 
     def __add__(self, other: Capacity) -> Capacity:
         return Capacity(
             self.read_units + other.read_units,
             self.write_units + other.write_units,
             self.requests + other.requests,
+            self.kms_requests + other.kms_requests,
         )
 
     def __sub__(self, other: Capacity) -> Capacity:
@@ -35,6 +38,7 @@ class Capacity:
             self.read_units - other.read_units,
             self.write_units - other.write_units,
             self.requests - other.requests,
+            self.kms_requests - other.kms_requests,
         )
 
 
@@ -70,6 +74,11 @@ class CapacityMeter:
         usage = reported(operation, response)
         with self._lock:
             self._total = self._total + usage
+
+    def record_kms(self) -> None:
+        """Count one AWS KMS request (answered or failed)."""
+        with self._lock:
+            self._total = self._total + Capacity(kms_requests=1)
 
     @property
     def total(self) -> Capacity:

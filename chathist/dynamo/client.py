@@ -24,14 +24,14 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.useragent import UserAgentString
 
-from chathist.core.steps import Call, Sleep, Steps, call
+from chathist.core.steps import DYNAMODB, KMS, Call, Sleep, Steps, call
 from chathist.dynamo.binding import Binding
 from chathist.dynamo.capacity import CapacityMeter
 from chathist.dynamo.paging import Cursor
 from chathist.dynamo.translate import translate
 from chathist.errors import ChatHistoryError, ConfigurationError
 
-__all__ = ["CLIENT_CONFIG", "Sender", "botocore_session", "client_for"]
+__all__ = ["CLIENT_CONFIG", "Sender", "botocore_session", "client_for", "kms_client_for"]
 
 T = TypeVar("T")
 
@@ -77,6 +77,7 @@ ones, such as DescribeTable, do neither)."""
 _lock = threading.Lock()
 _sessions: dict[str | None, botocore.session.Session] = {}
 _clients: dict[Binding, Any] = {}
+_kms_clients: dict[Binding, Any] = {}
 
 
 def botocore_session(profile: str | None = None) -> botocore.session.Session:
@@ -92,20 +93,38 @@ def botocore_session(profile: str | None = None) -> botocore.session.Session:
 def client_for(binding: Binding) -> Any:
     """The botocore DynamoDB client of ``binding``, made once per process (botocore clients
     are thread-safe)."""
-    key = binding
+    return _cached(_clients, binding, DYNAMODB)
+
+
+def _cached(clients: dict[Binding, Any], binding: Binding, service: str) -> Any:
+    """The client of ``service`` for ``binding`` in ``clients``, made once."""
     with _lock:
-        found = _clients.get(key)
+        found = clients.get(binding)
     if found is not None:
         return found
     session = botocore_session(binding.profile)
     with _lock:
-        found = _clients.get(key)
+        found = clients.get(binding)
         if found is None:
-            found = _clients[key] = _make_client(binding, session)
+            found = clients[binding] = _make_client(binding, session, service)
     return found
 
 
-def _make_client(binding: Binding, session: botocore.session.Session) -> Any:
+def kms_scope(binding: Binding) -> Binding:
+    """What a KMS client depends on: the region and credentials of ``binding``, not its table
+    or DynamoDB endpoint (KMS's endpoint is AWS's, or ``$AWS_ENDPOINT_URL_KMS``)."""
+    return Binding("", None, binding.region_name, binding.boto3_session, binding.profile)
+
+
+def kms_client_for(binding: Binding) -> Any:
+    """The botocore AWS KMS client for ``binding``'s region and credentials, made once per
+    process from the same botocore session as its DynamoDB clients."""
+    return _cached(_kms_clients, kms_scope(binding), KMS)
+
+
+def _make_client(
+    binding: Binding, session: botocore.session.Session, service: str = DYNAMODB
+) -> Any:
     options: dict[str, Any] = {
         "region_name": binding.region_name,
         "endpoint_url": binding.endpoint_url,
@@ -113,10 +132,10 @@ def _make_client(binding: Binding, session: botocore.session.Session) -> Any:
     }
     try:
         if binding.boto3_session is not None:
-            return binding.boto3_session.client("dynamodb", **options)
-        return session.create_client("dynamodb", **options)
+            return binding.boto3_session.client(service, **options)  # type: ignore[call-overload]
+        return session.create_client(service, **options)
     except (BotoCoreError, ValueError) as exc:  # a missing profile, a bad region or endpoint
-        raise ConfigurationError(f"cannot create a DynamoDB client: {exc}") from exc
+        raise ConfigurationError(f"cannot create a {service} client: {exc}") from exc
 
 
 class Sending:
@@ -136,12 +155,16 @@ class Sending:
 
     def record(self, request: Call, response: dict[str, Any] | None) -> None:
         """Meter one request (a failed one counts too, with what its error response says)."""
-        if request.operation in METERED:
+        if request.service == KMS:
+            self.meter.record_kms()
+        elif request.operation in METERED:
             self.meter.record(request.operation, response)
 
     def failure(self, exc: Exception, request: Call, params: dict[str, Any]) -> ChatHistoryError:
         """The chathist error of a request that raised ``exc``."""
-        return translate(exc, request.operation, params, where=self.binding.where)
+        return translate(
+            exc, request.operation, params, where=self.binding.where, service=request.service
+        )
 
 
 def error_response(exc: Exception) -> dict[str, Any] | None:
@@ -162,7 +185,8 @@ class Sender(Sending):
         params = self.params(request)
         response: dict[str, Any] | None = None
         try:
-            method = getattr(self.client, xform_name(request.operation))
+            client = self.client if request.service == DYNAMODB else kms_client_for(self.binding)
+            method = getattr(client, xform_name(request.operation))
             response = cast(dict[str, Any], method(**params))
             return response
         except (ClientError, BotoCoreError) as exc:

@@ -18,6 +18,7 @@ from chathist.core.events import MAX_SEQ, Event, format_seq, parse_key, parse_se
 from chathist.core.retry import RetryRule
 from chathist.core.sizes import BATCH_ITEMS
 from chathist.core.steps import Steps, call, sleep
+from chathist.dynamo.encryption import Encryption, OpeningCursor
 from chathist.dynamo.items import EventItems, stray_key
 from chathist.dynamo.paging import Cursor
 from chathist.dynamo.translate import ConditionFailed, TransactionCanceled
@@ -55,8 +56,17 @@ def _writer_of(item: Any, writer_name: str) -> str | None:
 class EventStore:
     """Reads and writes the events of one table."""
 
-    def __init__(self, items: EventItems, *, consistent_read: bool = True) -> None:
+    def __init__(
+        self,
+        items: EventItems,
+        *,
+        consistent_read: bool = True,
+        encryption: Encryption | None = None,
+    ) -> None:
         self.items = items
+        self.encryption = encryption if encryption is not None else Encryption(items)
+        """Seals payloads before they are written (if configured) and opens sealed items as
+        they are read (always), so everything else handles plaintext items."""
         self.consistent_read = consistent_read
         self.table_name = items.table_name
         self.hash_name = items.hash_name
@@ -93,7 +103,9 @@ class EventStore:
         self._project(params, projection)
         if page_size:
             params["Limit"] = page_size
-        return Cursor("Query", params, empty=below is not None and below <= 0)
+        return OpeningCursor(
+            "Query", params, self.encryption, empty=below is not None and below <= 0
+        )
 
     def staged(
         self, session: str, stage: str | None = None, *, page_size: int | None = None
@@ -113,7 +125,7 @@ class EventStore:
             self._project(params, [self.items.names["staged_at"]])
         if page_size:
             params["Limit"] = page_size
-        return Cursor("Query", params)
+        return OpeningCursor("Query", params, self.encryption)
 
     def _project(self, params: dict[str, Any], names: Sequence[str]) -> None:
         if not names:
@@ -207,6 +219,7 @@ class EventStore:
         if not events and not extra:
             return
         puts = [self.put_request(session, e) for e in events]
+        yield from self.encryption.seal(session, [p["Item"] for p in puts])
         try:
             if len(puts) == 1 and not extra:
                 yield from call("PutItem", **puts[0], ReturnValuesOnConditionCheckFailure="ALL_OLD")

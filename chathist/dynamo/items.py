@@ -45,6 +45,9 @@ class EventModel(Model):
     staged_at = NumberAttribute(attr_name="at", null=True)
     expires_at = NumberAttribute(null=True)
     after_expiring = BooleanAttribute(attr_name="px", null=True)
+    sealed = UnicodeAttribute(attr_name="enc", null=True)
+    """Set on an item whose payload is sealed (client-side encryption, in ``blob``): the
+    envelope format (`chathist.dynamo.encryption`)."""
 
 
 INTERNAL_NAMES = frozenset(
@@ -95,7 +98,8 @@ class EventItems:
         self.hash_name = self.names["session"]
         self.range_name = self.names["seq"]
         self.attribute_names = list(self.names.values())
-        unmapped = set(attributes) - {"session", "seq", *_FIELDS}
+        # ``sealed`` is no field of an event: the encryption layer sets it on the wire item.
+        unmapped = set(attributes) - {"session", "seq", "sealed", *_FIELDS}
         if unmapped:
             raise TypeError(f"event item attributes {sorted(unmapped)} are not in _FIELDS")
         self._fields = _FIELDS

@@ -23,13 +23,16 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from chathist.errors import (
     ChatHistoryError,
     ConfigurationError,
+    DecryptionError,
     ItemTooLargeError,
+    KeyAccessError,
     StorageError,
     TableNotFoundError,
     TableSchemaError,
 )
 
 __all__ = [
+    "KMS_PERMISSION_HINT",
     "LOCAL_CREDENTIALS_HINT",
     "ConditionFailed",
     "TransactionCanceled",
@@ -87,11 +90,52 @@ def table_of(operation: str, params: Mapping[str, Any]) -> str:
     return "?"
 
 
+_KMS_DECRYPTION_CODES = frozenset({"InvalidCiphertextException", "IncorrectKeyException"})
+"""KMS's answers for a wrapped data key that does not unwrap (altered, or bound to another
+encryption context: the item was moved to another table or session)."""
+KMS_PERMISSION_HINT = (
+    "the caller needs kms:GenerateDataKey (to write) and kms:Decrypt (to read) on the key,"
+    " for encryption contexts with chathist:table and chathist:session (docs/security.md)"
+)
+
+
+def _translate_kms(exc: Exception, operation: str, where: str) -> ChatHistoryError:
+    """The chathist error of a failed AWS KMS request (data keys of client-side encryption)."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        text = str(error.get("Message", "")) or str(exc)
+        if code in _KMS_DECRYPTION_CODES:
+            return DecryptionError(
+                f"KMS {operation}: the data key of an encrypted item does not unwrap ({code}:"
+                f" {text}): it was altered, or moved from another table or session; it is not"
+                " returned"
+            )
+        hint = f"; {KMS_PERMISSION_HINT}" if code == "AccessDeniedException" else ""
+        if code in ("UnrecognizedClientException", "InvalidSignatureException"):
+            hint = (
+                "; KMS does not know these credentials (for development on DynamoDB Local, use"
+                " local_key=, or point AWS_ENDPOINT_URL_KMS at a local KMS)"
+            )
+        return KeyAccessError(f"KMS {operation} failed: {code}: {text}{hint}", code=code)
+    if isinstance(exc, NoRegionError):
+        return ConfigurationError("no AWS region for KMS: pass region_name=")
+    place = f" ({where})" if where else ""
+    return KeyAccessError(f"KMS {operation} failed{place}: {exc}")
+
+
 def translate(
-    exc: Exception, operation: str, params: Mapping[str, Any], *, where: str = ""
+    exc: Exception,
+    operation: str,
+    params: Mapping[str, Any],
+    *,
+    where: str = "",
+    service: str = "dynamodb",
 ) -> ChatHistoryError:
     """The chathist error for ``exc``, raised by ``operation`` with ``params`` (``where`` names
-    the endpoint or region for messages)."""
+    the endpoint or region for messages) of ``service`` (``dynamodb`` or ``kms``)."""
+    if service == "kms":
+        return _translate_kms(exc, operation, where)
     table = table_of(operation, params)
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
