@@ -65,9 +65,6 @@ V = TypeVar("V")
 
 CACHE_ENTRIES: Final = 4096
 """Channel values and checkpoint summaries a saver keeps (least recently used go first)."""
-TRANSACTION_HEADERS: Final = 100
-"""Most write items one put_writes commits in one transaction."""
-TRANSACTION_HEADER_BYTES: Final = 3_500_000
 ABSENT: Final = object()
 
 
@@ -201,19 +198,18 @@ class ThreadLog:
 
     def _stored(self, partition: str, header: ThreadItem, subs: list[ThreadItem]) -> _Stored:
         body = self._load(header)
-        writes = []
+        writes: list[tuple[str, str, Any, str, int]] = []
         for sub in subs:
             if sub.kind != "w":
                 continue
-            writes.append(
-                (
-                    sub.text("tid") or "",
-                    sub.text("ch") or "",
-                    sub,
-                    sub.text("path") or "",
-                    sub.number("idx") or 0,
-                )
-            )
+            task_id, path = sub.text("tid") or "", sub.text("path") or ""
+            try:
+                group = [(str(ch), int(index), value) for ch, index, value in self._load(sub)]
+            except (TypeError, ValueError) as exc:
+                raise CorruptHistoryError(
+                    f"write item {self.store.sort_key(sub.raw)!r} holds no list of writes"
+                ) from exc
+            writes.extend((task_id, ch, value, path, index) for ch, index, value in group)
         writes.sort(key=lambda w: writes_sort_key(w[3], w[0], w[4]))
         dl = header.raw.get("dl", {}).get("SS", [])
         return _Stored(
@@ -275,7 +271,7 @@ class ThreadLog:
         # Newest first: the newest checkpoint's writes and parts sort after its header, so
         # they come before it; the first header met is the newest committed checkpoint.
         cursor = self.store.query(
-            partition, prefix=checkpoint_prefix(ns), newest_first=True, page_size=100
+            partition, prefix=checkpoint_prefix(ns), newest_first=True, page_size=4
         )
         raws = []
         now = time.time()
@@ -356,7 +352,7 @@ class ThreadLog:
             checkpoint={**stored.checkpoint, "channel_values": values},  # type: ignore[typeddict-item]
             metadata=stored.metadata,  # type: ignore[arg-type]
             parent_config=parent,
-            pending_writes=[(tid, ch, self._load(item)) for tid, ch, item, _, _ in stored.writes],
+            pending_writes=[(tid, ch, value) for tid, ch, value, _, _ in stored.writes],
         )
 
     def _values(
@@ -387,6 +383,8 @@ class ThreadLog:
                 item = found.get(key)
                 original = checkpoints[i].checkpoint["channel_versions"][channel]
                 if item is None or self.store.expired(item.raw, now):
+                    if item is None and self.cache.cacheable(original):
+                        self.cache.values.set_((partition, ns, channel, original), ("n", None))
                     continue  # a version with no value (an empty channel)
                 assert item.payload is not None
                 results[i][channel] = self._load(item)
@@ -498,7 +496,8 @@ class ThreadLog:
         items: list[dict[str, Any]] = []
         cache_after: list[tuple[tuple[Any, ...], tuple[str, Any]]] = []
         for channel, version in new_versions.items():
-            if channel not in values:
+            if channel not in values:  # a version without a value (an empty channel)
+                cache_after.append(((partition, ns, channel, version), ("n", None)))
                 continue
             value = values[channel]
             if message_ops.is_message_list(value):
@@ -584,36 +583,37 @@ class ThreadLog:
         if self.ttl:
             info = yield from self._info(partition, ns, checkpoint_id)
             expires_at = info.expires_at if info is not None else None
-        parts: list[dict[str, Any]] = []
-        headers: list[tuple[dict[str, Any], bool]] = []
+        regular: list[list[Any]] = []
+        special: list[list[Any]] = []
         for idx, (channel, value) in enumerate(writes):
             index = WRITES_IDX_MAP.get(channel, idx)
-            attrs = {
-                "tid": _s(task_id),
-                "ch": _s(channel),
-                "path": _s(task_path),
-                "idx": _n(index),
-                "cid": _s(checkpoint_id),
-            }
+            (regular if index >= 0 else special).append([channel, index, value])
+        parts: list[dict[str, Any]] = []
+        headers: list[tuple[dict[str, Any], bool]] = []
+        for group, keep_first in ((regular, True), (special, False)):
+            if not group:
+                continue
+            first = min(index for _, index, _ in group)
+            attrs = {"tid": _s(task_id), "path": _s(task_path), "cid": _s(checkpoint_id)}
             items = self.store.items(
                 partition,
-                write_key(ns, checkpoint_id, task_id, index),
+                write_key(ns, checkpoint_id, task_id, first),
                 "w",
-                self.serde.dumps_typed(value),
+                self.serde.dumps_typed(group),
                 attrs,
                 expires_at,
             )
             parts.extend(items[:-1])
-            headers.append((items[-1], index >= 0))
+            headers.append((items[-1], keep_first))
         if not headers:
             return
         if parts:
             yield from self.store.write(partition, parts)
-        yield from self._commit_writes(partition, headers)
+        yield from self._commit_writes(headers)
 
-    def _commit_writes(
-        self, partition: str, headers: list[tuple[dict[str, Any], bool]]
-    ) -> Steps[None]:
+    def _commit_writes(self, headers: list[tuple[dict[str, Any], bool]]) -> Steps[None]:
+        """Put the write items: the regular writes' only where none is stored yet (a task's
+        writes are stored once), the special writes' over what is stored; both at once."""
         table = self.store.table_name
         range_name = self.store.range_name
 
@@ -628,11 +628,6 @@ class ThreadLog:
             with contextlib.suppress(ConditionFailed):  # stored before: the first one stays
                 yield from call("PutItem", **action(*headers[0]))
             return
-        size = sum(len(str(h)) for h, _ in headers)
-        if len(headers) > TRANSACTION_HEADERS or size > TRANSACTION_HEADER_BYTES:
-            # Too many for one transaction: batches (each write whole, not all at once).
-            yield from self.store.write(partition, [h for h, _ in headers])
-            return
         try:
             yield from call(
                 "TransactWriteItems",
@@ -641,11 +636,9 @@ class ThreadLog:
         except TransactionCanceled as canceled:
             if "ConditionalCheckFailed" not in canceled.codes:
                 raise
-            # The regular writes were stored by an earlier call (all at once, as here): only
-            # the special ones replace what is stored.
-            special = [(h, False) for h, keep in headers if not keep]
-            if special:
-                yield from self._commit_writes(partition, special)
+            # The regular writes were stored by an earlier call: the special ones still
+            # replace theirs.
+            yield from self._commit_writes([(h, False) for h, keep in headers if not keep])
 
     # -- maintenance ----------------------------------------------------------------------------
 
@@ -798,9 +791,9 @@ class ThreadLog:
                 first = False
                 continue
             versions = ancestor.checkpoint.get("channel_versions", {})
-            for task_id, channel, item, _, _ in reversed(ancestor.writes):
+            for task_id, channel, value, _, _ in reversed(ancestor.writes):
                 if channel in remaining:
-                    collected[channel].append((task_id, channel, self._load(item)))
+                    collected[channel].append((task_id, channel, value))
             for ch in list(remaining):
                 if ch in versions and (
                     str(versions[ch]) in stored_versions[ch] or ch in ancestor.deltas
