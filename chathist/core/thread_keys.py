@@ -24,6 +24,7 @@ from typing import Final
 
 __all__ = [
     "PART_WIDTH",
+    "SORT_PREFIXES",
     "THREAD_PREFIX",
     "blob_key",
     "checkpoint_key",
@@ -32,6 +33,7 @@ __all__ = [
     "delta_key",
     "delta_prefix",
     "escape",
+    "is_thread_key",
     "part_key",
     "parts_prefix",
     "thread_key",
@@ -42,6 +44,15 @@ THREAD_PREFIX: Final = "lg#"
 """Start of a thread's partition key."""
 PART_WIDTH: Final = 6
 """Digits of a part number (a payload of up to a million parts)."""
+
+
+SORT_PREFIXES: Final = ("b#", "c#", "d#")
+"""The first characters of every sort key of a thread's items (parts included)."""
+
+
+def is_thread_key(key: str) -> bool:
+    """Whether sort key ``key`` is a thread item's (a chat session's items share no prefix)."""
+    return key.startswith(SORT_PREFIXES)
 
 
 def escape(field: str) -> str:

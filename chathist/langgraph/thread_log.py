@@ -51,6 +51,7 @@ from chathist.core.thread_keys import (
     checkpoint_prefix,
     delta_key,
     delta_prefix,
+    is_thread_key,
     thread_key,
     write_key,
 )
@@ -582,7 +583,11 @@ class ThreadLog:
         expires_at = None
         if self.ttl:
             info = yield from self._info(partition, ns, checkpoint_id)
+            # LangGraph may store a task's writes while the put of their checkpoint is still
+            # under way: then they expire ttl from now, after the checkpoint, never before.
             expires_at = info.expires_at if info is not None else None
+            if expires_at is None:
+                expires_at = int(time.time()) + self.ttl
         regular: list[list[Any]] = []
         special: list[list[Any]] = []
         for idx, (channel, value) in enumerate(writes):
@@ -648,7 +653,8 @@ class ThreadLog:
         raws = yield from self.store.read_all(
             self.store.query(partition, prefix="", keys_only=True)
         )
-        yield from self.store.delete(partition, [self.store.sort_key(r) for r in raws])
+        keys = [self.store.sort_key(r) for r in raws]
+        yield from self.store.delete(partition, [k for k in keys if is_thread_key(k)])
         self.cache.drop(partition)
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> Steps[None]:
@@ -677,7 +683,11 @@ class ThreadLog:
         """Copy every item of thread ``source`` to thread ``target`` (same sort keys)."""
         source_key, target_key = thread_key(source), thread_key(target)
         raws = yield from self.store.read_all(self.store.query(source_key, prefix=""))
-        copies = [dict(raw, **{self.store.hash_name: {"S": target_key}}) for raw in raws]
+        copies = [
+            dict(raw, **{self.store.hash_name: {"S": target_key}})
+            for raw in raws
+            if is_thread_key(self.store.sort_key(raw))
+        ]
         # Checkpoints last: a copy cut short shows no checkpoint whose values are missing.
         copies.sort(key=lambda r: r.get("k", {}).get("S") == "cp")
         self.cache.drop(target_key)
@@ -696,6 +706,7 @@ class ThreadLog:
         for thread_id in thread_ids:
             partition = thread_key(thread_id)
             raws = yield from self.store.read_all(self.store.query(partition, prefix=""))
+            raws = [r for r in raws if is_thread_key(self.store.sort_key(r))]
             items = self.store.assemble(raws)
             checkpoints = self._group(
                 partition, [r for r in raws if self.store.sort_key(r).startswith("c#")]
