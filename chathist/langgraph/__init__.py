@@ -5,5 +5,6 @@ table made by `chathist.create_table`, beside chat histories; see docs/langgraph
 """
 
 from chathist.langgraph.saver import DynamoDBSaver
+from chathist.langgraph.sessions import astart_thread, start_thread
 
-__all__ = ["DynamoDBSaver"]
+__all__ = ["DynamoDBSaver", "astart_thread", "start_thread"]
