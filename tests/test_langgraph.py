@@ -386,3 +386,49 @@ def test_copy_and_prune_keep_the_state(table_name: str, dynamodb_endpoint: str |
     assert len(list(fresh.checkpointer.list(config("src")))) == 1
     fresh.invoke({"messages": [HumanMessage("more", id="more")]}, config("src"))
     assert fresh.get_state(config("src")).values["messages"][-2].id == "more"
+
+
+def test_concurrent_runs_and_two_savers_on_one_thread(
+    table_name: str, dynamodb_endpoint: str | None
+) -> None:
+    import threading
+
+    saver = saver_for(table_name, dynamodb_endpoint)
+    graph, memory = chat_graph(saver), chat_graph(InMemorySaver())
+    errors: list[BaseException] = []
+
+    def run(thread: str) -> None:
+        try:
+            for turn in range(8):
+                graph.invoke(
+                    {"messages": [HumanMessage(f"{thread} {turn}", id=f"h{turn}")]}, config(thread)
+                )
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(f"par-{n}",)) for n in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == []
+    for n in range(4):
+        for turn in range(8):
+            memory.invoke(
+                {"messages": [HumanMessage(f"par-{n} {turn}", id=f"h{turn}")]}, config(f"par-{n}")
+            )
+        assert (
+            graph.get_state(config(f"par-{n}")).values
+            == memory.get_state(config(f"par-{n}")).values
+        )
+    # Two processes taking turns on one thread: each continues from what the other wrote.
+    other = chat_graph(saver_for(table_name, dynamodb_endpoint))
+    for turn in range(6):
+        (graph if turn % 2 else other).invoke(
+            {"messages": [HumanMessage(f"alt {turn}", id=f"a{turn}")]}, config("alt")
+        )
+        memory.invoke({"messages": [HumanMessage(f"alt {turn}", id=f"a{turn}")]}, config("alt"))
+    for g in (graph, other):
+        assert snapshot(g, Driver("sync"), config("alt")) == snapshot(
+            memory, Driver("sync"), config("alt")
+        )
