@@ -14,14 +14,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from chathist.core.retry import RetryRule
 from chathist.core.sizes import ITEM_LIMIT, item_size
-from chathist.core.steps import Steps, call, sleep
+from chathist.core.steps import Steps, call
 from chathist.core.thread_keys import chunks, part_key, parts_prefix
-from chathist.dynamo.event_store import BATCH_RETRY, EventStore
+from chathist.dynamo.event_store import EventStore, until_processed
 from chathist.dynamo.items import event_items
 from chathist.dynamo.paging import Cursor
-from chathist.errors import CorruptHistoryError, StorageError, UnsupportedValueError
+from chathist.errors import CorruptHistoryError, UnsupportedValueError
 
 __all__ = ["BATCH_GET_KEYS", "RESERVED_NAMES", "Payload", "ThreadItem", "ThreadStore"]
 
@@ -260,27 +259,18 @@ class ThreadStore:
         raws: list[dict[str, Any]] = []
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), BATCH_GET_KEYS):
-            pending: dict[str, Any] = {
+            chunk = unique[start : start + BATCH_GET_KEYS]
+            request = {
                 self.table_name: {
-                    "Keys": [
-                        self.events.items.key(partition, k)
-                        for k in unique[start : start + BATCH_GET_KEYS]
-                    ],
+                    "Keys": [self.events.items.key(partition, k) for k in chunk],
                     "ConsistentRead": self.consistent_read,
                 }
             }
-            attempts = BATCH_RETRY.start()
-            for attempt in attempts:
-                response = yield from call("BatchGetItem", RequestItems=pending)
+            responses = yield from until_processed(
+                "BatchGetItem", request, "UnprocessedKeys", f"keys of {partition!r}"
+            )
+            for response in responses:
                 raws.extend(response.get("Responses", {}).get(self.table_name, []))
-                pending = response.get("UnprocessedKeys") or {}
-                if not pending:
-                    break
-                yield from sleep(RetryRule.backoff(attempt))
-            if pending:
-                raise StorageError(
-                    f"keys of {partition!r} were still unprocessed ({attempts.spent})"
-                )
         headers = {self.sort_key(raw): ThreadItem(raw) for raw in raws}
         for key, item in headers.items():
             if item.payload is None and "x" not in item.raw and item.number("n"):

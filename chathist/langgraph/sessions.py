@@ -28,6 +28,12 @@ def _thread_config(thread_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id}}
 
 
+def _checked(graph: Any, thread_id: str) -> RunnableConfig:
+    """The thread's config, once the graph is known to have a checkpointer."""
+    config = _checked(graph, thread_id)
+    return config
+
+
 def _messages(source: DynamoDBChatMessageHistory | Sequence[BaseMessage]) -> list[BaseMessage]:
     if isinstance(source, DynamoDBChatMessageHistory):
         return list(source.messages)
@@ -52,9 +58,7 @@ def start_thread(
     node that ends a turn, e.g. the model's, so the thread rests until the next input).
     Returns False, writing nothing, if the thread already has a state or the session is
     empty."""
-    config = _thread_config(thread_id)
-    if graph.checkpointer is None or graph.checkpointer is True:
-        raise ConfigurationError("the graph has no checkpointer: compile it with checkpointer=")
+    config = _checked(graph, thread_id)
     if graph.checkpointer.get_tuple(config) is not None:
         return False
     messages = _messages(source)
@@ -73,9 +77,7 @@ async def astart_thread(
     as_node: str | None = None,
 ) -> bool:
     """`start_thread` with the async APIs (the history's and the graph's)."""
-    config = _thread_config(thread_id)
-    if graph.checkpointer is None or graph.checkpointer is True:
-        raise ConfigurationError("the graph has no checkpointer: compile it with checkpointer=")
+    config = _checked(graph, thread_id)
     if await graph.checkpointer.aget_tuple(config) is not None:
         return False
     if isinstance(source, DynamoDBChatMessageHistory):
