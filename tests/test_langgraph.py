@@ -242,6 +242,11 @@ def test_cost_per_turn_is_flat(table_name: str, dynamodb_endpoint: str | None) -
     cold = saver_for(table_name, dynamodb_endpoint)
     chat_graph(cold).get_state(cfg)
     assert cold.consumed_capacity.requests <= 3  # checkpoint, blobs, message operations
+    # list() with a limit reads pages of the newest checkpoints only, not the whole thread.
+    saver.reset_consumed_capacity()
+    assert len(list(saver.list(cfg, limit=2))) == 2
+    listed = saver.reset_consumed_capacity()
+    assert listed.requests == 1 and listed.read_units <= 4
 
 
 @pytest.mark.soak

@@ -55,6 +55,7 @@ from chathist.core.thread_keys import (
     thread_key,
     write_key,
 )
+from chathist.dynamo.paging import Cursor
 from chathist.dynamo.thread_store import ThreadItem, ThreadStore
 from chathist.dynamo.translate import ConditionFailed, TransactionCanceled
 from chathist.errors import ConfigurationError, CorruptHistoryError
@@ -311,23 +312,30 @@ class ThreadLog:
             ns = config["configurable"].get("checkpoint_ns")
             wanted_id = config["configurable"].get("checkpoint_id")
             prefix = "c#" if ns is None else checkpoint_prefix(ns)
+            # With a limit, pages of a few items a checkpoint (its header, a write or two).
+            page_size = 4 * limit + 4 if limit else None
             if before_id and ns is not None:
+                high = checkpoint_key(ns, before_id)
                 cursor = self.store.query(
-                    partition, low=prefix, high=checkpoint_key(ns, before_id), newest_first=True
+                    partition, low=prefix, high=high, newest_first=True, page_size=page_size
                 )
             else:
-                cursor = self.store.query(partition, prefix=prefix, newest_first=True)
-            raws = yield from self.store.read_all(cursor)
-            groups = [(partition, self._group(partition, raws))]
+                cursor = self.store.query(
+                    partition, prefix=prefix, newest_first=True, page_size=page_size
+                )
+            stored_list: list[_Stored] = []
+            pending: list[dict[str, Any]] = []
+            matched = 0
+            while not cursor.done and (limit is None or matched < limit):
+                found, pending = yield from self._next_checkpoints(partition, cursor, pending)
+                stored_list.extend(found)
+                matched += sum(self._matches(s, wanted_id, before_id, filter) for s in found)
+            groups = [(partition, stored_list)]
         result: list[CheckpointTuple] = []
         for partition, stored_list in groups:
             chosen: list[_Stored] = []
             for stored in stored_list:
-                if wanted_id and stored.checkpoint_id != wanted_id:
-                    continue
-                if before_id and stored.checkpoint_id >= before_id:
-                    continue
-                if filter and not all(stored.metadata.get(k) == v for k, v in filter.items()):
+                if not self._matches(stored, wanted_id, before_id, filter):
                     continue
                 if limit is not None and len(result) + len(chosen) >= limit:
                     break
@@ -345,6 +353,33 @@ class ThreadLog:
             if limit is not None and len(result) >= limit:
                 break
         return result
+
+    @staticmethod
+    def _matches(
+        stored: _Stored,
+        wanted_id: str | None,
+        before_id: str | None,
+        filter: Mapping[str, Any] | None,
+    ) -> bool:
+        if wanted_id and stored.checkpoint_id != wanted_id:
+            return False
+        if before_id and stored.checkpoint_id >= before_id:
+            return False
+        return not filter or all(stored.metadata.get(k) == v for k, v in filter.items())
+
+    def _next_checkpoints(
+        self, partition: str, cursor: Cursor, pending: list[dict[str, Any]]
+    ) -> Steps[tuple[list[_Stored], list[dict[str, Any]]]]:
+        """The next page of a newest-first query of checkpoint items: the checkpoints whose
+        header it completes (their writes and parts sort after them, so came before), and the
+        items still waiting for their header."""
+        page = yield from cursor.next_page()
+        pending = [*pending, *(page or [])]
+        found = self._group(partition, pending)
+        if found:
+            oldest = checkpoint_key(found[-1].ns, found[-1].checkpoint_id)
+            pending = [r for r in pending if self.store.sort_key(r) < oldest]
+        return found, pending
 
     def _tuple(self, thread_id: str, stored: _Stored, values: dict[str, Any]) -> CheckpointTuple:
         parent = _config(thread_id, stored.ns, stored.parent_id) if stored.parent_id else None
@@ -783,12 +818,7 @@ class ThreadLog:
         first = True
         while current is not None and remaining:
             while current not in seen and not cursor.done:
-                page = yield from cursor.next_page()
-                pending.extend(page or [])
-                found = self._group(partition, pending)
-                if found:
-                    oldest = checkpoint_key(ns, found[-1].checkpoint_id)
-                    pending = [r for r in pending if self.store.sort_key(r) < oldest]
+                found, pending = yield from self._next_checkpoints(partition, cursor, pending)
                 for stored in found:
                     seen.setdefault(stored.checkpoint_id, stored)
                     newest.append(stored.checkpoint_id)
