@@ -306,6 +306,15 @@ def test_delta_channel_history_in_a_bounded_number_of_requests(
         assert mine == default
     assert ours.get_state(cfg).values == theirs.get_state(cfg).values
     assert max(requests) <= 4  # blob keys, one page of checkpoints, the seed: never per ancestor
+    # Its snapshots (every 5 updates) are stored as operations on the previous snapshot, not
+    # as a blob of the whole list.
+    items = partition_items(saver._sender.client, table_name, "lg#delta")
+    snapshots = [i for i in items if "sn" in i]
+    assert len(snapshots) >= 4
+    assert not [i for i in items if i["SK"]["S"].startswith("b##messages#")]
+    assert max(len(i["x"]["B"]) for i in snapshots[1:]) < 2 * min(
+        len(i["x"]["B"]) for i in snapshots[1:]
+    )
     cold = delta_graph(saver_for(table_name, dynamodb_endpoint))
     assert cold.get_state(cfg).values == theirs.get_state(cfg).values
 

@@ -44,6 +44,8 @@ RESERVED_NAMES: Final = frozenset(
         "tid",
         "idx",
         "path",
+        "sn",
+        "sv",
     }
 )
 """Attribute names of thread items; the table's key and TTL names must be none of these."""

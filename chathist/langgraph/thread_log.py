@@ -41,6 +41,7 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
 
 from chathist.core import message_ops
 from chathist.core.steps import Steps, call
@@ -78,6 +79,9 @@ class CheckpointInfo:
     versions: dict[str, str]
     deltas: frozenset[str]
     expires_at: int | None
+    stored: dict[str, str]
+    """For each message-list channel: the newest version on this checkpoint's path that has a
+    stored list (a delta channel's snapshot builds on the one before)."""
 
 
 class _Lru(OrderedDict[Any, Any]):
@@ -164,6 +168,7 @@ class _Stored:
     metadata: dict[str, Any]
     deltas: frozenset[str]
     expires_at: int | None
+    stored: dict[str, str]
     writes: list[tuple[str, str, Any, str, int]]
     """(task id, channel, value, task path, idx), in writes_sort_key order."""
 
@@ -222,6 +227,7 @@ class ThreadLog:
             checkpoint=body["checkpoint"],
             metadata=body["metadata"],
             deltas=frozenset(dl),
+            stored={k: v["S"] for k, v in header.raw.get("sv", {}).get("M", {}).items()},
             expires_at=header.number(self.store.ttl_name),
             writes=writes,
         )
@@ -408,6 +414,8 @@ class ThreadLog:
                         results[i][channel] = self.serde.loads_typed(cached[1])
                     elif cached[0] == "d":
                         results[i][channel] = list(cached[1])
+                    elif cached[0] == "s":
+                        results[i][channel] = _DeltaSnapshot(list(cached[1]))
                     continue
                 want = (i, channel, str(version))
                 (delta_wants if channel in stored.deltas else blob_wants).append(want)
@@ -430,31 +438,35 @@ class ThreadLog:
             chains = yield from self._read_deltas(partition, ns)
             for i, channel, version in delta_wants:
                 value = self._fold(chains, channel, version)
-                results[i][channel] = value
+                kind = (
+                    "s" if (channel, version) in chains and chains[(channel, version)][2] else "d"
+                )
+                results[i][channel] = _DeltaSnapshot(value) if kind == "s" else value
                 original = checkpoints[i].checkpoint["channel_versions"][channel]
                 if self.cache.cacheable(original):
-                    self.cache.values.set_((partition, ns, channel, original), ("d", list(value)))
+                    self.cache.values.set_((partition, ns, channel, original), (kind, list(value)))
         return results
 
     def _read_deltas(
         self, partition: str, ns: str
-    ) -> Steps[dict[tuple[str, str], tuple[str | None, list[Any]]]]:
+    ) -> Steps[dict[tuple[str, str], tuple[str | None, list[Any], bool]]]:
         """Every stored message-list version of namespace ``ns``: (channel, version) ->
         (parent version, operations)."""
         raws = yield from self.store.read_all(self.store.query(partition, prefix=delta_prefix(ns)))
-        chains: dict[tuple[str, str], tuple[str | None, list[Any]]] = {}
+        chains: dict[tuple[str, str], tuple[str | None, list[Any], bool]] = {}
         for item in self.store.assemble(raws).values():
             if item.kind != "d":
                 continue
             chains[(item.text("ch") or "", item.text("ver") or "")] = (
                 item.text("pv"),
                 self._load(item),
+                "sn" in item.raw,
             )
         return chains
 
     def _fold(
         self,
-        chains: Mapping[tuple[str, str], tuple[str | None, list[Any]]],
+        chains: Mapping[tuple[str, str], tuple[str | None, list[Any], bool]],
         channel: str,
         version: str,
     ) -> list[Any]:
@@ -467,7 +479,7 @@ class ThreadLog:
                     f"channel {channel!r}: version {current!r} of its messages is missing"
                     f" (needed for version {version!r})"
                 )
-            parent, ops = found
+            parent, ops, _ = found
             chain.append(ops)
             if message_ops.starts_over(ops):
                 break
@@ -489,6 +501,7 @@ class ThreadLog:
             {k: v for k, v in stored.checkpoint.get("channel_versions", {}).items()},
             stored.deltas,
             stored.expires_at,
+            stored.stored,
         )
         self.cache.infos.set_((partition, ns, checkpoint_id), info)
         return info
@@ -497,7 +510,7 @@ class ThreadLog:
         self, partition: str, ns: str, channel: str, version: Any
     ) -> Steps[list[Any]]:
         cached = self.cache.values.get_((partition, ns, channel, version))
-        if cached is not ABSENT and cached[0] == "d":
+        if cached is not ABSENT and cached[0] in ("d", "s"):
             return list(cached[1])
         chains = yield from self._read_deltas(partition, ns)
         return self._fold(chains, channel, str(version))
@@ -529,6 +542,7 @@ class ThreadLog:
             for ch in (parent.deltas if parent else ())
             if ch not in new_versions and ch in versions
         }
+        stored = {ch: v for ch, v in (parent.stored if parent else {}).items() if ch in versions}
         items: list[dict[str, Any]] = []
         cache_after: list[tuple[tuple[Any, ...], tuple[str, Any]]] = []
         for channel, version in new_versions.items():
@@ -536,21 +550,26 @@ class ThreadLog:
                 cache_after.append(((partition, ns, channel, version), ("n", None)))
                 continue
             value = values[channel]
-            if message_ops.is_message_list(value):
-                parent_version = parent.versions.get(channel) if parent else None
-                if parent is not None and parent_version is not None and channel in parent.deltas:
-                    before = yield from self._parent_messages(
-                        partition, ns, channel, parent_version
-                    )
-                    ops = message_ops.diff(before, value)
-                    pointer: str | None = str(parent_version)
+            # A DeltaChannel's snapshot of a message list is stored as operations on its
+            # previous snapshot: it does not rewrite the list either.
+            snap = isinstance(value, _DeltaSnapshot) and message_ops.is_message_list(value.value)
+            inner = value.value if snap else value
+            if message_ops.is_message_list(inner):
+                base = stored.get(channel)
+                if parent is not None and base is not None:
+                    before = yield from self._parent_messages(partition, ns, channel, base)
+                    ops = message_ops.diff(before, inner)
+                    pointer: str | None = base
                     if message_ops.starts_over(ops):
                         pointer = None
                 else:  # no parent list to build on: from an empty list
-                    ops, pointer = message_ops.diff(None, value), None
-                delta_attrs = {"ch": _s(channel), "ver": _s(str(version))}
+                    ops, pointer = message_ops.diff(None, inner), None
+                delta_attrs: dict[str, Any] = {"ch": _s(channel), "ver": _s(str(version))}
                 if pointer is not None:
                     delta_attrs["pv"] = _s(pointer)
+                if snap:
+                    delta_attrs["sn"] = {"BOOL": True}
+                stored[channel] = str(version)
                 items.extend(
                     self.store.items(
                         partition,
@@ -562,8 +581,10 @@ class ThreadLog:
                     )
                 )
                 deltas.add(channel)
-                cache_after.append(((partition, ns, channel, version), ("d", list(value))))
+                kind = "s" if snap else "d"
+                cache_after.append(((partition, ns, channel, version), (kind, list(inner))))
             else:
+                stored.pop(channel, None)
                 payload = self.serde.dumps_typed(value)
                 items.extend(
                     self.store.items(
@@ -580,6 +601,8 @@ class ThreadLog:
             attrs["run"] = _s(run_id)
         if deltas:
             attrs["dl"] = {"SS": sorted(deltas)}
+        if stored:
+            attrs["sv"] = {"M": {ch: _s(v) for ch, v in stored.items()}}
         commit = self.store.items(
             partition,
             checkpoint_key(ns, checkpoint["id"]),
@@ -597,7 +620,7 @@ class ThreadLog:
                 self.cache.values.set_(key, value)
         self.cache.infos.set_(
             (partition, ns, checkpoint["id"]),
-            CheckpointInfo(dict(versions), frozenset(deltas), expires_at),  # type: ignore[arg-type]
+            CheckpointInfo(dict(versions), frozenset(deltas), expires_at, stored),  # type: ignore[arg-type]
         )
         return _config(thread_id, ns, checkpoint["id"])
 
@@ -750,7 +773,7 @@ class ThreadLog:
             latest: dict[str, _Stored] = {}
             for stored in checkpoints:
                 latest.setdefault(stored.ns, stored)
-            chains_by_ns: dict[str, dict[tuple[str, str], tuple[str | None, list[Any]]]] = {}
+            chains_by_ns: dict[str, dict[tuple[str, str], tuple[str | None, list[Any], bool]]] = {}
             for ns, stored in latest.items():
                 ckey = checkpoint_key(ns, stored.checkpoint_id)
                 keep.update(k for k in items if k == ckey or k.startswith(ckey + "#"))
