@@ -48,6 +48,8 @@ def test_a_thread_from_an_event_layout_session(
     assert [m.content for m in history.messages] == ["what is 2+2?", "4"]  # the session stays
     with pytest.raises(ConfigurationError):
         start_thread(graph, "s2", "not messages")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):  # a graph without a checkpointer
+        start_thread(chat_graph(None), "s3", history)  # type: ignore[arg-type]
 
 
 def test_a_thread_from_a_langchain_list_session_async(

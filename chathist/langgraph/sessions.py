@@ -30,7 +30,9 @@ def _thread_config(thread_id: str) -> RunnableConfig:
 
 def _checked(graph: Any, thread_id: str) -> RunnableConfig:
     """The thread's config, once the graph is known to have a checkpointer."""
-    config = _checked(graph, thread_id)
+    config = _thread_config(thread_id)
+    if graph.checkpointer is None or graph.checkpointer is True:
+        raise ConfigurationError("the graph has no checkpointer: compile it with checkpointer=")
     return config
 
 
