@@ -25,7 +25,7 @@ LAYERS = [
             "chathist.session",
         },
     ),
-    ("faces", {"chathist.history", "chathist"}),
+    ("faces", {"chathist.history", "chathist.langgraph", "chathist"}),
     (
         "operations",
         {

@@ -24,12 +24,32 @@ from chathist.dynamo.paging import Cursor
 from chathist.dynamo.translate import ConditionFailed, TransactionCanceled
 from chathist.errors import ChatHistoryError, CorruptHistoryError, StorageError
 
-__all__ = ["BATCH_RETRY", "UNKNOWN_EXPIRY", "EventStore", "SequenceTaken"]
+__all__ = ["BATCH_RETRY", "UNKNOWN_EXPIRY", "EventStore", "SequenceTaken", "until_processed"]
 
 BATCH_RETRY = RetryRule(attempts=10)
 """Resends of a batch's unprocessed items (with backoff) before `StorageError`."""
 UNKNOWN_EXPIRY = 0
 """The expiry of an event whose item was not seen: treated as expiring, long expired."""
+
+
+def until_processed(
+    operation: str, request: dict[str, Any], unprocessed: str, what: str
+) -> Steps[list[dict[str, Any]]]:
+    """Send a batch request (its ``RequestItems``), then resend what the response leaves
+    under ``unprocessed``, with backoff, under `BATCH_RETRY`; return every response.
+    `StorageError` (naming ``what``) if some of it is still unprocessed."""
+    responses: list[dict[str, Any]] = []
+    attempts = BATCH_RETRY.start()
+    pending = request
+    for attempt in attempts:
+        response = yield from call(operation, RequestItems=pending)
+        responses.append(response)
+        pending = response.get(unprocessed) or {}
+        if not any(pending.values()):
+            return responses
+        yield from sleep(RetryRule.backoff(attempt))
+    count = sum(len(v.get("Keys", v) if isinstance(v, dict) else v) for v in pending.values())
+    raise StorageError(f"{count} {what} were still unprocessed ({attempts.spent})")
 
 
 class SequenceTaken(ChatHistoryError):
@@ -287,18 +307,10 @@ class EventStore:
         unprocessed ones under `BATCH_RETRY`; return how many."""
         for start in range(0, len(requests), BATCH_ITEMS):
             pending = list(requests[start : start + BATCH_ITEMS])
-            attempts = BATCH_RETRY.start()
-            for attempt in attempts:
-                response = yield from call(
-                    "BatchWriteItem", RequestItems={self.table_name: pending}
-                )
-                pending = response.get("UnprocessedItems", {}).get(self.table_name, [])
-                if not pending:
-                    break
-                yield from sleep(RetryRule.backoff(attempt))
-            if pending:
-                raise StorageError(
-                    f"{len(pending)} items of session {session!r} were still unprocessed"
-                    f" ({attempts.spent})"
-                )
+            yield from until_processed(
+                "BatchWriteItem",
+                {self.table_name: pending},
+                "UnprocessedItems",
+                f"items of session {session!r}",
+            )
         return len(requests)
