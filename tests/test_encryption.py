@@ -33,7 +33,7 @@ from chathist import (
 from chathist.core import envelope
 from chathist.core.sizes import item_size, write_units
 from chathist.dynamo.encryption import KEYS, KeyCache
-from tests.helpers import list_table_named, partition_items
+from tests.helpers import list_table_named, one_item_per_message, partition_items
 from tests.kms import Kms, kms_keys
 from tests.test_codec import every_message_type
 
@@ -105,8 +105,9 @@ def _dicts(messages: list[BaseMessage]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("keyring", ["kms", "local"])
 def test_every_message_type_round_trips_and_no_attribute_holds_plaintext(
-    api: Any, where: Any, kms: Kms, boto3_client: Any, keyring: str
+    api: Any, where: Any, kms: Kms, boto3_client: Any, monkeypatch: pytest.MonkeyPatch, keyring: str
 ) -> None:
+    one_item_per_message(monkeypatch)  # the test counts items per message
     key = {"kms_key_id": kms.key_id} if keyring == "kms" else {"local_key": os.urandom(32)}
     messages = _mark(every_message_type())
     big = AIMessage(SECRET + " " + "lorem ipsum " * 2000)  # compressed before it is sealed
@@ -202,7 +203,9 @@ def test_an_item_moved_elsewhere_raises_and_returns_nothing(
     move: str,
     dynamodb_endpoint: str | None,
     dynamodb_region: str | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    one_item_per_message(monkeypatch)  # the test moves one message's item
     key = _keyring(keyring, kms)
     table = where["table_name"]
     _two_sealed(api, where, key)
@@ -270,8 +273,9 @@ def test_a_missing_kms_permission_raises_reads_nothing_and_writes_nothing(
 
 
 def test_plaintext_and_encrypted_messages_mix_in_one_session(
-    api: Any, where: Any, kms: Kms, boto3_client: Any
+    api: Any, where: Any, kms: Kms, boto3_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    one_item_per_message(monkeypatch)  # the test counts items per message
     plain = api.history(session_id="s", **where)
     sealed = api.history(session_id="s", **where, kms_key_id=kms.key_id)
     plain.add_messages([HumanMessage("p1"), AIMessage("p2")])
@@ -577,7 +581,7 @@ def test_migrate_encrypts_export_decrypts_import_encrypts_show_and_stats_read(
         assert migrated.returncode == 0, migrated.stderr + migrated.stdout
     for session in ("a", "b"):
         items = partition_items(boto3_client, table_name, session)
-        assert len(items) == 4 and all("enc" in i for i in items)
+        assert _messages_in(items) == 4 and all("enc" in i for i in items)
         assert not _contains(items, SECRET)
         stored = DynamoDBChatMessageHistory(table_name, session, **where).messages
         assert _dicts(stored) == _dicts(conversation[:4])
@@ -592,7 +596,8 @@ def test_migrate_encrypts_export_decrypts_import_encrypts_show_and_stats_read(
     assert stats.returncode == 0, stats.stderr
     report = json.loads(stats.stdout)
     assert (report["sessions"], report["messages"]) == (2, 9)
-    assert report["encrypted_items"] == report["items"] == 9
+    # one item per session (its 4 migrated messages packed in it), and the large message
+    assert report["encrypted_items"] == report["items"] == 3
 
     exported = tmp_path / "all.jsonl"
     export = run_cli(dynamodb_endpoint, "export", table_name, "--output", str(exported))
@@ -668,7 +673,7 @@ def test_a_lazy_migration_seals_the_legacy_messages_it_moves(
             f"new {SECRET}",
         ]
     items = partition_items(boto3_client, where["table_name"], "s")
-    assert len(items) == 3 and all("enc" in i for i in items)
+    assert _messages_in(items) == 3 and all("enc" in i for i in items)
     assert not _contains(items, SECRET)
 
 
@@ -707,3 +712,12 @@ def test_an_unreachable_kms_is_a_key_access_error() -> None:
         service="kms",
     )
     assert isinstance(found, KeyAccessError) and "127.0.0.1:9" in str(found)
+
+
+def _messages_in(items: list[dict[str, Any]]) -> int:
+    """Messages the message items of a partition hold (an item may hold several: ``count``)."""
+    return sum(
+        int(i["count"]["N"]) if "count" in i else 1
+        for i in items
+        if i["event"]["S"] == "message"
+    )
