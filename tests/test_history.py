@@ -909,7 +909,8 @@ def test_an_erased_event_above_every_clear_is_corruption_named_by_its_item(
     naming it instead of skipping a message."""
     from chathist import CorruptHistoryError
 
-    history().add_messages([HumanMessage(f"m{i}") for i in range(4)])
+    for i in range(4):  # one item per message: items 0..3
+        history().add_messages([HumanMessage(f"m{i}")])
     key = {"SessionId": {"S": "s"}, "SK": {"S": "2".zfill(SEQ_WIDTH)}}
     erased = {**key, "event": {"S": "erased"}, "v": {"N": "1"}}
     boto3_client.put_item(TableName=table_name, Item=erased)
