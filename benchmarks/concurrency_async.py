@@ -23,21 +23,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import statistics
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
+from botocore import xform_name
+from botocore.config import Config
 from langchain_core.chat_history import BaseChatMessageHistory
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, messages_from_dict
 
 import chathist
+from benchmarks.contenders import encode
 from benchmarks.workload import Sizes, describe_error, make_messages, session_id
 from chathist.dynamo import aio
 from chathist.dynamo.client import CLIENT_CONFIG
@@ -48,13 +53,15 @@ Log = Callable[[str], None]
 NATIVE: Final = "native-async"
 EXECUTOR: Final = "executor"
 THREADS: Final = "sync-threads"
+RAW: Final = "raw-aiobotocore"
 LABELS: Final = {
     NATIVE: "native async (aiobotocore)",
     EXECUTOR: "executor default (LangChain's)",
     THREADS: "sync threads",
+    RAW: "raw aiobotocore, no chathist (the ceiling)",
 }
-WARM_UP_SESSIONS: Final = 20
-WARM_UP_APPENDS: Final = 5
+WARM_UP_SESSIONS: Final = 100
+WARM_UP_APPENDS: Final = 10
 TICKS_PER_S: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -317,6 +324,113 @@ async def async_run(
     return result
 
 
+# -- the ceiling: raw aiobotocore ------------------------------------------------------------------
+
+
+class RawAsync:
+    """The same turns written by hand on one aiobotocore client, configured and gated as
+    chathist's native client is (``aio.MAX_IN_FLIGHT`` connections behind a fair semaphore) and
+    metered the same way (the run's `CapacityMeter` records each response): what any library on
+    aiobotocore pays at the least. An append is what a new history object does: a ``Query`` for
+    the newest key, then a conditional ``PutItem`` of one item shaped like chathist's; a window
+    read one ``Query`` of the newest 20, decoded."""
+
+    def __init__(self, setting: Setting, client: Any) -> None:
+        self.setting = setting
+        self.client = client
+        self.gate = asyncio.Semaphore(aio.MAX_IN_FLIGHT)
+        self.writer = uuid.uuid4().hex
+
+    async def _send(self, operation: str, **params: Any) -> dict[str, Any]:
+        method = getattr(self.client, xform_name(operation))
+        async with self.gate:
+            response: dict[str, Any] = await method(
+                TableName=self.setting.table, ReturnConsumedCapacity="TOTAL", **params
+            )
+        self.setting.meter.record(operation, response)
+        return response
+
+    async def _newest(self, session: str, limit: int, keys_only: bool) -> list[dict[str, Any]]:
+        extra = {"ProjectionExpression": "SK"} if keys_only else {}
+        response = await self._send(
+            "Query",
+            KeyConditionExpression="SessionId = :s",
+            ExpressionAttributeValues={":s": {"S": session}},
+            ScanIndexForward=False,
+            Limit=limit,
+            ConsistentRead=True,
+            **extra,
+        )
+        items: list[dict[str, Any]] = response.get("Items", [])
+        return items
+
+    async def add(self, session: str, message: BaseMessage) -> None:
+        newest = await self._newest(session, 1, keys_only=True)
+        seq = int(newest[0]["SK"]["S"]) + 1 if newest else 0
+        await self._send(
+            "PutItem",
+            Item={
+                "SessionId": {"S": session},
+                "SK": {"S": f"{seq:020d}"},
+                "event": {"S": "message"},
+                "v": {"N": "1"},
+                "w": {"S": self.writer},
+                "codec": {"S": "json"},
+                "History": {"S": encode(message)},
+            },
+            ConditionExpression="attribute_not_exists(SK)",
+        )
+
+    async def window(self, session: str) -> list[BaseMessage]:
+        items = await self._newest(session, self.setting.window, keys_only=False)
+        return messages_from_dict([json.loads(item["History"]["S"]) for item in reversed(items)])
+
+
+async def raw_session(
+    raw: RawAsync, session: str, messages: Sequence[BaseMessage], calls: Calls, gate: Gate
+) -> None:
+    """`async_session` written by hand (`RawAsync`)."""
+    try:
+        await raw.window(session)
+    except Exception as exc:
+        calls.errors.append(f"warm-up: {describe_error(exc)}")
+    await gate.pass_through()
+    try:
+        for message in messages:
+            await timed(calls.append_ms, raw.add(session, message))
+        got: list[BaseMessage] = await timed(calls.read_ms, raw.window(session))
+    except Exception as exc:
+        calls.errors.append(describe_error(exc))
+        return
+    calls.check(session, got, messages[-raw.setting.window :])
+
+
+async def raw_run(
+    setting: Setting, proxy: LoopbackProxy, sessions: int, appends: int
+) -> dict[str, Any]:
+    """`async_run` on `RawAsync`: its client is opened (and closed) in this loop."""
+    from aiobotocore.session import AioSession
+
+    calls = Calls()
+    gate = Gate(sessions)
+    turnstile = Turnstile(setting, proxy)
+    messages = make_messages(appends, seed=9)
+    config = CLIENT_CONFIG.merge(Config(max_pool_connections=aio.MAX_IN_FLIGHT))
+    async with AioSession().create_client(
+        "dynamodb", endpoint_url=setting.endpoint_url, region_name=setting.region, config=config
+    ) as client:
+        raw = RawAsync(setting, client)
+        tasks = [
+            asyncio.create_task(raw_session(raw, session_id(f"r{sessions}"), messages, calls, gate))
+            for _ in range(sessions)
+        ]
+        await gate.all_arrived.wait()
+        turnstile.start()
+        gate.opened.set()
+        await asyncio.gather(*tasks)
+        return turnstile.result(calls, sessions)
+
+
 # -- threads ------------------------------------------------------------------------------------
 
 
@@ -438,6 +552,10 @@ def pools(sessions: Sequence[int], extra: Sequence[int]) -> dict[str, str]:
         found[pooled(other)] = (
             f"as native async, but {other} requests in flight (a gate and a pool of {other})"
         )
+    found[RAW] = (
+        f"one aiobotocore client of {flight} connections behind a first come, first served gate"
+        f" of {flight}, as native async's"
+    )
     return found
 
 
@@ -446,7 +564,7 @@ def async_concurrency(sizes: Sizes, endpoint_url: str, region: str, log: Log) ->
     table = session_id("bench-async")
     chathist.create_table(table, endpoint_url=endpoint_url, region_name=region)
     extra = [size for size in sizes.async_pools if size != aio.MAX_IN_FLIGHT]
-    order = [NATIVE, EXECUTOR, THREADS, *map(pooled, extra)]
+    order = [NATIVE, EXECUTOR, THREADS, *map(pooled, extra), RAW]
     labels = {**LABELS, **{pooled(size): f"native async, {size} in flight" for size in extra}}
     if not aio.AVAILABLE:
         order = [EXECUTOR, THREADS]
@@ -546,6 +664,8 @@ def one_run(
     """One contender's run of ``sessions`` sessions."""
     if key == THREADS:
         return thread_run(setting, proxy, sessions, appends)
+    if key == RAW:
+        return asyncio.run(raw_run(setting, proxy, sessions, appends))
     size = int(key.rpartition("-pool")[2]) if key.startswith(f"{NATIVE}-pool") else None
     with async_pool(size):
         return asyncio.run(async_run(setting, proxy, sessions, appends, executor=key == EXECUTOR))

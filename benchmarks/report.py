@@ -12,6 +12,7 @@ EVENT = "chathist-event"
 BATCHED = "@batched"
 LANGCHAIN = "langchain"
 ASYNC_NATIVE = "native-async"
+ASYNC_RAW = "raw-aiobotocore"
 ASYNC_EXECUTOR = "executor"
 
 
@@ -182,18 +183,39 @@ def async_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     factor = data["vs_executor"][n][ASYNC_NATIVE]["median"]
     p99, theirs = native["latency_ms"]["p99"], executor["latency_ms"]["p99"]
+    goal = {
+        "target": f"native async vs the executor default, {n} sessions at once through a"
+        f" {num(data['delay_ms'], 0)} ms proxy",
+        "goal": "≥ 3x the calls/s, lower p99"
+        + ("" if n == ASYNC_GOAL_SESSIONS else " (at 200 sessions; n/a at this N)"),
+        "measured": f"{times(factor)} ({num(native['calls_per_s'], 0)} vs"
+        f" {num(executor['calls_per_s'], 0)} calls/s); p99 {num(p99, 0)} vs"
+        f" {num(theirs, 0)} ms",
+        "pass": None
+        if factor is None or n != ASYNC_GOAL_SESSIONS
+        else factor >= 3 and p99 < theirs,
+    }
+    return [goal, *ceiling_target(data, n)]
+
+
+def ceiling_target(data: dict[str, Any], n: str) -> list[dict[str, Any]]:
+    """What the same turns written by hand on aiobotocore reach: the most any library on it
+    could reach on this machine, against the same goal (a fact, not chathist's pass or fail)."""
+    raw, executor = data["runs"][n].get(ASYNC_RAW), data["runs"][n].get(ASYNC_EXECUTOR)
+    if not raw or not executor:
+        return []
+    factor = data["vs_executor"][n][ASYNC_RAW]["median"]
     return [
         {
-            "target": f"native async vs the executor default, {n} sessions at once through a"
-            f" {num(data['delay_ms'], 0)} ms proxy",
-            "goal": "≥ 3x the calls/s, lower p99"
-            + ("" if n == ASYNC_GOAL_SESSIONS else " (at 200 sessions; n/a at this N)"),
-            "measured": f"{times(factor)} ({num(native['calls_per_s'], 0)} vs"
-            f" {num(executor['calls_per_s'], 0)} calls/s); p99 {num(p99, 0)} vs"
-            f" {num(theirs, 0)} ms",
-            "pass": None
-            if factor is None or n != ASYNC_GOAL_SESSIONS
-            else factor >= 3 and p99 < theirs,
+            "target": f"the ceiling: raw aiobotocore (no chathist) vs the executor default, {n}"
+            " sessions",
+            "goal": "for reference: could anything on aiobotocore reach 3x here?",
+            "measured": f"{times(factor)} ({num(raw['calls_per_s'], 0)} vs"
+            f" {num(executor['calls_per_s'], 0)} calls/s); client CPU"
+            f" {num(raw['process_cpu_ms_per_call'], 2)} vs native async's"
+            f" {num(data['runs'][n].get(ASYNC_NATIVE, {}).get('process_cpu_ms_per_call'), 2)}"
+            " ms per call",
+            "pass": None,
         }
     ]
 
