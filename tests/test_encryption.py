@@ -126,6 +126,30 @@ def test_every_message_type_round_trips_and_no_attribute_holds_plaintext(
     assert _contains(partition_items(boto3_client, where["table_name"], "plain"), SECRET)
 
 
+@pytest.mark.parametrize("keyring", ["kms", "local"])
+def test_messages_packed_in_one_item_round_trip_sealed_as_one(
+    api: Any, where: Any, kms: Kms, boto3_client: Any, keyring: str
+) -> None:
+    """Packing is on (the default): the messages of one call share an item, whose payload is
+    sealed whole; every message type reads back, and a second call adds one item."""
+    key = {"kms_key_id": kms.key_id} if keyring == "kms" else {"local_key": os.urandom(32)}
+    messages = _mark(every_message_type())
+    history = api.history(session_id="packed", **where, **key)
+    history.add_messages(messages)
+    history.add_messages(messages[:2])
+    want = _dicts([*messages, *messages[:2]])
+    assert _dicts(history.messages) == want
+    assert _dicts(api.history(session_id="packed", **where, **key).messages) == want
+    items = partition_items(boto3_client, where["table_name"], "packed")
+    assert len(items) == 2
+    assert [int(item["count"]["N"]) for item in items] == [len(messages), 2]
+    for item in items:
+        assert not _contains(item, SECRET), item
+        assert "History" not in item and item["enc"] == {"S": "1"}
+    window = api.history(session_id="packed", history_size=3, **where, **key).messages
+    assert _dicts(window) == want[-3:]
+
+
 def test_a_5_mb_message_round_trips_each_part_sealed(
     api: Any, where: Any, kms: Kms, boto3_client: Any
 ) -> None:
