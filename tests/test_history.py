@@ -32,6 +32,8 @@ from chathist.core.sizes import item_size, write_units
 from chathist.dynamo.binding import Binding
 from chathist.dynamo.client import client_for
 from tests.helpers import (
+    botocore_made,
+    create_list_table,
     hooked,
     one_item_per_message,
     partition_items,
@@ -530,15 +532,52 @@ def test_arguments_that_cannot_apply_fail_loudly(
         DynamoDBChatMessageHistory(table_name, "s", **options)
 
 
-def test_one_client_per_binding_all_from_one_botocore_session() -> None:
+def test_one_client_per_endpoint_all_from_one_botocore_session() -> None:
     one = client_for(Binding.resolve("T", "http://127.0.0.1:1"))
     two = client_for(Binding.resolve("T", "http://127.0.0.1:2"))
     assert one is client_for(Binding.resolve("T", "http://127.0.0.1:1"))
-    other_table = client_for(Binding.resolve("Other", "http://127.0.0.1:1"))
-    assert one is not other_table and one is not two
-    assert one._loader is other_table._loader  # one botocore session, loaded once
+    assert one is client_for(Binding.resolve("Other", "http://127.0.0.1:1"))  # tables share
+    assert one is not two
+    assert one._loader is two._loader  # one botocore session, loaded once
     assert one.meta.endpoint_url == "http://127.0.0.1:1"
     assert two.meta.endpoint_url == "http://127.0.0.1:2"
+
+
+@pytest.mark.parametrize("credentials", ["default", "boto3 session with keys"])
+def test_a_second_table_makes_no_botocore_session_and_no_client(
+    api: Any,
+    table_name: str,
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    credentials: str,
+    monkeypatch: pytest.MonkeyPatch,
+    boto3_client: Any,
+) -> None:
+    """Goal 4 of issue 13: a second table in the process costs no botocore session and no
+    client (sync, and in the async API's loop), only its requests."""
+    options: dict[str, Any] = {"region_name": dynamodb_region}
+    if credentials != "default":
+        if dynamodb_endpoint is None:
+            pytest.skip("explicit keys work against DynamoDB Local only")
+        import boto3
+
+        options["boto3_session"] = boto3.Session(
+            aws_access_key_id="local", aws_secret_access_key="local", region_name=dynamodb_region
+        )
+    first = api.history(table_name, "s", dynamodb_endpoint, **options)
+    first.add_user_message("on the first table")
+    second_table = f"chathist-test-{uuid.uuid4().hex[:12]}"
+    create_list_table(boto3_client, second_table, "SessionId", "SK")  # not through chathist
+    try:
+        with botocore_made(monkeypatch) as made:
+            second = api.history(second_table, "s", dynamodb_endpoint, **options)
+            second.add_user_message("on the second table")
+            assert [m.content for m in second.messages] == ["on the second table"]
+        assert made == {"sessions": 0, "clients": 0}
+        assert [m.content for m in first.messages] == ["on the first table"]
+        assert client_for(second._options.binding) is client_for(first._options.binding)
+    finally:
+        boto3_client.delete_table(TableName=second_table)
 
 
 def test_runnable_with_message_history_sees_the_first_exchange(history: History) -> None:

@@ -118,6 +118,12 @@ class Binding:
             ) from NoRegionError()
         return cls(table_name, endpoint, region, boto3_session, profile)
 
+    @property
+    def connection(self) -> Binding:
+        """This binding without its table: what a client depends on (endpoint, region and
+        credentials), so the tables behind one endpoint share a client."""
+        return self.with_table("") if self.table_name else self
+
     def with_table(self, table_name: str) -> Binding:
         """The same connection, another table."""
         return Binding(
