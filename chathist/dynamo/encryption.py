@@ -327,8 +327,12 @@ class Encryption:
     def open(self, items: list[dict[str, Any]]) -> Steps[list[dict[str, Any]]]:
         """``items`` with every sealed one opened; `DecryptionError` (naming the item) for one
         that does not authenticate, `KeyAccessError` where KMS refuses its data key."""
-        if not any(self.marker_name in item for item in items):
-            return items
+        marker = self.marker_name
+        for item in items:
+            if marker in item:
+                break
+        else:
+            return items  # nothing sealed (a loop: this runs for every page read)
         opened = []
         for item in items:
             if self.marker_name not in item:
