@@ -319,6 +319,91 @@ def test_a_session_written_every_way_reads_back_in_every_window(history: History
     assert dicts(history().messages) == dicts(sent)
 
 
+def _written(kind: str, rng: random.Random) -> list[list[BaseMessage]]:
+    """The ``add_messages`` calls that write a session of ``kind``."""
+    per_call = {"1 per call": 1, "2 per call": 2, "50 per call": 50, "100 per call": 100}
+    if kind in per_call:
+        size = per_call[kind]
+        count = max(60, 3 * size)
+        messages = [HumanMessage(f"m{i}") for i in range(count)]
+        return [messages[i : i + size] for i in range(0, count, size)]
+    calls: list[list[BaseMessage]] = []
+    for i in range(40):  # 2 per call, now and then a 150 KB message (an item of its own)
+        calls.append([HumanMessage(f"q{i}"), AIMessage(f"a{i}")])
+        if i % 8 == 3:
+            calls.append([AIMessage(random_text(rng, 150 * 1024))])
+    return calls
+
+
+@pytest.mark.sync_only
+@pytest.mark.parametrize(
+    "kind", ["1 per call", "2 per call", "50 per call", "100 per call", "150 KB mixed in"]
+)
+def test_reads_of_a_session_however_written_cost_what_a_hand_written_loop_does(
+    history: History,
+    boto3_client: Any,
+    table_name: str,
+    kind: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 13, goal 3, in counts: a full read sends the queries and reads the items a plain
+    query loop does (every stored item, once); a window of N reads at most N + 2 items in one
+    query, the first time and once the process knows how many messages the items hold; every
+    read builds only the messages it returns, in one LangChain call."""
+    import chathist.core.codec
+
+    built: list[int] = []
+    langchain_builds = chathist.core.codec.messages_from_dict
+
+    def counted(dicts: Any) -> list[BaseMessage]:
+        built.append(len(dicts))
+        return langchain_builds(dicts)
+
+    monkeypatch.setattr(chathist.core.codec, "messages_from_dict", counted)
+    writer = history()
+    sent: list[BaseMessage] = []
+    for batch in _written(kind, random.Random(13)):
+        writer.add_messages(batch)
+        sent.extend(batch)
+    stored = stored_items(boto3_client, table_name)
+    pages = 0
+    request: dict[str, Any] = {
+        "TableName": table_name,
+        "KeyConditionExpression": "SessionId = :s",
+        "ExpressionAttributeValues": {":s": {"S": "s"}},
+        "ConsistentRead": True,
+    }
+    while True:  # the raw loop's queries
+        pages += 1
+        page = boto3_client.query(**request)
+        if "LastEvaluatedKey" not in page:
+            break
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    items_read: list[int] = []
+
+    def read(**options: Any) -> tuple[list[BaseMessage], int, int]:
+        reader = history(**options)
+        items_read.clear()
+        built.clear()
+        before = reader.consumed_capacity
+        found = reader.messages
+        assert built == [len(found)]
+        return found, sum(items_read), (reader.consumed_capacity - before).requests
+
+    with hooked(
+        writer.client,
+        "after-call.dynamodb.Query",
+        lambda parsed, **_: items_read.append(parsed["Count"]),
+    ):
+        found, items, requests = read()
+        assert dicts(found) == dicts(sent)
+        assert (items, requests) == (len(stored), pages), kind
+        for attempt in ("first", "with the density known"):
+            found, items, requests = read(history_size=20)
+            assert dicts(found) == dicts(sent[-20:])
+            assert items <= 22 and requests == 1, (kind, attempt, items, requests)
+
+
 @pytest.mark.sync_only
 def test_history_size_returns_the_latest_messages_reading_about_that_many_items(
     history: History,
@@ -328,18 +413,20 @@ def test_history_size_returns_the_latest_messages_reading_about_that_many_items(
         writer.add_messages([HumanMessage(f"m{i}") for i in range(start, start + 20)])
     window = history(history_size=20)
     items_read: list[int] = []
-    window.client.meta.events.register(
-        "after-call.dynamodb.Query", lambda parsed, **_: items_read.append(parsed["Count"])
-    )
-    assert [m.content for m in window.messages] == [f"m{i}" for i in range(280, 300)]
-    assert sum(items_read) <= 22
-    everything = [m.content for m in history(history_size=0).messages]  # 0: no limit
-    assert everything == [f"m{i}" for i in range(300)]
+    with hooked(
+        window.client,  # shared by every table of the endpoint: removed at the end
+        "after-call.dynamodb.Query",
+        lambda parsed, **_: items_read.append(parsed["Count"]),
+    ):
+        assert [m.content for m in window.messages] == [f"m{i}" for i in range(280, 300)]
+        assert sum(items_read) <= 22
+        everything = [m.content for m in history(history_size=0).messages]  # 0: no limit
+        assert everything == [f"m{i}" for i in range(300)]
 
-    writer.add_messages([HumanMessage(f"s{i}") for i in range(300)])  # staged, then committed
-    items_read.clear()
-    assert [m.content for m in window.messages] == [f"s{i}" for i in range(280, 300)]
-    assert sum(items_read) <= 2 * 22  # the commit's page, then about 20 staged events
+        writer.add_messages([HumanMessage(f"s{i}") for i in range(300)])  # staged, committed
+        items_read.clear()
+        assert [m.content for m in window.messages] == [f"s{i}" for i in range(280, 300)]
+        assert sum(items_read) <= 2 * 22  # the commit's page, then about 20 staged events
 
 
 def test_ttl_items_carry_the_expiry_and_expired_ones_are_never_returned(
