@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -140,6 +141,30 @@ def check_json_value(value: Any, path: str = "message", depth: int = 0) -> None:
     )
 
 
+def _exact_json(value: Any) -> tuple[bytes, Any] | None:
+    """``value`` as compact JSON and read back, if that provably holds what `check_json_value`
+    accepts; None when it must be checked the slow way (or is refused). Written and read back by
+    the json module's C code, an ordinary message is checked without a Python call per value:
+    what reads back equal is JSON-exact (a non-str key, a tuple, an inexact Decimal does not),
+    NaN and infinity are refused by ``allow_nan=False``, an int over `MAX_INT_DIGITS` digits by
+    the interpreter's limit (when it is the default), and no nesting deeper than `MAX_DEPTH`
+    fits in as few brackets."""
+    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+    if limit == 0 or limit > MAX_INT_DIGITS:
+        return None
+    try:
+        text = json.dumps(
+            value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=exact_number
+        )
+        if text.count("{") + text.count("[") > MAX_DEPTH:
+            return None
+        data = text.encode("utf-8")
+        loaded = json.loads(data)
+    except Exception:  # whatever it is, the slow way says what is wrong
+        return None
+    return (data, loaded) if loaded == value else None
+
+
 def _json_bytes(value: Any) -> bytes:
     check_json_value(value)
     try:
@@ -168,8 +193,12 @@ def encode_message(
             f"expected a LangChain BaseMessage, got {type(message).__name__}"
         )
     as_dict = message_to_dict(message)
-    raw = _json_bytes(as_dict)
-    check_readable(json.loads(raw))
+    exact = _exact_json(as_dict)
+    if exact is None:
+        raw = _json_bytes(as_dict)  # raises what is wrong, or writes a tuple as a list
+        exact = raw, json.loads(raw)
+    raw, loaded = exact
+    check_readable(loaded)
     if compress_threshold is not None and len(raw) > compress_threshold:
         packed = zlib.compress(raw, 6)
         if write_units(len(packed)) < write_units(len(raw)):
