@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
@@ -126,10 +126,11 @@ class Binding:
             ) from NoRegionError()
         return cls(table_name, endpoint, region, boto3_session, profile)
 
-    @property
+    @cached_property
     def connection(self) -> Binding:
         """This binding without its table: what a client depends on (endpoint, region and
-        credentials), so the tables behind one endpoint share a client."""
+        credentials), so the tables behind one endpoint share a client. Made once per binding
+        (the async sender looks its client up per request)."""
         return self.with_table("") if self.table_name else self
 
     def with_table(self, table_name: str) -> Binding:
