@@ -895,7 +895,7 @@ def test_missing_credentials_for_an_endpoint_say_that_any_keys_do(
     if dynamodb_endpoint is None:
         pytest.skip("needs an endpoint URL (DynamoDB Local)")
     without_aws_credentials(monkeypatch, tmp_path)
-    table = f"chathist-test-nokeys-{uuid.uuid4().hex[:8]}"  # a new table: a new client
+    table = f"chathist-test-nokeys-{uuid.uuid4().hex[:8]}"  # clients made afresh (no keys)
     h = DynamoDBChatMessageHistory(table, "s", dynamodb_endpoint, region_name=dynamodb_region)
     with pytest.raises(StorageError, match="AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local"):
         _ = h.messages
