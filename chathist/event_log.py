@@ -162,6 +162,8 @@ class EventLog:
         window = self.settings.window
         tail = TailFold(limit=window, now=time.time())
         cursor = self.store.sequence(self.session)
+        to_event = self.store.items.to_event  # (`EventStore.event`, looked up once a read)
+        feed = tail.feed
         event: Event | None = None
         first_page = True
         fewest: int | None = None  # fewest messages a message item of this read held
@@ -185,15 +187,15 @@ class EventLog:
                     elif cursor.done:
                         self.remember(0)  # nothing stored yet
                 for raw in page:
-                    event = self.store.event(raw)
-                    if event.kind == "message" and not event.parts:
+                    event = to_event(raw)
+                    if window is not None and event.kind == "message" and not event.parts:
                         fewest = min(fewest or event.messages, event.messages)
                     if event.kind == "commit" and event.stage is not None:
                         if tail.start_stage(event):
                             yield from self._feed_stage(tail, event.stage)
-                    else:
-                        tail.feed(event)
-                    if tail.done:
+                        if tail.done:
+                            break
+                    elif feed(event):
                         break
         except CorruptHistoryError as exc:
             named = self._name_item(exc, event)

@@ -70,6 +70,38 @@ def hooked(client: Any, event: str, handler: Any) -> Iterator[None]:
         client.meta.events.unregister(event, unique_id=unique)
 
 
+@contextlib.contextmanager
+def botocore_made(monkeypatch: Any) -> Iterator[dict[str, int]]:
+    """Count the botocore sessions (aiobotocore's too: they are botocore sessions) and the
+    clients (sync and async) made inside the block."""
+    import botocore.session
+
+    made = {"sessions": 0, "clients": 0}
+    classes: list[Any] = [botocore.session.Session]
+    with contextlib.suppress(ImportError):
+        from aiobotocore.session import AioSession
+
+        classes.append(AioSession)
+    init = botocore.session.Session.__init__
+
+    def counted_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        made["sessions"] += 1
+        init(self, *args, **kwargs)
+
+    def counting(original: Any) -> Any:
+        def create_client(self: Any, *args: Any, **kwargs: Any) -> Any:
+            made["clients"] += 1
+            return original(self, *args, **kwargs)
+
+        return create_client
+
+    with monkeypatch.context() as patch:
+        patch.setattr(botocore.session.Session, "__init__", counted_init)
+        for cls in classes:
+            patch.setattr(cls, "create_client", counting(cls.__dict__["create_client"]))
+        yield made
+
+
 def transaction_outcome(parsed: dict[str, Any]) -> str:
     """``done``, ``legacy-changed`` (the last action's condition failed: a lazy migration's
     retirement of the legacy item) or ``taken`` (a sequence number was taken) of a parsed

@@ -117,6 +117,8 @@ def test_quick_benchmark_writes_table_json_and_plot(tmp_path: Path) -> None:
     assert turn["chathist_per_op"]["requests"] == turn["raw_per_op"]["requests"] == 2
     assert turn["chathist_per_op"]["wcu"] == turn["raw_per_op"]["wcu"] == 1
     assert floor["fresh"]["first_append_requests"] == 2  # no DescribeTable
+    assert floor["fresh"]["second_table_sessions"] == 0  # nor a botocore session for a table
+    assert floor["fresh"]["second_table_shares_the_client"]
     for name, case in floor["cases"].items():
         for stats in [case] if "ratio" in case else [case["window"], case["full"]]:
             assert stats["pairs"] >= 3 and stats["ratio"]["median"] > 0, name

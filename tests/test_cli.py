@@ -209,7 +209,7 @@ def test_missing_credentials_against_an_endpoint_say_that_any_keys_do(
     if dynamodb_endpoint is None:
         pytest.skip("needs an endpoint URL (DynamoDB Local)")
     without_aws_credentials(monkeypatch, tmp_path)
-    table = f"chathist-test-nokeys-{uuid.uuid4().hex[:8]}"  # a new table: a new client
+    table = f"chathist-test-nokeys-{uuid.uuid4().hex[:8]}"  # clients made afresh (no keys)
     assert main(["show", table, "s", "--endpoint-url", dynamodb_endpoint]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("chathist: error: ")

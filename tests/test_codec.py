@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from langchain_core.messages import (
     AIMessage,
@@ -28,6 +28,7 @@ from langchain_core.messages import (
     message_to_dict,
 )
 
+from chathist.core import codec
 from chathist.core.codec import (
     CODEC_JSON,
     CODEC_JSON_LIST,
@@ -153,6 +154,47 @@ def test_compression_that_saves_no_write_unit_is_not_used() -> None:
 def test_values_json_cannot_hold_exactly_are_refused(value: Any, fragment: str) -> None:
     with pytest.raises(UnsupportedValueError, match=fragment):
         encode_message(HumanMessage("x", additional_kwargs={"v": value}))
+
+
+awkward_scalars = (
+    json_scalars
+    | st.floats()  # NaN and infinities too
+    | st.decimals(allow_nan=True, allow_infinity=True)
+    | st.integers(MAX_INT_DIGITS - 1, MAX_INT_DIGITS + 1).map(lambda digits: 10**digits - 1)
+    | st.binary(max_size=3)
+    | st.text(alphabet=st.characters(min_codepoint=0xD7F0, max_codepoint=0xE010), max_size=3)
+)
+awkward_values = st.recursive(
+    awkward_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(st.text(max_size=3) | st.integers() | st.booleans(), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@given(awkward_values)
+@example(_nested(MAX_DEPTH + 1))
+@example(_nested(MAX_DEPTH - 1))
+@example({"a": _nested(MAX_DEPTH)})
+def test_the_fast_json_check_accepts_only_what_the_full_check_accepts(value: Any) -> None:
+    """`encode_message` checks an ordinary message by writing and reading it back; it may send
+    anything to the slow check, but what it accepts is what `check_json_value` accepts, written
+    to the same bytes."""
+    exact = codec._exact_json(value)
+    if exact is None:
+        return
+    check_json_value(value)  # raises if the fast way accepted what the slow way refuses
+    assert exact[0] == codec._json_bytes(value)
 
 
 def test_lone_surrogates_are_refused() -> None:

@@ -33,7 +33,13 @@ from chathist import (
 from chathist.core import envelope
 from chathist.core.sizes import item_size, write_units
 from chathist.dynamo.encryption import KEYS, KeyCache
-from tests.helpers import list_table_named, one_item_per_message, partition_items
+from tests.helpers import (
+    botocore_made,
+    create_list_table,
+    list_table_named,
+    one_item_per_message,
+    partition_items,
+)
 from tests.kms import Kms, kms_keys
 from tests.test_codec import every_message_type
 
@@ -181,6 +187,32 @@ def test_a_300_character_message_is_one_item_under_1_kb(
     items = partition_items(boto3_client, where["table_name"], "s")
     assert len(items) == 2 and item_size(items[-1]) < 1024
     assert write_units(item_size(items[-1])) == 1
+
+
+def test_a_second_encrypted_table_makes_no_botocore_session_and_no_client(
+    api: Any,
+    where: Any,
+    kms: Kms,
+    boto3_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A second table's data key comes from the KMS client of the first (one per region and
+    credentials), its items through the first table's DynamoDB client."""
+    first = api.history(session_id="s", **where, kms_key_id=kms.key_id)
+    first.add_user_message("first table")
+    other = f"chathist-test-{uuid.uuid4().hex[:12]}"
+    create_list_table(boto3_client, other, "SessionId", "SK")  # not through chathist's client
+    try:
+        with botocore_made(monkeypatch) as made:
+            second = api.history(
+                session_id="s", **{**where, "table_name": other}, kms_key_id=kms.key_id
+            )
+            second.add_user_message("second table")
+            assert [m.content for m in second.messages] == ["second table"]
+        assert made == {"sessions": 0, "clients": 0}
+        assert second.consumed_capacity.kms_requests >= 1  # its own data key, asked of KMS
+    finally:
+        boto3_client.delete_table(TableName=other)
 
 
 # -- what does not authenticate is never returned -----------------------------------------------
@@ -741,7 +773,5 @@ def test_an_unreachable_kms_is_a_key_access_error() -> None:
 def _messages_in(items: list[dict[str, Any]]) -> int:
     """Messages the message items of a partition hold (an item may hold several: ``count``)."""
     return sum(
-        int(i["count"]["N"]) if "count" in i else 1
-        for i in items
-        if i["event"]["S"] == "message"
+        int(i["count"]["N"]) if "count" in i else 1 for i in items if i["event"]["S"] == "message"
     )

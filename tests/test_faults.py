@@ -756,11 +756,15 @@ def test_list_layout_resend_after_another_writers_append_is_stored_twice(
 
 
 @pytest.fixture
-def wire(dynamodb_endpoint: str | None) -> Iterator[LoopbackProxy]:
+def wire(dynamodb_endpoint: str | None, monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackProxy]:
     """A loopback proxy with faults in front of the test's DynamoDB Local (a fresh endpoint,
-    hence fresh botocore clients with a full retry quota)."""
+    hence fresh botocore clients with a full retry quota). Clients are per endpoint, and a
+    later test's proxy may get this one's port: the test's clients are forgotten after it."""
+    import chathist.dynamo.client
+
     if dynamodb_endpoint is None:
         pytest.skip("the fault proxy needs a loopback endpoint")
+    monkeypatch.setattr(chathist.dynamo.client, "_clients", {})
     with LoopbackProxy(dynamodb_endpoint, 0.0, where="thread", faults=True) as proxy:
         yield proxy
 

@@ -32,6 +32,8 @@ from chathist.core.sizes import item_size, write_units
 from chathist.dynamo.binding import Binding
 from chathist.dynamo.client import client_for
 from tests.helpers import (
+    botocore_made,
+    create_list_table,
     hooked,
     one_item_per_message,
     partition_items,
@@ -317,6 +319,91 @@ def test_a_session_written_every_way_reads_back_in_every_window(history: History
     assert dicts(history().messages) == dicts(sent)
 
 
+def _written(kind: str, rng: random.Random) -> list[list[BaseMessage]]:
+    """The ``add_messages`` calls that write a session of ``kind``."""
+    per_call = {"1 per call": 1, "2 per call": 2, "50 per call": 50, "100 per call": 100}
+    if kind in per_call:
+        size = per_call[kind]
+        count = max(60, 3 * size)
+        messages = [HumanMessage(f"m{i}") for i in range(count)]
+        return [messages[i : i + size] for i in range(0, count, size)]
+    calls: list[list[BaseMessage]] = []
+    for i in range(40):  # 2 per call, now and then a 150 KB message (an item of its own)
+        calls.append([HumanMessage(f"q{i}"), AIMessage(f"a{i}")])
+        if i % 8 == 3:
+            calls.append([AIMessage(random_text(rng, 150 * 1024))])
+    return calls
+
+
+@pytest.mark.sync_only
+@pytest.mark.parametrize(
+    "kind", ["1 per call", "2 per call", "50 per call", "100 per call", "150 KB mixed in"]
+)
+def test_reads_of_a_session_however_written_cost_what_a_hand_written_loop_does(
+    history: History,
+    boto3_client: Any,
+    table_name: str,
+    kind: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 13, goal 3, in counts: a full read sends the queries and reads the items a plain
+    query loop does (every stored item, once); a window of N reads at most N + 2 items in one
+    query, the first time and once the process knows how many messages the items hold; every
+    read builds only the messages it returns, in one LangChain call."""
+    import chathist.core.codec
+
+    built: list[int] = []
+    langchain_builds = chathist.core.codec.messages_from_dict
+
+    def counted(dicts: Any) -> list[BaseMessage]:
+        built.append(len(dicts))
+        return langchain_builds(dicts)
+
+    monkeypatch.setattr(chathist.core.codec, "messages_from_dict", counted)
+    writer = history()
+    sent: list[BaseMessage] = []
+    for batch in _written(kind, random.Random(13)):
+        writer.add_messages(batch)
+        sent.extend(batch)
+    stored = stored_items(boto3_client, table_name)
+    pages = 0
+    request: dict[str, Any] = {
+        "TableName": table_name,
+        "KeyConditionExpression": "SessionId = :s",
+        "ExpressionAttributeValues": {":s": {"S": "s"}},
+        "ConsistentRead": True,
+    }
+    while True:  # the raw loop's queries
+        pages += 1
+        page = boto3_client.query(**request)
+        if "LastEvaluatedKey" not in page:
+            break
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    items_read: list[int] = []
+
+    def read(**options: Any) -> tuple[list[BaseMessage], int, int]:
+        reader = history(**options)
+        items_read.clear()
+        built.clear()
+        before = reader.consumed_capacity
+        found = reader.messages
+        assert built == [len(found)]
+        return found, sum(items_read), (reader.consumed_capacity - before).requests
+
+    with hooked(
+        writer.client,
+        "after-call.dynamodb.Query",
+        lambda parsed, **_: items_read.append(parsed["Count"]),
+    ):
+        found, items, requests = read()
+        assert dicts(found) == dicts(sent)
+        assert (items, requests) == (len(stored), pages), kind
+        for attempt in ("first", "with the density known"):
+            found, items, requests = read(history_size=20)
+            assert dicts(found) == dicts(sent[-20:])
+            assert items <= 22 and requests == 1, (kind, attempt, items, requests)
+
+
 @pytest.mark.sync_only
 def test_history_size_returns_the_latest_messages_reading_about_that_many_items(
     history: History,
@@ -326,18 +413,20 @@ def test_history_size_returns_the_latest_messages_reading_about_that_many_items(
         writer.add_messages([HumanMessage(f"m{i}") for i in range(start, start + 20)])
     window = history(history_size=20)
     items_read: list[int] = []
-    window.client.meta.events.register(
-        "after-call.dynamodb.Query", lambda parsed, **_: items_read.append(parsed["Count"])
-    )
-    assert [m.content for m in window.messages] == [f"m{i}" for i in range(280, 300)]
-    assert sum(items_read) <= 22
-    everything = [m.content for m in history(history_size=0).messages]  # 0: no limit
-    assert everything == [f"m{i}" for i in range(300)]
+    with hooked(
+        window.client,  # shared by every table of the endpoint: removed at the end
+        "after-call.dynamodb.Query",
+        lambda parsed, **_: items_read.append(parsed["Count"]),
+    ):
+        assert [m.content for m in window.messages] == [f"m{i}" for i in range(280, 300)]
+        assert sum(items_read) <= 22
+        everything = [m.content for m in history(history_size=0).messages]  # 0: no limit
+        assert everything == [f"m{i}" for i in range(300)]
 
-    writer.add_messages([HumanMessage(f"s{i}") for i in range(300)])  # staged, then committed
-    items_read.clear()
-    assert [m.content for m in window.messages] == [f"s{i}" for i in range(280, 300)]
-    assert sum(items_read) <= 2 * 22  # the commit's page, then about 20 staged events
+        writer.add_messages([HumanMessage(f"s{i}") for i in range(300)])  # staged, committed
+        items_read.clear()
+        assert [m.content for m in window.messages] == [f"s{i}" for i in range(280, 300)]
+        assert sum(items_read) <= 2 * 22  # the commit's page, then about 20 staged events
 
 
 def test_ttl_items_carry_the_expiry_and_expired_ones_are_never_returned(
@@ -530,15 +619,52 @@ def test_arguments_that_cannot_apply_fail_loudly(
         DynamoDBChatMessageHistory(table_name, "s", **options)
 
 
-def test_one_client_per_binding_all_from_one_botocore_session() -> None:
+def test_one_client_per_endpoint_all_from_one_botocore_session() -> None:
     one = client_for(Binding.resolve("T", "http://127.0.0.1:1"))
     two = client_for(Binding.resolve("T", "http://127.0.0.1:2"))
     assert one is client_for(Binding.resolve("T", "http://127.0.0.1:1"))
-    other_table = client_for(Binding.resolve("Other", "http://127.0.0.1:1"))
-    assert one is not other_table and one is not two
-    assert one._loader is other_table._loader  # one botocore session, loaded once
+    assert one is client_for(Binding.resolve("Other", "http://127.0.0.1:1"))  # tables share
+    assert one is not two
+    assert one._loader is two._loader  # one botocore session, loaded once
     assert one.meta.endpoint_url == "http://127.0.0.1:1"
     assert two.meta.endpoint_url == "http://127.0.0.1:2"
+
+
+@pytest.mark.parametrize("credentials", ["default", "boto3 session with keys"])
+def test_a_second_table_makes_no_botocore_session_and_no_client(
+    api: Any,
+    table_name: str,
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    credentials: str,
+    monkeypatch: pytest.MonkeyPatch,
+    boto3_client: Any,
+) -> None:
+    """Goal 4 of issue 13: a second table in the process costs no botocore session and no
+    client (sync, and in the async API's loop), only its requests."""
+    options: dict[str, Any] = {"region_name": dynamodb_region}
+    if credentials != "default":
+        if dynamodb_endpoint is None:
+            pytest.skip("explicit keys work against DynamoDB Local only")
+        import boto3
+
+        options["boto3_session"] = boto3.Session(
+            aws_access_key_id="local", aws_secret_access_key="local", region_name=dynamodb_region
+        )
+    first = api.history(table_name, "s", dynamodb_endpoint, **options)
+    first.add_user_message("on the first table")
+    second_table = f"chathist-test-{uuid.uuid4().hex[:12]}"
+    create_list_table(boto3_client, second_table, "SessionId", "SK")  # not through chathist
+    try:
+        with botocore_made(monkeypatch) as made:
+            second = api.history(second_table, "s", dynamodb_endpoint, **options)
+            second.add_user_message("on the second table")
+            assert [m.content for m in second.messages] == ["on the second table"]
+        assert made == {"sessions": 0, "clients": 0}
+        assert [m.content for m in first.messages] == ["on the first table"]
+        assert client_for(second._options.binding) is client_for(first._options.binding)
+    finally:
+        boto3_client.delete_table(TableName=second_table)
 
 
 def test_runnable_with_message_history_sees_the_first_exchange(history: History) -> None:
@@ -769,7 +895,7 @@ def test_missing_credentials_for_an_endpoint_say_that_any_keys_do(
     if dynamodb_endpoint is None:
         pytest.skip("needs an endpoint URL (DynamoDB Local)")
     without_aws_credentials(monkeypatch, tmp_path)
-    table = f"chathist-test-nokeys-{uuid.uuid4().hex[:8]}"  # a new table: a new client
+    table = f"chathist-test-nokeys-{uuid.uuid4().hex[:8]}"  # clients made afresh (no keys)
     h = DynamoDBChatMessageHistory(table, "s", dynamodb_endpoint, region_name=dynamodb_region)
     with pytest.raises(StorageError, match="AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local"):
         _ = h.messages

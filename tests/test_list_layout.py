@@ -244,17 +244,18 @@ def test_a_table_whose_keys_do_not_fit_the_list_layout_is_a_schema_error_before_
     # An event table (composite key) asked for the list layout.
     listed_on_events = DynamoDBChatMessageHistory(table_name, "s", dynamodb_endpoint, layout="list")
     sent: list[str] = []
-    client = listed_on_events.client
-    client.meta.events.register(
-        "before-call.dynamodb.*", lambda model, **_: sent.append(model.name)
-    )
-    for action in (
-        lambda: listed_on_events.messages,
-        lambda: listed_on_events.add_user_message("x"),
+    with hooked(
+        listed_on_events.client,
+        "before-call.dynamodb.*",
+        lambda model, **_: sent.append(model.name),
     ):
-        with pytest.raises(TableSchemaError, match="layout='events'") as caught:
-            action()
-        assert "RANGE SK (S)" in str(caught.value)
+        for action in (
+            lambda: listed_on_events.messages,
+            lambda: listed_on_events.add_user_message("x"),
+        ):
+            with pytest.raises(TableSchemaError, match="layout='events'") as caught:
+                action()
+            assert "RANGE SK (S)" in str(caught.value)
     assert sent == ["DescribeTable"]  # asked once, and nothing was sent to the item
     assert boto3_client.scan(TableName=table_name)["Count"] == 0
     # A hash key that is a number, in the list layout and in auto (which picks the list layout).

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,8 +47,10 @@ __all__ = [
     "encode_message",
     "exact_number",
     "message_from_dict",
+    "messages_from_dicts",
     "pack_payloads",
     "packed_size",
+    "payload_dicts",
 ]
 
 CODEC_JSON: Final = "json"
@@ -138,6 +141,30 @@ def check_json_value(value: Any, path: str = "message", depth: int = 0) -> None:
     )
 
 
+def _exact_json(value: Any) -> tuple[bytes, Any] | None:
+    """``value`` as compact JSON and read back, if that provably holds what `check_json_value`
+    accepts; None when it must be checked the slow way (or is refused). Written and read back by
+    the json module's C code, an ordinary message is checked without a Python call per value:
+    what reads back equal is JSON-exact (a non-str key, a tuple, an inexact Decimal does not),
+    NaN and infinity are refused by ``allow_nan=False``, an int over `MAX_INT_DIGITS` digits by
+    the interpreter's limit (when it is the default), and no nesting deeper than `MAX_DEPTH`
+    fits in as few brackets."""
+    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+    if limit == 0 or limit > MAX_INT_DIGITS:
+        return None
+    try:
+        text = json.dumps(
+            value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=exact_number
+        )
+        if text.count("{") + text.count("[") > MAX_DEPTH:
+            return None
+        data = text.encode("utf-8")
+        loaded = json.loads(data)
+    except Exception:  # whatever it is, the slow way says what is wrong
+        return None
+    return (data, loaded) if loaded == value else None
+
+
 def _json_bytes(value: Any) -> bytes:
     check_json_value(value)
     try:
@@ -166,8 +193,12 @@ def encode_message(
             f"expected a LangChain BaseMessage, got {type(message).__name__}"
         )
     as_dict = message_to_dict(message)
-    raw = _json_bytes(as_dict)
-    check_readable(json.loads(raw))
+    exact = _exact_json(as_dict)
+    if exact is None:
+        raw = _json_bytes(as_dict)  # raises what is wrong, or writes a tuple as a list
+        exact = raw, json.loads(raw)
+    raw, loaded = exact
+    check_readable(loaded)
     if compress_threshold is not None and len(raw) > compress_threshold:
         packed = zlib.compress(raw, 6)
         if write_units(len(packed)) < write_units(len(raw)):
@@ -177,17 +208,7 @@ def encode_message(
 
 def decode_message(codec: str, data: bytes | str) -> BaseMessage:
     """Decode a stored payload back into its message."""
-    try:
-        if codec == CODEC_ZLIB:
-            if isinstance(data, str):
-                raise ValueError("compressed payload stored as text")
-            data = zlib.decompress(data)
-        elif codec != CODEC_JSON:
-            raise ValueError(f"unknown codec {codec!r}")
-        as_dict = json.loads(data)
-    except (ValueError, TypeError, zlib.error) as exc:
-        raise CorruptHistoryError(f"cannot decode stored message: {exc}") from exc
-    return message_from_dict(as_dict)
+    return messages_from_dicts(payload_dicts(codec, data))[0]
 
 
 def pack_payloads(payloads: Sequence[Payload]) -> Payload:
@@ -206,20 +227,48 @@ def packed_size(sizes: Sequence[int]) -> int:
 
 def decode_messages(codec: str, data: bytes | str, count: int = 1) -> list[BaseMessage]:
     """The messages of a stored payload: one, or the ``count`` of a packed payload."""
-    if codec != CODEC_JSON_LIST:
+    return messages_from_dicts(payload_dicts(codec, data, count))
+
+
+def payload_dicts(
+    codec: str, data: bytes | str, count: int = 1, take: int | None = None
+) -> list[Any]:
+    """The ``message_to_dict`` mappings a stored payload holds (one, or the ``count`` of a
+    packed one), only the newest ``take`` of them: a reader decodes JSON per item and builds
+    the messages of a whole read in one `messages_from_dicts` call, as a hand-written loop
+    would. The mappings are checked when the messages are built."""
+    try:
+        if codec == CODEC_JSON_LIST:
+            found = json.loads(data)
+            if not isinstance(found, list) or len(found) != max(count, 1):
+                raise CorruptHistoryError(
+                    f"cannot decode stored messages: expected a list of {count}, got"
+                    f" {len(found) if isinstance(found, list) else type(found).__name__}"
+                )
+            return found[-take:] if take is not None and take < len(found) else found
         if count > 1:
             raise CorruptHistoryError(f"a {codec!r} payload holds one message, not {count}")
-        return [decode_message(codec, data)]
+        if codec == CODEC_ZLIB:
+            if isinstance(data, str):
+                raise ValueError("compressed payload stored as text")
+            data = zlib.decompress(data)
+        elif codec != CODEC_JSON:
+            raise ValueError(f"unknown codec {codec!r}")
+        return [json.loads(data)]
+    except (ValueError, TypeError, zlib.error) as exc:
+        plural = "s" if codec == CODEC_JSON_LIST else ""
+        raise CorruptHistoryError(f"cannot decode stored message{plural}: {exc}") from exc
+
+
+def messages_from_dicts(dicts: list[Any]) -> list[BaseMessage]:
+    """The messages of ``message_to_dict`` mappings, built in one LangChain call;
+    `CorruptHistoryError` (saying what is wrong with the first bad one) if any is not one."""
     try:
-        as_list = json.loads(data)
-    except (ValueError, TypeError) as exc:
+        return messages_from_dict(dicts)
+    except Exception as exc:  # whatever LangChain's constructors raise: say which is bad
+        for as_dict in dicts:
+            message_from_dict(as_dict)
         raise CorruptHistoryError(f"cannot decode stored messages: {exc}") from exc
-    if not isinstance(as_list, list) or len(as_list) != max(count, 1):
-        raise CorruptHistoryError(
-            f"cannot decode stored messages: expected a list of {count}, got"
-            f" {len(as_list) if isinstance(as_list, list) else type(as_list).__name__}"
-        )
-    return [message_from_dict(as_dict) for as_dict in as_list]
 
 
 def message_from_dict(as_dict: Any) -> BaseMessage:

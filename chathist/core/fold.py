@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from langchain_core.messages import BaseMessage
 
-from chathist.core.codec import decode_messages
+from chathist.core.codec import messages_from_dicts, payload_dicts
 from chathist.core.events import FORMAT_VERSION, KINDS, Event
 from chathist.errors import CorruptHistoryError
 
@@ -63,12 +63,29 @@ class TailFold:
     def feed(self, event: Event, staged: Iterable[Event] = ()) -> bool:
         """Take the next older event (with its stage's events, newest first, if it is a
         commit); return True once older events cannot change the result."""
-        if event.kind == "commit" and self._pending is None:
+        kind = event.kind
+        if kind == "commit" and self._pending is None:
             if self.start_stage(event):
                 for item in staged:
                     if self.feed_staged(item):
                         break
                 self.end_stage()
+            return self.done
+        if (  # the common event, a whole message: `_check_feed` and `_take`, inline
+            kind == "message"
+            and not self.done
+            and self._stage is None
+            and self._pending is None
+            and event.version <= FORMAT_VERSION
+            and not event.parts
+            and event.codec is not None
+            and event.body is not None
+        ):
+            previous = self._previous
+            if previous is not None and event.seq != previous.seq - 1:
+                self._check_order(event)
+            self._previous = event
+            self._keep(event, event.body)
             return self.done
         self._check_feed(event)
         self._take(event)
@@ -122,7 +139,9 @@ class TailFold:
             raise ValueError("the fold is done; feed no more events")
         if self._stage is not None:
             raise ValueError("a stage is open; feed its events, then call end_stage")
-        self._check_order(event)
+        previous = self._previous
+        if previous is not None and event.seq != previous.seq - 1:
+            self._check_order(event)
         self._previous = event
 
     def _take(self, event: Event) -> None:
@@ -158,16 +177,23 @@ class TailFold:
         if self._pending is not None:
             header = self._pending.header
             raise CorruptHistoryError(f"message {header.seq} is missing some of its parts")
-        result: list[BaseMessage] = []
+        dicts: list[object] = []
         for header, payload, take in reversed(self._found):
             try:
-                found = decode_messages(header.codec or "", payload, header.count)
-                result.extend(found[-take:] if take < len(found) else found)
+                dicts += payload_dicts(header.codec or "", payload, header.count, take)
             except CorruptHistoryError as exc:
-                raise CorruptHistoryError(
-                    f"event {header.seq}: {exc}", at=(header.stage, header.seq)
-                ) from exc
-        return result
+                raise _in_event(exc, header) from exc
+        try:
+            return messages_from_dicts(dicts)  # one LangChain call for the whole read
+        except CorruptHistoryError:
+            for header, payload, take in reversed(self._found):  # which event holds it
+                try:
+                    messages_from_dicts(
+                        payload_dicts(header.codec or "", payload, header.count, take)
+                    )
+                except CorruptHistoryError as inner:
+                    raise _in_event(inner, header) from inner
+            raise
 
     def _check_order(self, event: Event) -> None:
         previous = self._previous
@@ -214,14 +240,17 @@ class TailFold:
             self._keep(header, b"".join(reversed(pending.chunks)))
 
     def _keep(self, header: Event, payload: bytes | str) -> None:
-        if self._expired(header):
-            return
-        take = header.messages
-        if self.limit is not None:
-            take = min(take, self.limit - self._held)
+        expiry = header.expires_at
+        if expiry is not None and self.now is not None and expiry <= self.now:
+            return  # expired (`_expired`, inline: this runs for every message)
+        count = header.count
+        take = count if count > 1 else 1  # `Event.messages`
+        limit = self.limit
+        if limit is not None and take > limit - self._held:
+            take = limit - self._held
         self._found.append((header, payload, take))
         self._held += take
-        if self.limit is not None and self._held >= self.limit:
+        if limit is not None and self._held >= limit:
             self.done = True
 
     @property
@@ -234,6 +263,11 @@ class TailFold:
         pending = self._pending
         parts = 0 if pending is None else pending.header.parts - len(pending.chunks)
         return max(1, self.limit - self._held + parts)
+
+
+def _in_event(exc: CorruptHistoryError, header: Event) -> CorruptHistoryError:
+    """``exc`` saying which event's payload it is about."""
+    return CorruptHistoryError(f"event {header.seq}: {exc}", at=(header.stage, header.seq))
 
 
 def fold(

@@ -222,7 +222,7 @@ def plan_write(
     planning anything if an entry is too large.
     """
     events: list[Event] = []
-    for entry in _packed(entries, limits) if limits.pack else entries:
+    for entry in _packed(entries, limits) if limits.pack and len(entries) > 1 else entries:
         events.extend(_events_for(entry, len(events), writer, limits))
     if expires_at is not None:
         events = [e if e.kind == "clear" else replace(e, expires_at=expires_at) for e in events]

@@ -5,8 +5,10 @@
 shared `Sending`'s. So the async API has the sync API's rules, not a copy of them.
 
 Clients. aiobotocore clients belong to the event loop they were opened in. `async_client_for`
-keeps one client per (binding, running loop), opened on first use and reused by every history
-of that binding in that loop, with a gate in front of it: at most `MAX_IN_FLIGHT` requests in
+keeps one client per endpoint, region and credentials (`Binding.connection`: whatever the
+table) and running loop, opened on first use and reused by every history there in that loop,
+all from one aiobotocore session per profile (or per set of explicit keys) and loop, with a gate
+in front of it: at most `MAX_IN_FLIGHT` requests in
 flight, the others served first come, first served. The clients are closed by `aclose_clients`
 (in the loop), and otherwise when the loop shuts down its async generators, which
 ``asyncio.run`` does on exit: a program can run several loops one after another without leaking
@@ -21,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from typing import Any, TypeVar, cast
 
 from botocore import xform_name
@@ -38,14 +40,15 @@ __all__ = ["AVAILABLE", "AsyncSender", "aclose_clients", "async_client_for"]
 T = TypeVar("T")
 
 MAX_IN_FLIGHT = 64
-"""Requests one client (one binding in one loop) has in flight at once, and the connections of its
-pool. aiohttp hands a freed connection to whichever coroutine asks next, not to the one that has
-waited longest: a coroutine that gets its answer takes the connection again for its next request,
-so with fewer connections than sessions some sessions wait for others to finish. A fair
-`asyncio.Semaphore` of the pool's size in front of the client makes the queue first come, first
-served. 64 requests in flight are far more than one event loop's CPU can keep busy (benchmark
-scenario 9: about 300 requests/s through a 10 ms round trip, i.e. 3 to 4 in flight on average)
-and few enough connections to leave the loop, and the server, their CPU."""
+"""Requests one client (one endpoint, region and credentials in one loop) has in flight at
+once, and the connections of its pool. aiohttp hands a freed connection to whichever coroutine
+asks next, not to the one that has waited longest: a coroutine that gets its answer takes the
+connection again for its next request, so with fewer connections than sessions some sessions
+wait for others to finish. A fair `asyncio.Semaphore` of the pool's size in front of the client
+makes the queue first come, first served. 64 requests in flight are far more than one event
+loop's CPU can keep busy (benchmark scenario 9: about 300 requests/s through a 10 ms round trip,
+i.e. 3 to 4 in flight on average) and few enough connections to leave the loop, and the server,
+their CPU."""
 
 AVAILABLE = importlib.util.find_spec("aiobotocore") is not None
 """Whether aiobotocore is installed (the ``async`` extra); it is imported on first use, so
@@ -59,7 +62,7 @@ class _LoopClients:
     def __init__(self) -> None:
         self.clients: dict[tuple[str, Binding], Any] = {}
         self.gates: dict[tuple[str, Binding], asyncio.Semaphore] = {}
-        self.sessions: dict[str | None, Any] = {}
+        self.sessions: dict[Hashable, Any] = {}
         self.lock = asyncio.Lock()
         self.keeper: AsyncIterator[None] | None = None
 
@@ -93,8 +96,9 @@ async def _loop_clients() -> _LoopClients:
     return found
 
 
-def _session(binding: Binding, sessions: dict[str | None, Any]) -> Any:
-    """The aiobotocore session for ``binding`` in this loop (``sessions``: the loop's)."""
+def _session(binding: Binding, sessions: dict[Hashable, Any]) -> Any:
+    """The aiobotocore session for ``binding`` in this loop (``sessions``: the loop's), made
+    once per profile, or per set of explicit keys: another table or service makes none."""
     if not AVAILABLE:
         raise ConfigurationError("native asyncio needs aiobotocore: pip install 'chathist[async]'")
     try:
@@ -109,10 +113,13 @@ def _session(binding: Binding, sessions: dict[str | None, Any]) -> Any:
         # the same profile.
         credentials = source.get_credentials()
         if credentials is not None and credentials.method == "explicit":
-            session = AioSession()
             frozen = credentials.get_frozen_credentials()
-            session.set_credentials(frozen.access_key or "", frozen.secret_key or "", frozen.token)
-            return session
+            keys = (frozen.access_key or "", frozen.secret_key or "", frozen.token)
+            found = sessions.get(keys)
+            if found is None:
+                found = sessions[keys] = AioSession()
+                found.set_credentials(*keys)
+            return found
         profile = None if source.profile_name == "default" else source.profile_name
     found = sessions.get(profile)
     if found is None:
@@ -130,8 +137,7 @@ async def async_client_for(binding: Binding, service: str = DYNAMODB) -> Any:
 async def _client_and_gate(
     binding: Binding, service: str = DYNAMODB
 ) -> tuple[Any, asyncio.Semaphore]:
-    if service != DYNAMODB:
-        binding = kms_scope(binding)
+    binding = binding.connection if service == DYNAMODB else kms_scope(binding)
     key = (service, binding)
     clients = await _loop_clients()
     found = clients.clients.get(key)

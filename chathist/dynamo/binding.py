@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
@@ -35,6 +36,13 @@ def check_endpoint_url(url: object, origin: str = "") -> str:
     would raise a bare ValueError later."""
     if not isinstance(url, str):
         raise ConfigurationError(f"endpoint_url must be a str, got {type(url).__name__}")
+    return _checked_endpoint_url(url, origin)
+
+
+@lru_cache(maxsize=64)
+def _checked_endpoint_url(url: str, origin: str) -> str:
+    """`check_endpoint_url` of a str, once per URL (every history checks its endpoint: a
+    `RunnableWithMessageHistory` makes one per turn); a refused URL is not cached."""
     scheme, separator, _ = url.partition("://")
     try:
         _ = urlsplit(url).port  # a port out of range or not a number, a broken IPv6 host
@@ -117,6 +125,13 @@ class Binding:
                 " AWS_DEFAULT_REGION"
             ) from NoRegionError()
         return cls(table_name, endpoint, region, boto3_session, profile)
+
+    @cached_property
+    def connection(self) -> Binding:
+        """This binding without its table: what a client depends on (endpoint, region and
+        credentials), so the tables behind one endpoint share a client. Made once per binding
+        (the async sender looks its client up per request)."""
+        return self.with_table("") if self.table_name else self
 
     def with_table(self, table_name: str) -> Binding:
         """The same connection, another table."""

@@ -1,9 +1,10 @@
 """The request path: the only code that sends requests to DynamoDB.
 
-- `client_for` makes botocore clients, one per binding (table, endpoint, region, boto3
-  session), all from one shared botocore session, and caches them: a second history of a table
-  builds nothing new, and a second table only a client (botocore's retry quota stays per
-  table, so one table's faults never use up another's retries).
+- `client_for` makes botocore clients, one per endpoint, region and credentials (the boto3
+  session given, or the default credentials of a profile), all with one configuration and from
+  one botocore session per profile (a boto3 session's own, when one is given), and caches them:
+  a second history, or a second table behind the same endpoint, builds nothing new
+  (docs/design.md, "Clients": why the tables share botocore's retry quota).
 - `Sender` runs steps (`chathist.core.steps`): it sends each `Call` with
   ``ReturnConsumedCapacity=TOTAL``, records the capacity in its meter (failed requests too),
   and turns every botocore error into chathist's (`chathist.dynamo.translate`), which it throws
@@ -91,9 +92,9 @@ def botocore_session(profile: str | None = None) -> botocore.session.Session:
 
 
 def client_for(binding: Binding) -> Any:
-    """The botocore DynamoDB client of ``binding``, made once per process (botocore clients
-    are thread-safe)."""
-    return _cached(_clients, binding, DYNAMODB)
+    """The botocore DynamoDB client of ``binding``'s endpoint, region and credentials, made once
+    per process and shared by every table there (botocore clients are thread-safe)."""
+    return _cached(_clients, binding.connection, DYNAMODB)
 
 
 def _cached(clients: dict[Binding, Any], binding: Binding, service: str) -> Any:
@@ -175,10 +176,16 @@ def error_response(exc: Exception) -> dict[str, Any] | None:
 class Sender(Sending):
     """Sends requests for one binding and meters them; runs steps."""
 
+    _client: Any = None
+
     @property
     def client(self) -> Any:
-        """The botocore client requests go through (shared by every sender of the binding)."""
-        return client_for(self.binding)
+        """The botocore client requests go through (shared by every sender of the binding's
+        endpoint, region and credentials, whatever their table), looked up once."""
+        found = self._client
+        if found is None:
+            found = self._client = client_for(self.binding)
+        return found
 
     def send(self, request: Call) -> dict[str, Any]:
         """Send one request; return its response or raise its chathist error."""

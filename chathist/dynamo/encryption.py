@@ -293,8 +293,10 @@ class Encryption:
     def seal(self, session: str, items: Sequence[dict[str, Any]]) -> Steps[None]:
         """Seal the payload of each of ``items`` (wire form, in place) for its sort key."""
         keyring = self.keyring
+        if keyring is None:
+            return  # (before looking at the items: this runs for every write)
         targets = [i for i in items if any(n in i for n in self.payload_names)]
-        if keyring is None or not targets:
+        if not targets:
             return
         context = envelope.encryption_context(self.table, session)
         key: DataKey = yield from self.cache.cached(
@@ -327,8 +329,12 @@ class Encryption:
     def open(self, items: list[dict[str, Any]]) -> Steps[list[dict[str, Any]]]:
         """``items`` with every sealed one opened; `DecryptionError` (naming the item) for one
         that does not authenticate, `KeyAccessError` where KMS refuses its data key."""
-        if not any(self.marker_name in item for item in items):
-            return items
+        marker = self.marker_name
+        for item in items:
+            if marker in item:
+                break
+        else:
+            return items  # nothing sealed (a loop: this runs for every page read)
         opened = []
         for item in items:
             if self.marker_name not in item:

@@ -21,7 +21,7 @@ from pynamodb.attributes import (
 )
 from pynamodb.models import Model
 
-from chathist.core.events import Event, parse_key, sort_key
+from chathist.core.events import SEQ_WIDTH, Event, parse_key, sort_key
 from chathist.errors import CorruptHistoryError
 
 __all__ = ["INTERNAL_NAMES", "EventItems", "EventModel", "event_items", "stray_key"]
@@ -176,7 +176,11 @@ class EventItems:
         try:
             n = self._n
             get = raw.get
-            stage, seq = parse_key(raw[n.seq]["S"])
+            key = raw[n.seq]["S"]
+            if len(key) == SEQ_WIDTH and key.isdigit() and key.isascii():
+                stage, seq = None, int(key)  # a sequence number (`parse_key`, inline)
+            else:
+                stage, seq = parse_key(key)
             text = get(n.text)
             blob = get(n.blob)
             parts = get(n.parts)
