@@ -3,8 +3,10 @@
 A session's events are planned deterministically (`plan_session`: from sequence 0, the source
 item's TTL on every event) and written with conditional puts under a writer id that is a
 fingerprint of the planned content. Re-running after a kill finds our own events (same
-fingerprint) and finishes or skips them; anything else in the partition is a conflict that is
-reported and never overwritten or duplicated. Source items are recognised by the type of the
+fingerprint) and finishes or skips them. A session migrated by an earlier run whose legacy list
+grew since (LangChain's class still writing) is caught up: the new tail is appended under an id
+of its legacy position (`_Migrator._catch_up`). Anything else in the partition is a conflict
+that is reported and never overwritten or duplicated. Source items are recognised by the type of the
 history attribute (a list) and the absence of the event attribute, so the target may be the
 source table itself when it has a composite key.
 """
