@@ -22,6 +22,7 @@ from chathist.bulk import MigrationConfig, Report, migrate_list_to_events
 from chathist.bulk.report import Problem
 from chathist.bulk.to_events import WRITER_PREFIX
 from tests.helpers import hooked
+from tests.reliability import install, record
 from tests.test_migration import (
     cli,
     client_of,
@@ -30,6 +31,13 @@ from tests.test_migration import (
     fill,
     filled_tables,
 )
+
+SECTION = "catch_up"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reliability_report(request: pytest.FixtureRequest) -> None:
+    install(request)
 
 
 class Crash(Exception):
@@ -50,6 +58,21 @@ def big_turn(seed: int) -> list[BaseMessage]:
 
 def read(target: str, session: str, where: dict[str, Any]) -> list[dict[str, Any]]:
     return messages_to_dict(DynamoDBChatMessageHistory(target, session, **where).messages)
+
+
+def check_moved(
+    test: str, target: str, legacy: dict[str, list[BaseMessage]], where: dict[str, Any]
+) -> None:
+    """Every session reads exactly as its legacy list; lost and duplicated messages recorded."""
+    for session, messages in legacy.items():
+        found = [
+            str(m.content) for m in DynamoDBChatMessageHistory(target, session, **where).messages
+        ]
+        seen, expected = Counter(found), Counter(str(m.content) for m in messages)
+        record(SECTION, test, "sessions checked")
+        record(SECTION, test, "lost", sum((expected - seen).values()))
+        record(SECTION, test, "duplicated", sum((seen - expected).values()))
+        assert read(target, session, where) == messages_to_dict(messages)
 
 
 def writers(items: list[dict[str, Any]]) -> Counter[str]:
@@ -93,8 +116,7 @@ def test_old_app_writes_after_migration_then_catch_up_moves_exactly_the_tail(
         ("a", "moved 2 new messages after the 2 migrated before"),
         ("big", "moved 2 new messages after the 76 migrated before"),
     ]
-    for session in legacy:
-        assert read(config.target, session, where) == messages_to_dict(legacy[session])
+    check_moved("catch-up after the old application wrote", config.target, legacy, where)
     items = event_partitions(boto3_client, config.target)
     # the tail of two small messages is one packed item, under a writer id of its own
     assert sorted(writers(items["a"]).values()) == [1, 1]
@@ -104,8 +126,7 @@ def test_old_app_writes_after_migration_then_catch_up_moves_exactly_the_tail(
     old_app_writes(config, legacy, {"a": turn("a", 2) + big_turn(2), "b": turn("b", 2)})
     again = migrate_list_to_events(config)
     assert (again.caught_up, again.already, again.verified) == (2, 1, 3) and again.ok
-    for session in legacy:
-        assert read(config.target, session, where) == messages_to_dict(legacy[session])
+    check_moved("catch-up after the old application wrote", config.target, legacy, where)
 
 
 def test_two_catch_up_runs_store_nothing_twice(
@@ -120,8 +141,7 @@ def test_two_catch_up_runs_store_nothing_twice(
         assert (again.caught_up, again.already, again.items_written) == (0, 3, 0)
         assert again.ok and again.verified == 3
     assert event_partitions(boto3_client, config.target) == before
-    for session in legacy:
-        assert read(config.target, session, where) == messages_to_dict(legacy[session])
+    check_moved("two catch-up runs", config.target, legacy, where)
 
 
 @pytest.mark.parametrize(
@@ -156,7 +176,11 @@ def test_a_crash_mid_catch_up_then_a_rerun_moves_the_tail_exactly_once(
     report = migrate_list_to_events(config)
     assert report.ok and report.verified == 3
     assert report.caught_up + report.already == 3 and report.caught_up <= 1
-    assert read(config.target, "b", where) == messages_to_dict(legacy["b"])
+    test = (
+        f"catch-up killed part-way ({where_it_dies.split('.')[0]} {where_it_dies.split('.')[-1]})"
+    )
+    record(SECTION, test, "runs killed part-way")
+    check_moved(test, config.target, legacy, where)
     items = event_partitions(boto3_client, config.target)["b"]
     assert len({item["SK"]["S"] for item in items}) == len(items)
     assert len(writers(items)) == 2  # the migration and one catch-up write: no second copy
@@ -181,7 +205,11 @@ def test_a_diverged_session_is_reported_and_left_alone(
     assert "message 0 (human) differs in content" in details["a"]
     assert "1 messages instead of 4" in details["b"]
     after = event_partitions(boto3_client, config.target)
-    assert after["a"] == before["a"] and after["b"] == before["b"]  # untouched
+    test = "diverged sessions"
+    record(SECTION, test, "diverged sessions reported", report.diverged)
+    touched = sum(after[s] != before[s] for s in ("a", "b"))
+    record(SECTION, test, "diverged sessions written to", touched)
+    assert touched == 0
     assert read(config.target, "b", where) == messages_to_dict(turn("b", 0) + turn("b", 1))
     argv = ["migrate", "--source", config.source, "--target", config.target, "--quiet"]
     code, text = cli(*argv, *endpoint_args(dynamodb_endpoint, dynamodb_region))
@@ -203,6 +231,8 @@ def test_a_session_cleared_after_migration_gets_no_legacy_message_back(
         ("a", f"cleared in {config.target!r}; its 4 legacy messages are not moved")
     ]
     assert read(config.target, "a", where) == []
+    test = "session cleared after the migration"
+    record(SECTION, test, "cleared messages brought back", len(read(config.target, "a", where)))
     assert event_partitions(boto3_client, config.target)["a"] == before
 
 
