@@ -12,15 +12,22 @@ import dataclasses
 import random
 import string
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, messages_to_dict
 
 from chathist import DynamoDBChatMessageHistory
 from chathist.bulk import MigrationConfig, Report, migrate_list_to_events
+from chathist.bulk.compare import migrated_part
 from chathist.bulk.report import Problem
 from chathist.bulk.to_events import WRITER_PREFIX
+from chathist.core.codec import encode_message
+from chathist.core.events import Event
+from chathist.core.plan import Limits, plan_write
 from tests.helpers import hooked
 from tests.reliability import install, record
 from tests.test_migration import (
@@ -275,3 +282,37 @@ def test_delete_source_after_a_catch_up_deletes_only_an_unchanged_item(
     assert report.caught_up == 1 and report.deleted_sources == 3 and report.ok
     assert boto3_client.scan(TableName=config.source)["Items"] == []
     assert read(config.target, "a", where) == messages_to_dict(legacy["a"])
+
+
+# -- what the partition holds of the migration's writes (pure) -----------------------------------
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["mig1.", "app-", "lm-"]), st.integers(1, 3)),
+        max_size=8,
+    ),
+    st.booleans(),
+)
+def test_migrated_part_is_the_migration_writes_in_order_whoever_wrote_between(
+    writes: list[tuple[str, int]], clear_last: bool
+) -> None:
+    """The sequence holds writes of several writers (one item per write, packed, or one per
+    message); `migrated_part` returns the messages of the ``mig1.`` writes in sequence order,
+    and says cleared once a clear lies above the first of them (anywhere, if there is none)."""
+    limits = Limits(overhead=200)
+    events: list[Event] = []
+    expected: list[str] = []
+    for index, (prefix, count) in enumerate(writes):
+        texts = [f"{prefix}{index}.{k}" for k in range(count)]
+        payloads = [encode_message(HumanMessage(t)) for t in texts]
+        plan = plan_write(payloads, f"{prefix}{index}", replace(limits, pack=index % 2 == 0))
+        events += plan.at(len(events))
+        if prefix == "mig1.":
+            expected += texts
+    if clear_last:
+        events.append(Event(len(events), "clear", writer="app-clear"))
+    part = migrated_part((events, {}), WRITER_PREFIX)
+    assert [str(m.content) for m in part.messages] == expected
+    assert part.cleared == clear_last  # above the first of them, or anywhere if none
+    assert all(str(e.writer).startswith(WRITER_PREFIX) for e in part.events)

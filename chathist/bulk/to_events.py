@@ -107,6 +107,10 @@ class SessionPlan:
     def items(self) -> int:
         return sum(len(r) for r in self.requests)
 
+    def written(self, messages: int) -> Counts:
+        """What storing this plan of ``messages`` messages adds to a report."""
+        return Counts(messages=messages, items_written=self.items, payload_bytes=self.payload_bytes)
+
     def estimate(self, request: Sequence[Event]) -> float:
         """Write units of one request (a transaction costs twice)."""
         units = sum(write_units(event_size(e, self.overhead)) for e in request)
@@ -218,13 +222,7 @@ class _Migrator(Worker):
         if not messages:
             report.add(Counts(empty=1))
             return
-        plan = plan_session(
-            session,
-            messages,
-            expires_at,
-            self.store.items.attribute_names,
-            self.store.encryption.overhead,
-        )
+        plan = self._plan(session, messages, expires_at)
         checking = config.verify or config.delete_source
         stored: Stored | None = None
         if checking:
@@ -239,12 +237,7 @@ class _Migrator(Worker):
         if state is SessionState.CONFLICT:
             self._catch_up(session, raw, legacy, item, messages, expires_at, stored)
             return
-        written = Counts(
-            migrated=1,
-            messages=len(messages),
-            items_written=plan.items,
-            payload_bytes=plan.payload_bytes,
-        )
+        written = replace(plan.written(len(messages)), migrated=1)
         if state is SessionState.DONE:
             report.add(Counts(already=1))
         elif config.dry_run:
@@ -263,6 +256,24 @@ class _Migrator(Worker):
             report.add(Counts(verified=1))
         if config.delete_source and not config.dry_run:
             self._delete_source(session, raw, legacy, item)
+
+    def _plan(
+        self,
+        session: str,
+        messages: Sequence[BaseMessage],
+        expires_at: int | None,
+        **where: Any,
+    ) -> SessionPlan:
+        """`plan_session` with this run's item names and sealing (``where``: a catch-up's
+        ``start``, ``at`` and ``below_expires``)."""
+        return plan_session(
+            session,
+            messages,
+            expires_at,
+            self.store.items.attribute_names,
+            self.store.encryption.overhead,
+            **where,
+        )
 
     def _write(self, session: str, plan: SessionPlan) -> bool:
         """Store ``plan``'s requests in order; False (reported as a conflict) if another writer
@@ -337,19 +348,15 @@ class _Migrator(Worker):
         tail = messages[done:]
         if tail:
             newest = stored[0][-1]
-            plan = plan_session(
+            plan = self._plan(
                 session,
                 tail,
                 expires_at,
-                self.store.items.attribute_names,
-                self.store.encryption.overhead,
                 start=done,
                 at=newest.seq + 1,
                 below_expires=newest.expires_at is not None,
             )
-            moved = Counts(
-                messages=len(tail), items_written=plan.items, payload_bytes=plan.payload_bytes
-            )
+            moved = plan.written(len(tail))
             if config.dry_run:
                 report.add(replace(moved, estimated_wcu=sum(map(plan.estimate, plan.requests))))
                 report.problem(Problem.CAUGHT_UP, session, f"would move {len(tail)} new messages")
