@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Final
@@ -248,13 +248,26 @@ class _Migrator(Worker):
                 return
             report.add(written)
             stored = None  # read back what was written
-        if checking:
-            difference = self._verify(session, messages, expires_at, plan, stored)
+        check = partial(self._verify, session, messages, expires_at, plan, stored)
+        self._finish(session, raw, legacy, item, check if checking else None)
+
+    def _finish(
+        self,
+        session: str,
+        raw: dict[str, Any],
+        legacy: ListStore,
+        item: ListItem,
+        check: Callable[[], str | None] | None,
+    ) -> None:
+        """Run the session's ``check`` (None: not checking), then delete its source item if
+        asked, unless the check found a difference."""
+        if check is not None:
+            difference = check()
             if difference is not None:
-                report.problem(Problem.DIFFERENCE, session, difference)
+                self.report.problem(Problem.DIFFERENCE, session, difference)
                 return
-            report.add(Counts(verified=1))
-        if config.delete_source and not config.dry_run:
+            self.report.add(Counts(verified=1))
+        if self.config.delete_source and not self.config.dry_run:
             self._delete_source(session, raw, legacy, item)
 
     def _plan(
@@ -371,14 +384,8 @@ class _Migrator(Worker):
             )
         else:
             report.add(Counts(already=1))
-        if checking:
-            difference = self._verify_catch_up(session, messages, expires_at)
-            if difference is not None:
-                report.problem(Problem.DIFFERENCE, session, difference)
-                return
-            report.add(Counts(verified=1))
-        if config.delete_source and not config.dry_run:
-            self._delete_source(session, raw, legacy, item)
+        check = partial(self._verify_catch_up, session, messages, expires_at)
+        self._finish(session, raw, legacy, item, check if checking else None)
 
     def _verify_catch_up(
         self, session: str, messages: Sequence[BaseMessage], expires_at: int | None
