@@ -40,7 +40,7 @@ test: install
 # docs/reliability.md: the figures of a passing run of the reliability tests (tests/reliability.py
 # MODULES). Only this target writes it; `make test` leaves every tracked file alone.
 RELIABILITY_TESTS := tests/test_concurrency.py tests/test_faults.py tests/test_bad_input.py \
-	tests/test_isolation.py
+	tests/test_isolation.py tests/test_catch_up.py
 reliability: install
 	$(PY) -m pytest --reliability-report $(PYTEST_ARGS) $(RELIABILITY_TESTS)
 

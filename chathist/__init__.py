@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from chathist.dynamo.capacity import Capacity, CapacityMeter
 from chathist.errors import (
     ChatHistoryError,
+    ClearIncompleteError,
     ConcurrencyError,
     ConfigurationError,
     CorruptHistoryError,
@@ -69,6 +70,7 @@ __all__ = [
     "Capacity",
     "CapacityMeter",
     "ChatHistoryError",
+    "ClearIncompleteError",
     "ConcurrencyError",
     "ConfigurationError",
     "CorruptHistoryError",

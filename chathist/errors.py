@@ -19,7 +19,8 @@ exception as ``__cause__``::
     ├── EncryptionError           client-side encryption cannot proceed
     │   └── KeyAccessError        KMS refused a data key (permission, disabled or missing key)
     └── StorageError              DynamoDB failed after botocore's retries
-        └── OutcomeUnknownError   an append whose answers were lost: stored whole, or not at all
+        ├── OutcomeUnknownError   an append whose answers were lost: stored whole, or not at all
+        └── ClearIncompleteError  a clear in effect whose erasing lost its answers: clear again
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from collections.abc import Mapping
 
 __all__ = [
     "ChatHistoryError",
+    "ClearIncompleteError",
     "ConcurrencyError",
     "ConfigurationError",
     "CorruptHistoryError",
@@ -165,3 +167,10 @@ class OutcomeUnknownError(StorageError):
         self.session = session
         self.seq = seq
         self.pending = pending
+
+
+class ClearIncompleteError(StorageError):
+    """A clear whose tombstone is stored (no read returns what it cleared) but whose erasing of
+    the cleared items lost its answers on every resend: some cleared content may still be
+    stored. Call ``clear()`` again: it erases what is left (nothing is erased twice wrongly,
+    and no message is lost that the clear did not remove)."""

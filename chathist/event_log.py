@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from langchain_core.messages import BaseMessage
 
@@ -35,7 +35,9 @@ from chathist.core.plan import CLEAR, Limits, Plan, item_overhead, plan_write
 from chathist.core.retry import RetryRule
 from chathist.core.steps import Steps, sleep
 from chathist.dynamo.event_store import EventStore, SequenceTaken
+from chathist.dynamo.translate import TransactionCanceled
 from chathist.errors import (
+    ClearIncompleteError,
     ConcurrencyError,
     ConfigurationError,
     CorruptHistoryError,
@@ -51,7 +53,11 @@ __all__ = [
     "TRUST_NEXT_SEQ",
     "EventLog",
     "LogSettings",
+    "PendingWrite",
+    "resend",
 ]
+
+T = TypeVar("T")
 
 ABANDONED_AFTER: Final = 3600
 """Seconds after which a stage that was never committed counts as abandoned."""
@@ -90,6 +96,43 @@ attempt); None asks for another read."""
 Completer = Callable[[], Completion]
 """Makes the completion of one read attempt, before the attempt reads anything (so it can
 note the state the read starts from)."""
+
+
+@dataclass(frozen=True)
+class PendingWrite:
+    """The final request of a write whose outcome is unknown (`OutcomeUnknownError.pending`)."""
+
+    events: list[Event]
+    extra: list[dict[str, Any]]
+    """The transaction's other actions (a lazy migration's retirement of the legacy item)."""
+
+
+def resend(
+    send: Callable[[], Steps[T]], unknown: Callable[[StorageError, str], StorageError]
+) -> Steps[T]:
+    """Run ``send()`` (a request whose resend is harmless: a conditional write recognised by
+    its writer id, or an idempotent batch) again under `RESEND_RULE` while its outcome is
+    unknown (`AMBIGUOUS_CODES`); raise ``unknown(last error, attempts spent)`` if no resend got
+    an answer. A first refusal (or a request never sent) is raised as it is: nothing was
+    stored. The one resend loop of the event layout."""
+    attempts = RESEND_RULE.start()
+    error: StorageError | None = None
+    for attempt in attempts:
+        if attempt:
+            yield from sleep(RetryRule.backoff(attempt + 4))
+        try:
+            return (yield from send())
+        except OutcomeUnknownError:
+            raise
+        except StorageError as exc:
+            ambiguous = exc.code in AMBIGUOUS_CODES and not exc.unsent
+            if error is None and not ambiguous:
+                raise  # refused, or never sent: nothing was stored
+            if not ambiguous and not exc.unsent:
+                raise unknown(exc, attempts.spent) from exc
+            error = exc  # unknown, or unsent after an unknown: resend
+    assert error is not None
+    raise unknown(error, attempts.spent) from error
 
 
 @dataclass(frozen=True)
@@ -280,49 +323,38 @@ class EventLog:
             f" ({attempts.spent}); nothing was appended"
         )
 
-    def insert(self, final: list[Event]) -> Steps[None]:
-        """Store the final request of a write; resend it (under `RESEND_RULE`) while its outcome
-        is unknown. Raises `SequenceTaken` if another writer holds its numbers (it is then not
+    def insert(self, final: list[Event], extra: Sequence[dict[str, Any]] = ()) -> Steps[None]:
+        """Store the final request of a write (with ``extra`` transaction actions: a lazy
+        migration's retirement of the legacy item); resend it (`resend`) while its outcome is
+        unknown. Raises `SequenceTaken` if another writer holds its numbers (it is then not
         stored, and never will be), `OutcomeUnknownError` if no resend got an answer."""
-        attempts = RESEND_RULE.start()
-        error: StorageError | None = None
-        for attempt in attempts:
-            if attempt:
-                yield from sleep(RetryRule.backoff(attempt + 4))
-            try:
-                yield from self.store.insert_events(self.session, final)
-                return
-            except OutcomeUnknownError:
-                raise
-            except StorageError as exc:
-                ambiguous = exc.code in AMBIGUOUS_CODES and not exc.unsent
-                if error is None and not ambiguous:
-                    raise  # refused, or never sent: nothing was stored
-                if not ambiguous and not exc.unsent:
-                    raise self._unknown(final, exc, attempts.spent) from exc
-                error = exc  # unknown, or unsent after an unknown: resend
-        assert error is not None
-        raise self._unknown(final, error, attempts.spent) from error
+        yield from resend(
+            lambda: self.store.insert_events(self.session, final, extra),
+            lambda exc, spent: self._unknown(PendingWrite(final, list(extra)), exc, spent),
+        )
 
-    def _unknown(self, final: list[Event], exc: StorageError, spent: str) -> OutcomeUnknownError:
+    def _unknown(self, pending: PendingWrite, exc: StorageError, spent: str) -> StorageError:
         return OutcomeUnknownError(
-            f"session {self.session!r}: the write at sequence number {final[0].seq} may or may"
-            f" not be stored: its answers were lost ({spent}; last: {exc}). It is stored whole"
-            " or not at all; call settle(error) to find out without storing it twice",
+            f"session {self.session!r}: the write at sequence number {pending.events[0].seq}"
+            f" may or may not be stored: its answers were lost ({spent}; last: {exc}). It is"
+            " stored whole or not at all; call settle(error) to find out without storing it"
+            " twice",
             session=self.session,
-            seq=final[0].seq,
-            pending=final,
+            seq=pending.events[0].seq,
+            pending=pending,
             code=exc.code,
         )
 
     def settle(self, error: OutcomeUnknownError) -> Steps[bool]:
         """Finish or rule out the write of ``error``: resend it (never stored twice); True if it
-        is stored, False if another writer holds its number (it never will be)."""
-        if error.session != self.session or not isinstance(error.pending, list):
+        is stored, False if another writer holds its number, or the legacy item it retires
+        changed (it never will be stored)."""
+        pending = error.pending
+        if error.session != self.session or not isinstance(pending, PendingWrite):
             raise ConfigurationError("settle() takes an OutcomeUnknownError of this session")
         try:
-            yield from self.insert(error.pending)
-        except SequenceTaken:
+            yield from self.insert(pending.events, pending.extra)
+        except (SequenceTaken, TransactionCanceled):
             self.remember(None)
             return False
         self.remember(None)
@@ -390,7 +422,7 @@ class EventLog:
         ``clear()`` erases what is left."""
         if self._next_seq in (None, 0) and (yield from self.store.newest(self.session)) is None:
             # No event: at most the stages of first writes that never committed are left.
-            yield from self.delete_stages(set(), ABANDONED_AFTER)
+            yield from self._erasing(lambda: self.delete_stages(set(), ABANDONED_AFTER))
             return
         tombstone = yield from self.write([CLEAR], tag=tag)
         yield from self.erase_below(tombstone)
@@ -424,11 +456,28 @@ class EventLog:
                     to_erase.append(seq)
         # The stages go first: erasing a commit drops its link to its stage, so a clear that
         # fails after erasing would leave a stage the next clear could no longer find.
-        yield from self.delete_stages(committed, ABANDONED_AFTER, uncommitted_only=False)
-        yield from self.store.erase(
-            self.session, to_erase, expires_at=int(time.time()) + ERASED_TTL
+        yield from self._erasing(
+            lambda: self.delete_stages(committed, ABANDONED_AFTER, uncommitted_only=False)
         )
-        yield from self.store.delete_keys(self.session, stray)
+        expires_at = int(time.time()) + ERASED_TTL
+        yield from self._erasing(
+            lambda: self.store.erase(self.session, to_erase, expires_at=expires_at)
+        )
+        yield from self._erasing(lambda: self.store.delete_keys(self.session, stray))
+
+    def _erasing(self, send: Callable[[], Steps[int]]) -> Steps[int]:
+        """Run one of a clear's batch writes (idempotent: deleting or erasing twice leaves the
+        same items), resending it while its answer is lost; `ClearIncompleteError` if none
+        came back."""
+        return (yield from resend(send, self._clear_incomplete))
+
+    def _clear_incomplete(self, exc: StorageError, spent: str) -> StorageError:
+        return ClearIncompleteError(
+            f"session {self.session!r}: the clear is in effect (no read returns what it"
+            f" cleared), but erasing the cleared items lost its answers ({spent}; last: {exc});"
+            " call clear() again to finish erasing them",
+            code=exc.code,
+        )
 
     def repair(self, older_than: float | None = None) -> Steps[int]:
         """Delete the staged events of writes that never committed, staged more than

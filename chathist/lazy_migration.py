@@ -175,7 +175,7 @@ class LazyMigration:
             final = yield from log.place(plan)
             retire = self.legacy.retire_action(item, delete=self.delete_legacy, now=int(planned))
             try:
-                yield from log.store.insert_events(log.session, final, extra=[retire])
+                yield from log.insert(final, extra=[retire])  # resent while answers are lost
             except (SequenceTaken, TransactionCanceled):
                 log.remember(None)  # the winner may have taken those numbers
                 yield from sleep(RetryRule.backoff(attempt))

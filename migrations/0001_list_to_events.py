@@ -13,6 +13,15 @@ Re-running is safe: the writes are conditional and keyed by a fingerprint of the
 interrupted run resumes and a finished session is skipped; a partition holding other events is
 reported as a conflict and left alone.
 
+Catch-up. A re-run also moves what LangChain's class wrote to a session after it was migrated
+(so a table can be migrated while the old application still writes, then cut over): if the
+legacy list still starts with the messages of the earlier runs' events (writer ids starting
+``mig1.``), only the new tail is appended, at the end of the sequence, under a writer id of its
+legacy position and content, so a re-run or a run killed part-way never stores it twice. A
+legacy list that no longer starts with what was migrated is reported as diverged and left
+alone; a session cleared in the event table since is reported and nothing is moved (no cleared
+message comes back). Its rollback is the rollback of the whole script (below).
+
 How it is undone. ``chathist rollback --source EVENTS_TABLE --target LIST_TABLE`` (this module's
 `rollback`) writes every event-layout session back as one list item that LangChain's class reads,
 for sessions that fit DynamoDB's 400 KB item limit; larger sessions are reported and left as

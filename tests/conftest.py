@@ -185,3 +185,19 @@ def api(request: pytest.FixtureRequest) -> Iterator[Api]:
     from chathist.dynamo.aio import aclose_clients
 
     portal.run(aclose_clients())  # this test's tables are gone: so are their clients
+
+
+@pytest.fixture
+def new_table(boto3_client: DynamoDBClient) -> Iterator[Any]:
+    """``new_table(kind)`` gives a fresh table name; every table is deleted after the test."""
+    names: list[str] = []
+
+    def make(prefix: str = "mig") -> str:
+        name = f"chathist-test-{prefix}-{uuid.uuid4().hex[:8]}"
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        with contextlib.suppress(Exception):
+            boto3_client.delete_table(TableName=name)

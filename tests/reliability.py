@@ -27,7 +27,13 @@ from typing import Any
 
 import pytest
 
-MODULES = ("test_concurrency.py", "test_faults.py", "test_bad_input.py", "test_isolation.py")
+MODULES = (
+    "test_concurrency.py",
+    "test_faults.py",
+    "test_bad_input.py",
+    "test_isolation.py",
+    "test_catch_up.py",
+)
 """The test modules whose figures make up the report."""
 LOAD_APPEND_ATTEMPTS = 1000
 """``max_append_attempts`` of the writers under load: chathist's default (with its default 30 s
@@ -43,6 +49,7 @@ SECTIONS = {
     "faults": "Faults injected at the botocore layer and on the wire",
     "bad_input": "Bad input",
     "isolation": "Isolation and logging",
+    "catch_up": "Bulk migration catch-up (LangChain's class writing after the migration)",
 }
 
 
@@ -227,6 +234,8 @@ def render(outcome: dict[str, str], reasons: dict[str, str], *, soak: bool) -> s
         ("bad_input", "bad inputs tried"),
         ("isolation", "sessions"),
         ("isolation", "log records checked"),
+        ("catch_up", "sessions checked"),
+        ("catch_up", "runs killed part-way"),
     ]
     for section, name in totals:
         lines.append(f"| {name} ({SECTIONS[section].lower()}) | {_total(section, name)} |")
@@ -249,6 +258,10 @@ def render(outcome: dict[str, str], reasons: dict[str, str], *, soak: bool) -> s
         f" **{_total('faults', 'appends that raised')}** |",
         f"| **refused inputs that wrote anything** | **{_total('bad_input', 'writes')}** |",
         f"| **messages seen by another session** | **{_total('isolation', 'leaks')}** |",
+        f"| **diverged sessions a catch-up wrote to** |"
+        f" **{_total('catch_up', 'diverged sessions written to')}** |",
+        f"| **cleared messages a catch-up brought back** |"
+        f" **{_total('catch_up', 'cleared messages brought back')}** |",
         f"| **secrets in log records at INFO or above** |"
         f" **{_total('isolation', 'secrets at INFO+')}** |",
         "",

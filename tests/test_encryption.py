@@ -683,6 +683,41 @@ def test_migrate_encrypts_export_decrypts_import_encrypts_show_and_stats_read(
         boto3_client.delete_table(TableName=other)
 
 
+def test_an_encrypting_catch_up_seals_the_new_tail_and_moves_it_once(
+    kms: Kms,
+    boto3_client: Any,
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    table_name: str,
+) -> None:
+    """LangChain's layout keeps writing after an encrypting migration: the catch-up run seals
+    the new tail too (its writer id digests sizes only), and a re-run moves nothing again."""
+    from chathist.bulk import MigrationConfig, migrate_list_to_events
+
+    where = {"endpoint_url": dynamodb_endpoint, "region_name": dynamodb_region}
+    first = [HumanMessage(f"{SECRET} 1"), AIMessage("a1")]
+    tail = [HumanMessage(f"{SECRET} 2"), AIMessage("a2")]
+    with list_table_named(boto3_client) as source:
+        old = DynamoDBChatMessageHistory(
+            source, "s", layout="list", coerce_float_to_decimal=True, **where
+        )
+        old.add_messages(first)
+        config = MigrationConfig(
+            source, table_name, kms_key_id=kms.key_id, verify=True, segments=1, **where
+        )
+        assert migrate_list_to_events(config).migrated == 1
+        old.add_messages(tail)  # the old application writes on
+        report = migrate_list_to_events(config)
+        assert (report.caught_up, report.verified, report.messages) == (1, 1, 2) and report.ok
+        again = migrate_list_to_events(config)
+        assert (again.already, again.items_written, again.verified) == (1, 0, 1) and again.ok
+    items = partition_items(boto3_client, table_name, "s")
+    assert len(items) == 2 and all("enc" in i for i in items)  # one packed item per write
+    assert not _contains(items, SECRET)
+    stored = DynamoDBChatMessageHistory(table_name, "s", kms_key_id=kms.key_id, **where)
+    assert _dicts(stored.messages) == _dicts(first + tail)
+
+
 def test_an_encrypting_migration_stores_no_digest_of_the_content(
     kms: Kms, boto3_client: Any, dynamodb_endpoint: str | None, table_name: str
 ) -> None:

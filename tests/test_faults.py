@@ -876,3 +876,102 @@ def test_an_append_whose_outcome_stays_unknown_is_settled_without_a_duplicate(
     record_wire(test, wire.reset())
     expected = ["before", "ambiguous"] if stored else ["before", "rival", "ambiguous"]
     setup.check(expected)
+
+
+@pytest.fixture
+def one_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore sends each request once (no resend of its own), and chathist resends three
+    times: what a drained retry quota leaves, in few requests."""
+    from botocore.config import Config
+
+    import chathist.dynamo.client
+    import chathist.event_log
+
+    monkeypatch.setattr(
+        chathist.dynamo.client,
+        "CLIENT_CONFIG",
+        Config(retries={"total_max_attempts": 1, "mode": "standard"}, parameter_validation=False),
+    )
+    monkeypatch.setattr(chathist.event_log, "RESEND_RULE", chathist.event_log.RetryRule(3))
+
+
+@pytest.mark.usefixtures("one_send")
+@pytest.mark.parametrize("lost", [1, 3], ids=["one-lost", "all-lost"])
+@pytest.mark.parametrize("kind", ["drop-answer", "drop-request"])
+def test_a_lazy_migration_whose_answers_are_lost_moves_the_legacy_messages_once(
+    table_name: str,
+    list_table: str,
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    wire: LoopbackProxy,
+    kind: str,
+    lost: int,
+) -> None:
+    """The transaction that moves the legacy messages and retires the legacy item loses its
+    answer (or its request): chathist resends it (the one resend loop). One loss: the append
+    returns, stored once. Every resend lost: OutcomeUnknownError, and ``settle`` finishes it,
+    never moving the legacy messages twice."""
+    from chathist import OutcomeUnknownError
+
+    test = f"lazy migration, {kind}, {lost} lost"
+    setup = Setup(table_name, wire.endpoint_url, dynamodb_region, test)
+    DynamoDBChatMessageHistory(
+        list_table,
+        setup.session,
+        endpoint_url=dynamodb_endpoint,
+        region_name=dynamodb_region,
+        layout="list",
+    ).add_messages(pair("old q", "old a"))
+    history = setup.new_history(legacy_table_name=list_table)
+    wire.fault("TransactWriteItems", kind, limit=lost)
+    try:
+        history.add_message(human("new"))
+    except OutcomeUnknownError as unknown:
+        assert lost == 3
+        record(SECTION, test, "typed errors raised")
+        assert history.settle(unknown) is True
+    else:
+        assert lost == 1
+    record_wire(test, wire.reset())
+    setup.check_with(setup.new_history(legacy_table_name=list_table), ["old q", "old a", "new"])
+    setup.check(["old q", "old a", "new"])  # in the events, not read from the legacy item
+
+
+@pytest.mark.usefixtures("one_send")
+@pytest.mark.parametrize("lost", [1, 3], ids=["one-lost", "all-lost"])
+@pytest.mark.parametrize("kind", ["drop-answer", "drop-request"])
+def test_a_clear_whose_batch_answers_are_lost_is_finished_or_says_clear_again(
+    table_name: str,
+    dynamodb_region: str | None,
+    wire: LoopbackProxy,
+    boto3_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    lost: int,
+) -> None:
+    """The batch write that erases a clear's items loses its answer (or request): resent (the
+    one resend loop, batches are idempotent). Every resend lost: ClearIncompleteError, which
+    says the clear is in effect and to clear again; the next clear leaves no content."""
+    from chathist import ClearIncompleteError
+
+    one_item_per_message(monkeypatch)
+    test = f"clear's batch write, {kind}, {lost} lost"
+    setup = Setup(table_name, wire.endpoint_url, dynamodb_region, test)
+    for text in ("a", "b", "c"):
+        setup.history.add_message(human(text))
+    wire.fault("BatchWriteItem", kind, limit=lost)
+    try:
+        setup.history.clear()
+    except ClearIncompleteError as incomplete:
+        assert lost == 3 and "call clear() again" in str(incomplete)
+        record(SECTION, test, "typed errors raised")
+        assert setup.contents() == []  # the clear is in effect
+        setup.history.clear()
+    else:
+        assert lost == 1
+    record_wire(test, wire.reset())
+    left = setup.items(boto3_client)
+    content = [i for i in left if i["event"]["S"] not in ("erased", "clear")]
+    record(SECTION, test, "content left after a completed clear", len(content))
+    assert content == []
+    setup.check([])

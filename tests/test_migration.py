@@ -20,9 +20,7 @@ import string
 import subprocess
 import sys
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -116,22 +114,6 @@ def make_session(rng: random.Random, index: int) -> list[BaseMessage]:
 
 def resource_table(endpoint: str | None, region: str | None, name: str) -> Any:
     return boto3.resource("dynamodb", endpoint_url=endpoint, region_name=region).Table(name)
-
-
-@pytest.fixture
-def new_table(boto3_client: Any) -> Iterator[Any]:
-    """``new_table(kind)`` gives a fresh table name; every table is deleted after the test."""
-    names: list[str] = []
-
-    def make(prefix: str = "mig") -> str:
-        name = f"chathist-test-{prefix}-{uuid.uuid4().hex[:8]}"
-        names.append(name)
-        return name
-
-    yield make
-    for name in names:
-        with contextlib.suppress(Exception):
-            boto3_client.delete_table(TableName=name)
 
 
 def fill(

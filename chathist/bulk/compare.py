@@ -4,15 +4,26 @@ and the read-back of a stored session that a check folds."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import Enum
 
 from langchain_core.messages import BaseMessage, message_to_dict
 
 from chathist.core.events import Event
+from chathist.core.fold import fold
 from chathist.core.steps import Steps
 from chathist.dynamo.event_store import EventStore
 
-__all__ = ["SessionState", "Stored", "compare_messages", "probe_state", "read_session", "state_of"]
+__all__ = [
+    "Migrated",
+    "SessionState",
+    "Stored",
+    "compare_messages",
+    "migrated_part",
+    "probe_state",
+    "read_session",
+    "state_of",
+]
 
 Stored = tuple[list[Event], dict[str, list[Event]]]
 """A session's sequence events (oldest first) and the staged events of each of its commits."""
@@ -92,3 +103,37 @@ def read_session(store: EventStore, session: str, upto: int | None = None) -> St
             staged.extend(store.event(raw) for raw in page)
         stages[commit.stage] = sorted(staged, key=lambda event: event.seq)
     return events, stages
+
+
+@dataclass(frozen=True)
+class Migrated:
+    """What a session's partition holds of the bulk migration's writes."""
+
+    messages: list[BaseMessage]
+    """The messages of those writes, in sequence order: the legacy messages moved so far."""
+    events: list[Event]
+    """Their sequence events, oldest first."""
+    cleared: bool
+    """A clear lies above the first of them (or, if there are none, anywhere): the session was
+    cleared, and its erased events no longer say what was moved."""
+
+
+def migrated_part(stored: Stored, prefix: str) -> Migrated:
+    """The events of ``stored`` written by writers whose id starts with ``prefix`` (each write
+    is a contiguous run of the sequence), folded write by write, not expiry-filtered: what
+    earlier runs moved, whatever other writers appended between them.
+    `CorruptHistoryError` if a write's events do not fold."""
+    events, stages = stored
+    writes: list[list[Event]] = []
+    for event in events:
+        if event.writer is None or not event.writer.startswith(prefix):
+            continue
+        last = writes[-1][-1] if writes else None
+        if last is not None and last.writer == event.writer and last.seq == event.seq - 1:
+            writes[-1].append(event)
+        else:
+            writes.append([event])
+    first = writes[0][0].seq if writes else -1
+    cleared = any(event.kind == "clear" and event.seq > first for event in events)
+    messages = [m for write in writes for m in fold(write, stages=stages)]
+    return Migrated(messages, [e for write in writes for e in write], cleared)

@@ -52,6 +52,12 @@ class Counts:
     deleted_sources: int = 0
     overwritten: int = 0
     """Rollback with ``overwrite``: sessions whose differing list item was replaced."""
+    caught_up: int = 0
+    """Migrated sessions whose legacy list grew since: the new tail was moved (catch-up)."""
+    cleared: int = 0
+    """Migrated sessions cleared in the event table since: their legacy list is not moved."""
+    diverged: int = 0
+    """Migrated sessions whose legacy list no longer starts with what was migrated."""
     messages: int = 0
     items_written: int = 0
     payload_bytes: int = 0
@@ -61,24 +67,24 @@ class Counts:
 
 class Problem(str, Enum):
     """Why a session is listed in a report. The value names its counter and its key in
-    `Report.problems` and in the JSON report."""
+    `Report.problems` and in the JSON report. `CAUGHT_UP` and `CLEARED` are listed so that
+    each session's outcome is reported, but are no problem (`Report.ok`)."""
 
     CONFLICT = "conflicts"
     FAILURE = "failures"
     TOO_LARGE = "too_large"
     DIFFERENCE = "differences"
     OVERWRITTEN = "overwritten"
+    DIVERGED = "diverged"
+    CAUGHT_UP = "caught_up"
+    CLEARED = "cleared"
 
     @property
     def one(self) -> Counts:
         """One session counted under this problem."""
-        return {
-            Problem.CONFLICT: Counts(conflicts=1),
-            Problem.FAILURE: Counts(failures=1),
-            Problem.TOO_LARGE: Counts(too_large=1),
-            Problem.DIFFERENCE: Counts(differences=1),
-            Problem.OVERWRITTEN: Counts(overwritten=1),
-        }[self]
+        counts = Counts()
+        setattr(counts, self.value, 1)
+        return counts
 
 
 @dataclass
@@ -124,13 +130,8 @@ class Report(Counts):
 
     def count(self, kind: Problem) -> int:
         """How many sessions were counted under ``kind``."""
-        return {
-            Problem.CONFLICT: self.conflicts,
-            Problem.FAILURE: self.failures,
-            Problem.TOO_LARGE: self.too_large,
-            Problem.DIFFERENCE: self.differences,
-            Problem.OVERWRITTEN: self.overwritten,
-        }[kind]
+        count: int = getattr(self, kind.value)
+        return count
 
     @property
     def wcu_per_message(self) -> float | None:
@@ -148,7 +149,9 @@ class Report(Counts):
 
     @property
     def ok(self) -> bool:
-        return not (self.conflicts or self.failures or self.too_large or self.differences)
+        return not (
+            self.conflicts or self.failures or self.too_large or self.differences or self.diverged
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The report as plain JSON-able data."""

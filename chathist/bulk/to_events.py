@@ -3,8 +3,10 @@
 A session's events are planned deterministically (`plan_session`: from sequence 0, the source
 item's TTL on every event) and written with conditional puts under a writer id that is a
 fingerprint of the planned content. Re-running after a kill finds our own events (same
-fingerprint) and finishes or skips them; anything else in the partition is a conflict that is
-reported and never overwritten or duplicated. Source items are recognised by the type of the
+fingerprint) and finishes or skips them. A session migrated by an earlier run whose legacy list
+grew since (LangChain's class still writing) is caught up: the new tail is appended under an id
+of its legacy position (`_Migrator._catch_up`). Anything else in the partition is a conflict
+that is reported and never overwritten or duplicated. Source items are recognised by the type of the
 history attribute (a list) and the absence of the event attribute, so the target may be the
 source table itself when it has a composite key.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Final
@@ -25,6 +27,7 @@ from chathist.bulk.compare import (
     SessionState,
     Stored,
     compare_messages,
+    migrated_part,
     probe_state,
     read_session,
     state_of,
@@ -63,14 +66,22 @@ _deserializer = TypeDeserializer()
 
 
 def fingerprint(
-    session: str, payloads: Sequence[Payload], expires_at: int | None, *, blind: bool = False
+    session: str,
+    payloads: Sequence[Payload],
+    expires_at: int | None,
+    *,
+    blind: bool = False,
+    start: int = 0,
 ) -> str:
     """The writer id of a session's migration: a digest of what it writes (31 characters).
     ``blind`` (an encrypting run): of the payloads' codecs and sizes only, which the stored
     items show anyway, since a digest of the content stored in clear would let anyone who
-    guesses a message confirm it."""
+    guesses a message confirm it. ``start``: the legacy position of the first message (a
+    catch-up's new tail), so each tail has its own id and a re-run finds its own write."""
     digest = hashlib.blake2b(digest_size=13)
     digest.update(f"{len(session)}:{session}|{expires_at}|{'blind' if blind else ''}".encode())
+    if start:  # 0 leaves the ids of migrations written before catch-up existed unchanged
+        digest.update(f"@{start}".encode())
     for payload in payloads:
         digest.update(f"{payload.codec}:{len(payload.data)}:".encode())
         if not blind:
@@ -96,6 +107,10 @@ class SessionPlan:
     def items(self) -> int:
         return sum(len(r) for r in self.requests)
 
+    def written(self, messages: int) -> Counts:
+        """What storing this plan of ``messages`` messages adds to a report."""
+        return Counts(messages=messages, items_written=self.items, payload_bytes=self.payload_bytes)
+
     def estimate(self, request: Sequence[Event]) -> float:
         """Write units of one request (a transaction costs twice)."""
         units = sum(write_units(event_size(e, self.overhead)) for e in request)
@@ -108,16 +123,23 @@ def plan_session(
     expires_at: int | None,
     attribute_names: Sequence[str],
     sealing_overhead: int = 0,
+    *,
+    start: int = 0,
+    at: int = 0,
+    below_expires: bool = False,
 ) -> SessionPlan:
     """Plan ``messages`` as the events 0, 1, ... of ``session`` (large sessions staged first),
     under a writer id that fingerprints the content, so the plan is the same on every run.
-    ``sealing_overhead``: the bytes client-side encryption adds to an item."""
+    ``sealing_overhead``: the bytes client-side encryption adds to an item. A catch-up plans
+    the legacy messages from position ``start`` as the events from sequence number ``at``
+    (``below_expires``: the event below ``at`` carries an expiry, see `Plan.at`)."""
     payloads = [encode_message(m) for m in messages]
     limits = Limits(item_overhead(attribute_names, session) + sealing_overhead)
-    writer = fingerprint(session, payloads, expires_at, blind=sealing_overhead > 0)
+    writer = fingerprint(session, payloads, expires_at, blind=sealing_overhead > 0, start=start)
     plan = plan_write(payloads, writer, limits, expires_at=expires_at, now=int(time.time()))
+    final = plan.at(at, below_expires=below_expires)
     return SessionPlan(
-        writer, [*plan.staged, plan.at(0)], sum(len(p.data) for p in payloads), limits.overhead
+        writer, [*plan.staged, final], sum(len(p.data) for p in payloads), limits.overhead
     )
 
 
@@ -200,13 +222,7 @@ class _Migrator(Worker):
         if not messages:
             report.add(Counts(empty=1))
             return
-        plan = plan_session(
-            session,
-            messages,
-            expires_at,
-            self.store.items.attribute_names,
-            self.store.encryption.overhead,
-        )
+        plan = self._plan(session, messages, expires_at)
         checking = config.verify or config.delete_source
         stored: Stored | None = None
         if checking:
@@ -219,6 +235,109 @@ class _Migrator(Worker):
         else:
             state = self.target.run(probe_state(self.store, session, plan.last_seq, plan.writer))
         if state is SessionState.CONFLICT:
+            self._catch_up(session, raw, legacy, item, messages, expires_at, stored)
+            return
+        written = replace(plan.written(len(messages)), migrated=1)
+        if state is SessionState.DONE:
+            report.add(Counts(already=1))
+        elif config.dry_run:
+            report.add(replace(written, estimated_wcu=sum(map(plan.estimate, plan.requests))))
+            return  # nothing stored to verify or delete
+        else:
+            if not self._write(session, plan):
+                return
+            report.add(written)
+            stored = None  # read back what was written
+        check = partial(self._verify, session, messages, expires_at, plan, stored)
+        self._finish(session, raw, legacy, item, check if checking else None)
+
+    def _finish(
+        self,
+        session: str,
+        raw: dict[str, Any],
+        legacy: ListStore,
+        item: ListItem,
+        check: Callable[[], str | None] | None,
+    ) -> None:
+        """Run the session's ``check`` (None: not checking), then delete its source item if
+        asked, unless the check found a difference."""
+        if check is not None:
+            difference = check()
+            if difference is not None:
+                self.report.problem(Problem.DIFFERENCE, session, difference)
+                return
+            self.report.add(Counts(verified=1))
+        if self.config.delete_source and not self.config.dry_run:
+            self._delete_source(session, raw, legacy, item)
+
+    def _plan(
+        self,
+        session: str,
+        messages: Sequence[BaseMessage],
+        expires_at: int | None,
+        **where: Any,
+    ) -> SessionPlan:
+        """`plan_session` with this run's item names and sealing (``where``: a catch-up's
+        ``start``, ``at`` and ``below_expires``)."""
+        return plan_session(
+            session,
+            messages,
+            expires_at,
+            self.store.items.attribute_names,
+            self.store.encryption.overhead,
+            **where,
+        )
+
+    def _write(self, session: str, plan: SessionPlan) -> bool:
+        """Store ``plan``'s requests in order; False (reported as a conflict) if another writer
+        took a sequence number first: nothing of the final request is stored then."""
+        try:
+            for request in plan.requests:
+                estimate = plan.estimate(request)
+                self.run.write(self.target, estimate, self.store.insert_events(session, request))
+                self.report.add(Counts(estimated_wcu=estimate))
+        except SequenceTaken as exc:
+            self.report.problem(
+                Problem.CONFLICT,
+                session,
+                f"another writer took a sequence number: {exc}; run again to retry",
+            )
+            return False
+        return True
+
+    def _catch_up(
+        self,
+        session: str,
+        raw: dict[str, Any],
+        legacy: ListStore,
+        item: ListItem,
+        messages: Sequence[BaseMessage],
+        expires_at: int | None,
+        stored: Stored | None,
+    ) -> None:
+        """A partition holding other events than this run's plan. Migrated by an earlier run
+        (events of `WRITER_PREFIX` writers) whose legacy list grew since: move the new tail,
+        once, under an id of its legacy position. Cleared since: move nothing (the clear's
+        erasing removed the record of what was migrated, and the legacy messages it covered
+        must not come back). Never migrated by a bulk run: the messages may already be there
+        (lazy migration, the application), else a conflict."""
+        config, report = self.config, self.report
+        checking = config.verify or config.delete_source
+        try:
+            if stored is None:
+                stored = self.target.run(read_session(self.store, session))
+            part = migrated_part(stored, WRITER_PREFIX)
+        except CorruptHistoryError as exc:
+            report.problem(Problem.DIFFERENCE, session, f"unreadable: {exc}")
+            return
+        if part.cleared:
+            report.problem(
+                Problem.CLEARED,
+                session,
+                f"cleared in {config.target!r}; its {len(messages)} legacy messages are not moved",
+            )
+            return
+        if not part.events:
             if not self._holds_source(session, messages, stored):
                 report.problem(
                     Problem.CONFLICT, session, "the target partition already holds other events"
@@ -229,40 +348,63 @@ class _Migrator(Worker):
             if config.delete_source and not config.dry_run:
                 self._delete_source(session, raw, legacy, item)
             return
-        written = Counts(
-            migrated=1,
-            messages=len(messages),
-            items_written=plan.items,
-            payload_bytes=plan.payload_bytes,
-        )
-        if state is SessionState.DONE:
-            report.add(Counts(already=1))
-        elif config.dry_run:
-            report.add(replace(written, estimated_wcu=sum(map(plan.estimate, plan.requests))))
-            return  # nothing stored to verify or delete
+        done = len(part.messages)
+        difference = compare_messages(part.messages, messages[:done])
+        if difference is not None:
+            report.problem(
+                Problem.DIVERGED,
+                session,
+                f"the legacy list no longer starts with the {done} migrated messages"
+                f" ({difference}); left alone",
+            )
+            return
+        tail = messages[done:]
+        if tail:
+            newest = stored[0][-1]
+            plan = self._plan(
+                session,
+                tail,
+                expires_at,
+                start=done,
+                at=newest.seq + 1,
+                below_expires=newest.expires_at is not None,
+            )
+            moved = plan.written(len(tail))
+            if config.dry_run:
+                report.add(replace(moved, estimated_wcu=sum(map(plan.estimate, plan.requests))))
+                report.problem(Problem.CAUGHT_UP, session, f"would move {len(tail)} new messages")
+                return
+            if not self._write(session, plan):
+                return
+            report.add(moved)
+            report.problem(
+                Problem.CAUGHT_UP,
+                session,
+                f"moved {len(tail)} new messages after the {done} migrated before",
+            )
         else:
-            try:
-                for request in plan.requests:
-                    estimate = plan.estimate(request)
-                    self.run.write(
-                        self.target, estimate, self.store.insert_events(session, request)
-                    )
-                    report.add(Counts(estimated_wcu=estimate))
-            except SequenceTaken as exc:
-                report.problem(
-                    Problem.CONFLICT, session, f"another writer took a sequence number: {exc}"
-                )
-                return
-            report.add(written)
-            stored = None  # read back what was written
-        if checking:
-            difference = self._verify(session, messages, expires_at, plan, stored)
-            if difference is not None:
-                report.problem(Problem.DIFFERENCE, session, difference)
-                return
-            report.add(Counts(verified=1))
-        if config.delete_source and not config.dry_run:
-            self._delete_source(session, raw, legacy, item)
+            report.add(Counts(already=1))
+        check = partial(self._verify_catch_up, session, messages, expires_at)
+        self._finish(session, raw, legacy, item, check if checking else None)
+
+    def _verify_catch_up(
+        self, session: str, messages: Sequence[BaseMessage], expires_at: int | None
+    ) -> str | None:
+        """None if the migration's writes, read back, hold the source's messages and those it
+        wrote last carry the source's expiry (LangChain's class moves a session's expiry with
+        each write; each event keeps the one it was migrated with), else why not."""
+        try:
+            part = migrated_part(self.target.run(read_session(self.store, session)), WRITER_PREFIX)
+        except CorruptHistoryError as exc:
+            return f"unreadable: {exc}"
+        difference = compare_messages(messages, part.messages)
+        if difference is not None:
+            return difference
+        last = part.events[-1].writer
+        for event in part.events:
+            if event.writer == last and event.expires_at != expires_at:
+                return f"event {event.seq} expires at {event.expires_at}, source at {expires_at}"
+        return None
 
     def _holds_source(
         self, session: str, messages: Sequence[BaseMessage], stored: Stored | None

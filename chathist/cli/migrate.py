@@ -254,11 +254,11 @@ def _run(args: argparse.Namespace, direction: str) -> int:
 
 
 def exit_code(report: Report) -> int:
-    """130 if interrupted; 1 if sessions failed, conflicted or were too large (left undone);
-    else 3 if verification found differences; else 0."""
+    """130 if interrupted; 1 if sessions failed, conflicted, diverged or were too large (left
+    undone); else 3 if verification found differences; else 0."""
     if report.interrupted:
         return EXIT_INTERRUPTED
-    if report.conflicts or report.failures or report.too_large:
+    if report.conflicts or report.failures or report.too_large or report.diverged:
         return EXIT_ERROR
     if report.differences:
         return EXIT_DIFFERENCES
@@ -305,7 +305,7 @@ class ProgressLine:
             parts.append(f"{100 * done:.0f}%")
             if done > 0:
                 parts.append(f"ETA {_duration(elapsed * (1 - done) / done)}")
-        problems = report.conflicts + report.failures + report.differences + report.too_large
+        problems = sum(report.count(kind) for kind, _, _ in _PROBLEM_NAMES)
         if problems:
             parts.append(f"problems: {problems:,}")
         return " | ".join(parts)
@@ -347,13 +347,24 @@ _PROBLEM_TITLES = {
     Problem.FAILURE: "failures",
     Problem.TOO_LARGE: "too large for one item (left as events)",
     Problem.OVERWRITTEN: "overwritten (a differing list item replaced)",
+    Problem.DIVERGED: "diverged (the legacy list no longer starts with what was migrated; left"
+    " alone)",
+    Problem.CAUGHT_UP: "caught up (the legacy list's new tail moved)",
+    Problem.CLEARED: "cleared since the migration (the legacy list is not moved)",
 }
+
+_CATCH_UP_ROWS = (
+    (Problem.CAUGHT_UP, "new tails moved"),
+    (Problem.CLEARED, "cleared since"),
+    (Problem.DIVERGED, "diverged"),
+)
 
 _PROBLEM_NAMES = (
     (Problem.CONFLICT, "conflict", "conflicts"),
     (Problem.FAILURE, "failure", "failures"),
     (Problem.TOO_LARGE, "too large", "too large"),
     (Problem.DIFFERENCE, "difference", "differences"),
+    (Problem.DIVERGED, "diverged", "diverged"),
 )
 
 
@@ -392,6 +403,9 @@ def render_report(report: Report, script: Any = None, *, show: int = 20) -> str:
     ]
     if report.direction == "events-to-list":
         rows.append(("too large", f"{report.too_large:,}"))
+    for kind, label in _CATCH_UP_ROWS:
+        if report.count(kind):  # a catch-up run's outcomes, shown once there are any
+            rows.append((label, f"{report.count(kind):,}"))
     if report.verify or report.verified:
         plural = "" if report.differences == 1 else "s"
         rows.append(

@@ -270,19 +270,22 @@ class EventStore:
         codes = {r.get("Code") for r in every} - {"None", None}
         if not codes or not codes <= {"ConditionalCheckFailed", "TransactionConflict"}:
             raise StorageError(f"write to {self.table_name!r} failed: {error}") from error
+        taken = [i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
+        ours = {e.writer for e in events}
+        owners = {_writer_of(reasons[i].get("Item"), self.writer_name) for i in taken}
+        if events and len(taken) == len(events) and owners <= ours:
+            # Our own write, applied before it was resent: every event is there under our id.
+            # A transaction is atomic, so its other actions (a lazy migration's retirement of
+            # the legacy item, whose condition now fails) were applied with them.
+            return
         extra_failed = any(r.get("Code") == "ConditionalCheckFailed" for r in every[len(events) :])
         if extra_failed:
             raise error
-        taken = [i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
         highest = events[max(taken)].seq if taken else events[0].seq - 1
         if "TransactionConflict" in codes:
             raise SequenceTaken(
                 "another transaction was writing the same items", highest
             ) from error
-        ours = {e.writer for e in events}
-        owners = {_writer_of(reasons[i].get("Item"), self.writer_name) for i in taken}
-        if len(taken) == len(events) and owners <= ours and not len(every) > len(events):
-            return  # our own write, applied before botocore resent it
         found = reasons[max(taken)].get("Item") if taken else None
         raise SequenceTaken(
             "another writer holds this sequence number", highest, self.expiry_of(found)
