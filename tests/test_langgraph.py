@@ -249,6 +249,38 @@ def test_cost_per_turn_is_flat(table_name: str, dynamodb_endpoint: str | None) -
     assert listed.requests == 1 and listed.read_units <= 4
 
 
+def test_returned_and_given_messages_never_alias_what_later_reads_return(
+    table_name: str, dynamodb_endpoint: str | None, drive: Driver
+) -> None:
+    """A caller that changes a message it got from a read, or one it gave to a run, changes
+    nothing a later read returns: as with InMemorySaver, which stores bytes."""
+    ours = chat_graph(saver_for(table_name, dynamodb_endpoint))
+    theirs = chat_graph(InMemorySaver())
+    cfg = config(f"alias-{drive.mode}")
+    for graph in (ours, theirs):
+        given = HumanMessage("as given", id="g", additional_kwargs={"tags": ["a"]})
+        drive(graph, "invoke", {"messages": [given]}, cfg)
+        given.content = "changed after the run"
+        given.additional_kwargs["tags"].append("b")
+        state = drive(graph, "get_state", cfg)
+        got = state.values["messages"]
+        got[0].content = "changed after a read"
+        got[0].additional_kwargs["tags"].append("c")
+        got[1].response_metadata["x"] = 1
+        got.append(HumanMessage("appended to a read", id="x"))
+        history = drive(graph, "get_state_history", cfg)
+        for snap in history:
+            for message in snap.values.get("messages", []):
+                message.content = "changed in the history"
+        drive(graph, "invoke", {"messages": [HumanMessage("next", id="n")]}, cfg)
+    mine = drive(ours, "get_state", cfg).values["messages"]
+    assert mine == drive(theirs, "get_state", cfg).values["messages"]
+    assert [m.content for m in mine[:1]] == ["as given"]
+    assert mine[0].additional_kwargs == {"tags": ["a"]}
+    assert mine[1].response_metadata == {}
+    assert snapshot(ours, drive, cfg) == snapshot(theirs, drive, cfg)
+
+
 @pytest.mark.soak
 def test_five_thousand_turns(table_name: str, dynamodb_endpoint: str | None) -> None:
     saver = saver_for(table_name, dynamodb_endpoint)

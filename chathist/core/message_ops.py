@@ -14,12 +14,23 @@ list: a snapshot, never a wrong state.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from langchain_core.messages import BaseMessage
 
-__all__ = ["APPEND", "REMOVE", "REMOVE_ALL", "REPLACE", "diff", "fold", "is_message_list"]
+__all__ = [
+    "APPEND",
+    "REMOVE",
+    "REMOVE_ALL",
+    "REPLACE",
+    "detached",
+    "detached_ops",
+    "diff",
+    "fold",
+    "is_message_list",
+]
 
 APPEND: Final = "a"
 REPLACE: Final = "r"
@@ -71,13 +82,14 @@ def diff(parent: Sequence[BaseMessage] | None, new: Sequence[BaseMessage]) -> li
     return ops
 
 
-def fold(chain: Iterable[Sequence[Op]]) -> list[BaseMessage]:
-    """The list the operation lists of ``chain`` (oldest first) make from an empty list.
+def fold(chain: Iterable[Sequence[Op]], base: Sequence[BaseMessage] = ()) -> list[BaseMessage]:
+    """The list the operation lists of ``chain`` (oldest first) make from ``base`` (by default
+    an empty list).
 
     A dict keeps insertion order: replacing a key keeps its place, a new key goes last, as
     ``add_messages`` does. An operation that cannot apply (a replace or remove of an id that is
     not there, an unknown kind) raises ValueError: stored events that are no history."""
-    state: dict[str, BaseMessage] = {}
+    state: dict[str, BaseMessage] = {m.id: m for m in base}  # type: ignore[misc]
     for ops in chain:
         for op in ops:
             kind = op[0]
@@ -101,3 +113,30 @@ def fold(chain: Iterable[Sequence[Op]]) -> list[BaseMessage]:
 def starts_over(ops: Sequence[Op]) -> bool:
     """Whether ``ops`` begin with remove-all: older versions cannot change the result."""
     return bool(ops) and ops[0][0] == REMOVE_ALL
+
+
+def detached(message: BaseMessage) -> BaseMessage:
+    """A copy of ``message`` that shares nothing mutable with it (its fields' dicts and lists
+    are copied, deeply when not empty): changing one never changes the other.
+
+    Cheaper than ``model_copy(deep=True)`` (which deep-copies the strings' containers too):
+    a message of plain text and empty dicts costs a new ``__dict__`` and a few empty ones."""
+    clone = copy.copy(message)
+    fields = clone.__dict__
+    for name, value in fields.items():
+        if isinstance(value, (dict, list)):
+            fields[name] = copy.deepcopy(value) if value else type(value)()
+    return clone
+
+
+def detached_ops(ops: Sequence[Op]) -> list[Op]:
+    """``ops`` with every message they carry `detached` (ids and kinds as they are)."""
+    out: list[Op] = []
+    for op in ops:
+        if op[0] == APPEND:
+            out.append([APPEND, [detached(m) for m in op[1]]])
+        elif op[0] == REPLACE:
+            out.append([REPLACE, detached(op[1])])
+        else:
+            out.append(list(op))
+    return out
