@@ -24,7 +24,7 @@ import contextlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -50,6 +50,7 @@ from chathist.core.thread_keys import (
     blob_key,
     checkpoint_key,
     checkpoint_prefix,
+    delta_fields,
     delta_key,
     delta_prefix,
     is_thread_key,
@@ -61,7 +62,7 @@ from chathist.dynamo.thread_store import ThreadItem, ThreadStore
 from chathist.dynamo.translate import ConditionFailed, TransactionCanceled
 from chathist.errors import ConfigurationError, CorruptHistoryError
 
-__all__ = ["CheckpointInfo", "ThreadLog", "ValueCache"]
+__all__ = ["LIST_PAGE", "CheckpointInfo", "ThreadLog", "ValueCache", "list_calls"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -71,6 +72,35 @@ CACHE_WEIGHT: Final = 65_536
 per message of a message list (least recently used go first). A thread of 10,000 messages keeps
 its last few versions, never one list per turn."""
 ABSENT: Final = object()
+LIST_PAGE: Final = 100
+"""Checkpoints one request of ``list()`` returns at most, when it can go on from the last one."""
+
+
+def list_calls(
+    config: RunnableConfig | None, before: RunnableConfig | None, limit: int | None
+) -> Generator[tuple[RunnableConfig | None, int | None], Sequence[CheckpointTuple], None]:
+    """The (``before``, ``limit``) of each `ThreadLog.list_checkpoints` call that together
+    list what ``list(config, before=before, limit=limit)`` asks for; send each call's result
+    to get the next. A namespace's checkpoints are listed ``LIST_PAGE`` at a time, each page
+    going on before the last one, so a long history is never held whole; a listing of every
+    namespace or thread is one call."""
+    configurable = (config or {}).get("configurable", {})
+    if (
+        config is None
+        or configurable.get("checkpoint_ns") is None
+        or configurable.get("checkpoint_id")
+    ):
+        yield before, limit
+        return
+    left = limit
+    while left is None or left > 0:
+        size = LIST_PAGE if left is None else min(LIST_PAGE, left)
+        found = yield before, size
+        if len(found) < size:
+            return
+        before = found[-1].config
+        if left is not None:
+            left -= len(found)
 
 
 @dataclass(frozen=True)
@@ -381,7 +411,7 @@ class ThreadLog:
             thread_id = partition[len(THREAD_PREFIX) :]
             values_of: dict[int, dict[str, Any]] = {}
             for ns_name, group in by_ns.items():
-                values = yield from self._values(partition, ns_name, group)
+                values = yield from self._values(partition, ns_name, group, listing=True)
                 for stored, value in zip(group, values, strict=True):
                     values_of[id(stored)] = value
             result.extend(self._tuple(thread_id, s, values_of[id(s)]) for s in chosen)
@@ -427,10 +457,15 @@ class ThreadLog:
         )
 
     def _values(
-        self, partition: str, ns: str, checkpoints: Sequence[_Stored]
+        self, partition: str, ns: str, checkpoints: Sequence[_Stored], *, listing: bool = False
     ) -> Steps[list[dict[str, Any]]]:
         """The channel values of ``checkpoints`` (one namespace): from the cache, one
-        BatchGetItem per 100 blobs, and one query of the namespace's message operations."""
+        BatchGetItem per 100 blobs, and one query of the namespace's message operations.
+
+        Message lists are never the cache's objects. Read for a ``listing`` (``list()``),
+        the lists of one call share the messages they have in common, decoded for that call
+        alone: copying each checkpoint's list would make a thread's history cost the square
+        of its length. Otherwise they are copies, and what was folded is cached."""
         results: list[dict[str, Any]] = [{} for _ in checkpoints]
         blob_wants: list[tuple[int, str, str]] = []
         delta_wants: list[tuple[int, str, str]] = []
@@ -466,10 +501,17 @@ class ThreadLog:
             # Oldest first (LangGraph's versions count up), so each fold starts from its
             # parent's: a page of checkpoints costs one pass over the thread, not one each.
             for i, channel, version in sorted(delta_wants, key=lambda w: w[2]):
-                value = self._fold(chains, channel, version, folded, partition, ns)
+                value = self._fold(
+                    chains, channel, version, folded, "" if listing else partition, ns
+                )
                 kind = (
                     "s" if (channel, version) in chains and chains[(channel, version)][2] else "d"
                 )
+                if listing:
+                    results[i][channel] = (
+                        _DeltaSnapshot(list(value)) if kind == "s" else list(value)
+                    )
+                    continue
                 results[i][channel] = _handed_out(kind, value)
                 original = checkpoints[i].checkpoint["channel_versions"][channel]
                 self.cache.keep((partition, ns, channel, original), kind, value)
@@ -485,7 +527,9 @@ class ThreadLog:
         for item in self.store.assemble(raws).values():
             if item.kind != "d":
                 continue
-            chains[(item.text("ch") or "", item.text("ver") or "")] = (
+            # Items written before the key alone named them carry ``ch`` and ``ver``.
+            _, channel, version = delta_fields(self.store.sort_key(item.raw))
+            chains[(item.text("ch") or channel, item.text("ver") or version)] = (
                 item.text("pv"),
                 self._load(item),
                 "sn" in item.raw,
@@ -612,7 +656,7 @@ class ThreadLog:
                         pointer = None
                 else:  # no parent list to build on: from an empty list
                     ops, pointer = message_ops.diff(None, inner), None
-                delta_attrs: dict[str, Any] = {"ch": _s(channel), "ver": _s(str(version))}
+                delta_attrs: dict[str, Any] = {}  # the key names the channel and version
                 if pointer is not None:
                     delta_attrs["pv"] = _s(pointer)
                 if snap:
