@@ -174,40 +174,49 @@ def cold_read(name: str, saver: Any, endpoint: str, config: dict[str, Any]) -> t
     return state, (meter.total.requests, meter.total.read_units)
 
 
-def render(results: dict[str, Any], turns: list[int]) -> str:
+def _table(
+    results: dict[str, Any],
+    turns: list[int],
+    title: str,
+    cell: Callable[[dict[str, Any]], str],
+    last: Callable[[dict[str, Any]], str] | None = None,
+) -> list[str]:
+    """A markdown table: a row per contender, a column per measured turn (``cell`` of its
+    point, empty where it had failed before), and an optional last column."""
+    extra = " fails |" if last else ""
     lines = [
-        "| contender | " + " | ".join(f"turn {t:,}" for t in turns) + " | fails |",
-        "|---|" + "---|" * len(turns) + "---|",
+        f"| {title} | " + " | ".join(f"turn {t:,}" for t in turns) + " |" + extra,
+        "|---|" + "---|" * (len(turns) + bool(last)),
     ]
     for name, result in results.items():
-        cells = []
-        for t in turns:
-            p = result["points"].get(t)
-            cells.append(
-                ""
-                if p is None
-                else f"{p['wcu']:g} WCU, {p['bytes'] / 1024:,.1f} KB, {p['requests']} req"
-            )
+        cells = ["" if (p := result["points"].get(t)) is None else cell(p) for t in turns]
+        tail = f" {last(result)} |" if last else ""
+        lines.append(f"| {name} | " + " | ".join(cells) + " |" + tail)
+    return lines
+
+
+def render(results: dict[str, Any], turns: list[int]) -> str:
+    def fails(result: dict[str, Any]) -> str:
         failed = result["failed"]
-        fails = f"turn {failed['turn']}: {failed['error']}" if failed else "never"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {fails} |")
-    lines += [
-        "",
-        "| latest state read (requests / RCU) | " + " | ".join(f"turn {t:,}" for t in turns) + " |",
-        "|---|" + "---|" * len(turns),
-    ]
-    for name, result in results.items():
-        cells = []
-        for t in turns:
-            p = result["points"].get(t)
-            cells.append(
-                ""
-                if p is None
-                else f"warm {p['warm_read_requests']} / {p['warm_read_rcu']:g},"
-                f" cold {p['cold_read_requests']} / {p['cold_read_rcu']:g}"
-            )
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        return f"turn {failed['turn']}: {failed['error']}" if failed else "never"
+
+    writes = _table(
+        results,
+        turns,
+        "contender",
+        lambda p: f"{p['wcu']:g} WCU, {p['bytes'] / 1024:,.1f} KB, {p['requests']} req",
+        fails,
+    )
+    reads = _table(
+        results,
+        turns,
+        "latest state read (requests / RCU)",
+        lambda p: (
+            f"warm {p['warm_read_requests']} / {p['warm_read_rcu']:g},"
+            f" cold {p['cold_read_requests']} / {p['cold_read_rcu']:g}"
+        ),
+    )
+    return "\n".join([*writes, "", *reads]) + "\n"
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

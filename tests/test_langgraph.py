@@ -6,6 +6,7 @@ short; flat cost per turn; DeltaChannel history; TTL; errors."""
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -29,6 +30,7 @@ from langgraph.graph.message import REMOVE_ALL_MESSAGES, _messages_delta_reducer
 from typing_extensions import TypedDict
 
 from chathist import ConfigurationError, CorruptHistoryError, DynamoDBChatMessageHistory
+from chathist.core.sizes import item_size
 from chathist.dynamo.client import Sender
 from chathist.errors import StorageError
 from chathist.langgraph import DynamoDBSaver
@@ -249,23 +251,138 @@ def test_cost_per_turn_is_flat(table_name: str, dynamodb_endpoint: str | None) -
     assert listed.requests == 1 and listed.read_units <= 4
 
 
-@pytest.mark.soak
-def test_five_thousand_turns(table_name: str, dynamodb_endpoint: str | None) -> None:
+def test_returned_and_given_messages_never_alias_what_later_reads_return(
+    table_name: str, dynamodb_endpoint: str | None, drive: Driver
+) -> None:
+    """A caller that changes a message it got from a read, or one it gave to a run, changes
+    nothing a later read returns: as with InMemorySaver, which stores bytes."""
+    ours = chat_graph(saver_for(table_name, dynamodb_endpoint))
+    theirs = chat_graph(InMemorySaver())
+    cfg = config(f"alias-{drive.mode}")
+    for graph in (ours, theirs):
+        given = HumanMessage("as given", id="g", additional_kwargs={"tags": ["a"]})
+        drive(graph, "invoke", {"messages": [given]}, cfg)
+        given.content = "changed after the run"
+        given.additional_kwargs["tags"].append("b")
+        state = drive(graph, "get_state", cfg)
+        got = state.values["messages"]
+        got[0].content = "changed after a read"
+        got[0].additional_kwargs["tags"].append("c")
+        got[1].response_metadata["x"] = 1
+        got.append(HumanMessage("appended to a read", id="x"))
+        history = drive(graph, "get_state_history", cfg)
+        for snap in history:
+            for message in snap.values.get("messages", []):
+                message.content = "changed in the history"
+        drive(graph, "invoke", {"messages": [HumanMessage("next", id="n")]}, cfg)
+    mine = drive(ours, "get_state", cfg).values["messages"]
+    assert mine == drive(theirs, "get_state", cfg).values["messages"]
+    assert [m.content for m in mine[:1]] == ["as given"]
+    assert mine[0].additional_kwargs == {"tags": ["a"]}
+    assert mine[1].response_metadata == {}
+    assert snapshot(ours, drive, cfg) == snapshot(theirs, drive, cfg)
+
+
+def test_a_read_of_the_latest_state_costs_as_many_requests_at_turn_1000_as_at_turn_10(
+    table_name: str, dynamodb_endpoint: str | None
+) -> None:
+    """Warm (the saver that wrote the thread) and cold (a new saver: a new process), the
+    latest state costs the same requests at turn 1,000 as at turn 10: 1 warm; 3 cold (the
+    checkpoint, its blobs, the message operations) while the operations fit one 1 MB page of
+    a Query, as they do here. The turns are written with ``durability="exit"`` (one checkpoint
+    and one operation item a turn, a third of the requests); with LangGraph's default (two
+    operation items a turn), scenario 12's turn 1,000 passes 1 MB and a cold read takes 4
+    (docs/langgraph.md, Limits)."""
     saver = saver_for(table_name, dynamodb_endpoint)
     graph = chat_graph(saver)
-    memory = chat_graph(InMemorySaver())
+    reads: dict[int, tuple[int, int]] = {}
+    for thread, turns in (("ten", 10), ("thousand", 1000)):
+        cfg = config(thread)
+        for turn in range(1, turns + 1):
+            message = {"messages": [HumanMessage(f"turn {turn:05d} " + "q" * 40, id=f"h{turn}")]}
+            graph.invoke(message, cfg, durability="exit")
+        saver.reset_consumed_capacity()
+        warm = graph.get_state(cfg)
+        warm_requests = saver.reset_consumed_capacity().requests
+        cold_saver = saver_for(table_name, dynamodb_endpoint)
+        cold = chat_graph(cold_saver).get_state(cfg)
+        assert cold.values == warm.values and len(cold.values["messages"]) == 2 * turns
+        reads[turns] = (warm_requests, cold_saver.consumed_capacity.requests)
+    assert reads[1000] == reads[10] == (1, 3), reads
+    operations = [
+        item_size(i)
+        for i in partition_items(saver._sender.client, table_name, "lg#thousand")
+        if i["k"]["S"] == "d"
+    ]
+    assert len(operations) == 1000 and 800 * 1024 < sum(operations) < 1024 * 1024
+
+
+class KeepObjects:
+    """A serializer that keeps copies of the objects: InMemorySaver's reference run of the
+    long thread. With its own serializer, InMemorySaver re-encodes the whole message list at
+    every put and decodes it at every read, so its 5,000 turns alone would take most of an
+    hour; what it stores and returns (versions, writes, history) is its own all the same.
+    Lists are copied shallowly (LangGraph never changes a message, but extends lists), all
+    else deeply (LangGraph updates a checkpoint's version maps in place)."""
+
+    @staticmethod
+    def _copy(obj: Any) -> Any:
+        return copy.copy(obj) if isinstance(obj, list) else copy.deepcopy(obj)
+
+    def dumps_typed(self, obj: Any) -> tuple[str, Any]:
+        return "object", self._copy(obj)
+
+    def loads_typed(self, data: tuple[str, Any]) -> Any:
+        return self._copy(data[1])
+
+
+def long_signature(graph: Any, cfg: dict[str, Any]) -> list[Any]:
+    """Each state of a thread's whole history, newest first, by what must match: next nodes,
+    source, step, number of messages and the last message's id."""
+    return [
+        (
+            s.next,
+            s.metadata.get("source"),
+            s.metadata.get("step"),
+            len(s.values.get("messages", [])),
+            s.values["messages"][-1].id if s.values.get("messages") else None,
+        )
+        for s in graph.get_state_history(cfg)
+    ]
+
+
+@pytest.mark.parametrize("long_turns", [500, pytest.param(5000, marks=pytest.mark.soak)])
+def test_five_thousand_turns(
+    table_name: str, dynamodb_endpoint: str | None, long_turns: int
+) -> None:
+    """A thread of 5,000 turns (10,000 messages; 500 in the normal suite): its state equals
+    InMemorySaver's every 250 turns, at the end warm and cold, and so does its whole history;
+    a turn costs the same requests and write units at the last turn as at turn 10. Nine turns
+    in ten run with ``durability="exit"`` (one checkpoint a turn) to keep the run short;
+    every tenth with LangGraph's default (three checkpoints)."""
+    saver = saver_for(table_name, dynamodb_endpoint)
+    graph = chat_graph(saver)
+    memory = chat_graph(InMemorySaver(serde=KeepObjects()))
     cfg = config("long")
     costs = {}
-    for turn in range(1, 5001):
+    for turn in range(1, long_turns + 1):
+        message = {"messages": [HumanMessage(f"turn {turn:05d}", id=f"h{turn}")]}
+        durability = "async" if turn % 10 == 0 else "exit"
         saver.reset_consumed_capacity()
-        graph.invoke({"messages": [HumanMessage(f"turn {turn:05d}", id=f"h{turn}")]}, cfg)
+        graph.invoke(message, cfg, durability=durability)
         costs[turn] = saver.reset_consumed_capacity()
-        memory.invoke({"messages": [HumanMessage(f"turn {turn:05d}", id=f"h{turn}")]}, cfg)
-    assert costs[5000].write_units == costs[10].write_units <= 10
-    assert costs[5000].requests == costs[10].requests
+        memory.invoke(message, cfg, durability=durability)
+        if turn % 250 == 0:
+            assert graph.get_state(cfg).values == memory.get_state(cfg).values, turn
+    for early, late in ((10, long_turns), (11, long_turns - 1)):
+        assert costs[late].requests == costs[early].requests, (early, costs)
+        assert costs[late].write_units == costs[early].write_units <= 10
+    assert graph.get_state(cfg).values["messages"][-1].id == f"ai-{2 * long_turns - 1}-10"
     cold = chat_graph(saver_for(table_name, dynamodb_endpoint))
     assert cold.get_state(cfg).values == memory.get_state(cfg).values
-    assert graph.get_state(cfg).values == memory.get_state(cfg).values
+    expected = long_signature(memory, cfg)
+    assert len(expected) == long_turns // 10 * 3 + long_turns - long_turns // 10
+    assert long_signature(cold, cfg) == expected
 
 
 class DeltaChat(TypedDict):

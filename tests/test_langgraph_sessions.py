@@ -92,3 +92,69 @@ def test_every_session_of_a_table_in_bulk(
     )
     assert (counts.started, counts.skipped) == (1, 0)
     assert contents(graph, "from-ev") == ["what is 2+2?", "4"]
+
+
+def test_session_and_thread_operations_of_a_shared_table_see_only_their_own(
+    table_name: str, dynamodb_endpoint: str | None, tmp_path: Any
+) -> None:
+    """One table holding threads and sessions, one session named like a thread's partition:
+    the session commands (stats, export, the bulk rollback and the move to threads) see the
+    sessions only, the thread operations that scan (list of every thread, delete_for_runs) the
+    threads only."""
+    import json
+
+    from chathist.bulk import MigrationConfig, rollback_events_to_list
+    from tests.helpers import list_table_named
+    from tests.test_cli import run_cli
+
+    saver = DynamoDBSaver(table_name, endpoint_url=dynamodb_endpoint)
+    graph = chat_graph(saver)
+    graph.invoke({"messages": [HumanMessage("to the thread", id="t")]}, config("a"))
+    run = "run-of-b"
+    graph.invoke(
+        {"messages": [HumanMessage("to thread b", id="t")]},
+        {**config("b"), "metadata": {"run_id": run}},
+    )
+    for session in ("plain", "lg#a"):  # "lg#a" shares thread "a"'s partition
+        DynamoDBChatMessageHistory(
+            table_name, session, endpoint_url=dynamodb_endpoint
+        ).add_messages(TURN)
+
+    stats = run_cli(dynamodb_endpoint, "stats", table_name, "--json")
+    assert stats.returncode == 0, stats.stderr
+    report = json.loads(stats.stdout)
+    assert (report["sessions"], report["empty_sessions"], report["messages"]) == (2, 0, 4)
+    assert report["items"] == 2  # one item per call of two messages: no thread item counted
+    one = json.loads(run_cli(dynamodb_endpoint, "stats", table_name, "lg#a", "--json").stdout)
+    assert (one["items"], one["messages"]) == (1, 2)
+    dump = tmp_path / "all.jsonl"
+    exported = run_cli(dynamodb_endpoint, "export", table_name, "--output", str(dump))
+    assert exported.returncode == 0, exported.stderr
+    lines = [json.loads(line) for line in dump.read_text(encoding="utf-8").splitlines()]
+    assert [line["session_id"] for line in lines] == ["lg#a", "plain"]
+    assert "exported 2 sessions, 4 messages" in exported.stderr
+
+    with list_table_named(saver._sender.client) as target:
+        back = rollback_events_to_list(
+            MigrationConfig(source=table_name, target=target, endpoint_url=dynamodb_endpoint)
+        )
+        assert (back.migrated, back.sessions, back.ok) == (2, 2, True), back
+    counts = sessions_to_threads(
+        graph, table_name, endpoint_url=dynamodb_endpoint, thread_id=lambda s: f"from-{s}"
+    )
+    assert (counts.started, counts.skipped) == (2, 0)
+    assert contents(graph, "from-lg#a") == ["what is 2+2?", "4"]
+
+    every = list(saver.list(None))
+    assert {t.config["configurable"]["thread_id"] for t in every} == {
+        "a",
+        "b",
+        "from-plain",
+        "from-lg#a",
+    }
+    saver.delete_for_runs([run])
+    assert saver.get_tuple(config("b")) is None
+    assert saver.get_tuple(config("a")) is not None
+    for session in ("plain", "lg#a"):
+        history = DynamoDBChatMessageHistory(table_name, session, endpoint_url=dynamodb_endpoint)
+        assert [m.content for m in history.messages] == ["what is 2+2?", "4"]

@@ -65,3 +65,32 @@ def test_appends_and_replacements_are_small() -> None:
     assert message_ops.diff(before, before[::-1])[0] == ["x"]
     with pytest.raises(ValueError):
         message_ops.fold([[["d", "nope"]]])
+
+
+@given(st.text(), st.text(min_size=1), st.text(min_size=1))
+def test_a_delta_key_names_its_namespace_channel_and_version(
+    ns: str, channel: str, version: str
+) -> None:
+    from chathist.core.thread_keys import delta_fields, delta_key
+
+    assert delta_fields(delta_key(ns, channel, version)) == (ns, channel, version)
+
+
+@given(
+    st.text(),
+    st.dictionaries(st.text(max_size=3), st.lists(st.integers(), max_size=2), max_size=2),
+    st.booleans(),
+)
+def test_a_detached_message_equals_its_original_and_shares_nothing_mutable(
+    text: str, kwargs: dict[str, list[int]], ai: bool
+) -> None:
+    original = (AIMessage if ai else HumanMessage)(text, id="m", additional_kwargs=kwargs)
+    copy = message_ops.detached(original)
+    assert copy == original and message_ops.same(copy, original)
+    assert type(copy) is type(original)
+    copy.additional_kwargs.setdefault("new", []).append(1)
+    for value in copy.additional_kwargs.values():
+        value.append(2)
+    copy.response_metadata["x"] = 1
+    assert original.additional_kwargs == kwargs and original.response_metadata == {}
+    assert not message_ops.same(copy, original)

@@ -1,7 +1,7 @@
 """Every chat session of a table to LangGraph threads, in bulk (`sessions_to_threads`).
 
 The sessions are found by a keys-only Scan of the table (chathist's event layout or LangChain's
-list layout; partitions of LangGraph threads are skipped), each is read with
+list layout; the items of LangGraph threads are skipped), each is read with
 `chathist.DynamoDBChatMessageHistory` and started as a thread with
 `chathist.langgraph.start_thread`. Threads that already have a state are skipped, so a run that
 stopped can be run again.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chathist.bulk.schemas import CHECK_SOURCE, key_schema
-from chathist.core.thread_keys import THREAD_PREFIX
+from chathist.core.thread_keys import is_thread_key
 from chathist.dynamo.binding import Binding
 from chathist.dynamo.capacity import CapacityMeter
 from chathist.dynamo.client import Sender
@@ -37,19 +37,27 @@ class ThreadCounts:
     """Sessions whose thread already had a state, or that hold no message."""
 
 
-def session_ids(sender: Sender, hash_key: str) -> list[str]:
-    """Every session id of the sender's table (a keys-only Scan), LangGraph threads left out."""
+def session_ids(sender: Sender, hash_key: str, range_key: str | None) -> list[str]:
+    """Every session id of the sender's table (a keys-only Scan); the items of LangGraph
+    threads are left out by their sort keys (`is_thread_key`), so a session named like a
+    thread's partition is still found."""
+    names = {"#h": hash_key} if range_key is None else {"#h": hash_key, "#r": range_key}
     cursor = Cursor(
         "Scan",
         {
             "TableName": sender.binding.table_name,
-            "ProjectionExpression": "#h",
-            "ExpressionAttributeNames": {"#h": hash_key},
+            "ProjectionExpression": ", ".join(names),
+            "ExpressionAttributeNames": names,
             "ConsistentRead": True,
         },
     )
-    found = {item[hash_key]["S"] for item in sender.items(cursor) if "S" in item[hash_key]}
-    return sorted(s for s in found if not s.startswith(THREAD_PREFIX))
+    found = {
+        item[hash_key]["S"]
+        for item in sender.items(cursor)
+        if "S" in item[hash_key]
+        and (range_key is None or not is_thread_key(item[range_key].get("S", "")))
+    }
+    return sorted(found)
 
 
 def sessions_to_threads(
@@ -75,7 +83,9 @@ def sessions_to_threads(
     if schema.range_key is not None:
         history_options.setdefault("sort_key_name", schema.range_key)
     counts = ThreadCounts()
-    for session in sessions if sessions is not None else session_ids(sender, schema.hash_key):
+    for session in (
+        sessions if sessions is not None else session_ids(sender, schema.hash_key, schema.range_key)
+    ):
         history = DynamoDBChatMessageHistory(
             table_name,
             session,

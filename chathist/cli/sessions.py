@@ -29,6 +29,7 @@ from chathist.cli.common import (
     example_epilog,
 )
 from chathist.core.sizes import item_size
+from chathist.core.thread_keys import is_thread_key
 from chathist.dynamo.binding import Binding
 from chathist.dynamo.capacity import CapacityMeter
 from chathist.dynamo.client import Sender
@@ -83,23 +84,36 @@ class Target:
         )
 
     def scan(self, *, keys_only: bool, segments: int) -> Iterator[dict[str, Any]]:
-        """Every item (or only its hash key), by a parallel Scan of ``segments`` segments.
+        """Every item of a session (or only its keys), by a parallel Scan of ``segments``
+        segments; the items of LangGraph threads sharing the table are left out.
 
         Items come out as the segments deliver their pages, a few pages at a time: memory stays
         flat however large the table is.
         """
         base: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
         if keys_only:
-            base["ProjectionExpression"] = "#h"
-            base["ExpressionAttributeNames"] = {"#h": self.schema.hash_key}
+            names = {"#h": self.schema.hash_key}
+            if self.schema.range_key is not None:
+                names["#r"] = self.schema.range_key
+            base["ProjectionExpression"] = ", ".join(names)
+            base["ExpressionAttributeNames"] = names
         cursors = [
             Cursor("Scan", dict(base, Segment=segment, TotalSegments=segments))
             for segment in range(segments)
         ]
         if segments == 1:
-            yield from self.sender.items(cursors[0])
-            return
-        yield from _interleave(self.sender, cursors)
+            items = self.sender.items(cursors[0])
+        else:
+            items = _interleave(self.sender, cursors)
+        yield from self._sessions_only(items)
+
+    def _sessions_only(self, items: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """``items`` without those of LangGraph threads (`chathist.langgraph`): a thread's sort
+        keys are never a session's (`chathist.core.thread_keys`)."""
+        range_key = self.schema.range_key
+        for item in items:
+            if range_key is None or not is_thread_key(item[range_key].get("S", "")):
+                yield item
 
     def session_ids(self, segments: int) -> list[str]:
         """Every session id in the table, sorted (a keys-only parallel Scan, deduplicated)."""
@@ -124,7 +138,7 @@ class Target:
                 "ConsistentRead": True,
             },
         )
-        return self.sender.items(cursor)
+        return self._sessions_only(self.sender.items(cursor))
 
 
 _DONE = object()

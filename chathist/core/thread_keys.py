@@ -30,6 +30,7 @@ __all__ = [
     "checkpoint_key",
     "checkpoint_prefix",
     "chunks",
+    "delta_fields",
     "delta_key",
     "delta_prefix",
     "escape",
@@ -37,6 +38,7 @@ __all__ = [
     "part_key",
     "parts_prefix",
     "thread_key",
+    "unescape",
     "write_key",
 ]
 
@@ -89,6 +91,20 @@ def delta_prefix(ns: str) -> str:
 
 def delta_key(ns: str, channel: str, version: str) -> str:
     return f"{delta_prefix(ns)}{escape(channel)}#{escape(version)}"
+
+
+def unescape(field: str) -> str:
+    """The field `escape` made ``field`` from."""
+    return field.replace("%23", "#").replace("%25", "%")
+
+
+def delta_fields(key: str) -> tuple[str, str, str]:
+    """The namespace, channel and version of a message-list version's sort key (`delta_key`):
+    its item need not repeat them."""
+    kind, ns, channel, version = key.split("#")
+    if kind != "d":
+        raise ValueError(f"{key!r} is no message-list version's key")
+    return unescape(ns), unescape(channel), unescape(version)
 
 
 def parts_prefix(key: str) -> str:

@@ -236,13 +236,15 @@ class ThreadStore:
         return Cursor("Query", params)
 
     def scan_threads(self, prefix: str) -> Cursor:
-        """A scan of every item whose partition key starts with ``prefix``."""
+        """A scan of every thread item whose partition key starts with ``prefix``: the items
+        of chat sessions sharing the table (even in a partition named like a thread's) are
+        left out, as they have no kind ``k``."""
         return Cursor(
             "Scan",
             {
                 "TableName": self.table_name,
-                "FilterExpression": "begins_with(#h, :p)",
-                "ExpressionAttributeNames": {"#h": self.hash_name},
+                "FilterExpression": "begins_with(#h, :p) AND attribute_exists(#k)",
+                "ExpressionAttributeNames": {"#h": self.hash_name, "#k": "k"},
                 "ExpressionAttributeValues": {":p": {"S": prefix}},
                 "ConsistentRead": self.consistent_read,
             },

@@ -31,7 +31,7 @@ from chathist.dynamo.capacity import Capacity, CapacityMeter
 from chathist.dynamo.client import Sender
 from chathist.dynamo.thread_store import RESERVED_NAMES, ThreadStore
 from chathist.errors import ConfigurationError
-from chathist.langgraph.thread_log import ThreadLog, ValueCache
+from chathist.langgraph.thread_log import ThreadLog, ValueCache, list_calls
 from chathist.options import MAX_TTL
 
 if TYPE_CHECKING:
@@ -40,6 +40,16 @@ if TYPE_CHECKING:
 __all__ = ["DynamoDBSaver"]
 
 T = TypeVar("T")
+
+
+def _listing(
+    config: RunnableConfig | None,
+    filter: dict[str, Any] | None,
+    before: RunnableConfig | None,
+    limit: int | None,
+) -> Callable[[ThreadLog], Steps[list[CheckpointTuple]]]:
+    """One page of ``list()`` (`list_calls`), as an action of `DynamoDBSaver._run`."""
+    return lambda log: log.list_checkpoints(config, filter=filter, before=before, limit=limit)
 
 
 class DynamoDBSaver(BaseCheckpointSaver[str]):
@@ -147,9 +157,15 @@ class DynamoDBSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        yield from self._run(
-            lambda log: log.list_checkpoints(config, filter=filter, before=before, limit=limit)
-        )
+        calls = list_calls(config, before, limit)
+        page_before, page_limit = next(calls)
+        while True:
+            found = self._run(_listing(config, filter, page_before, page_limit))
+            yield from found
+            try:
+                page_before, page_limit = calls.send(found)
+            except StopIteration:
+                return
 
     async def alist(
         self,
@@ -159,11 +175,16 @@ class DynamoDBSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        found = await self._arun(
-            lambda log: log.list_checkpoints(config, filter=filter, before=before, limit=limit)
-        )
-        for item in found:
-            yield item
+        calls = list_calls(config, before, limit)
+        page_before, page_limit = next(calls)
+        while True:
+            found = await self._arun(_listing(config, filter, page_before, page_limit))
+            for item in found:
+                yield item
+            try:
+                page_before, page_limit = calls.send(found)
+            except StopIteration:
+                return
 
     def put(
         self,

@@ -24,7 +24,7 @@ import contextlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -50,6 +50,7 @@ from chathist.core.thread_keys import (
     blob_key,
     checkpoint_key,
     checkpoint_prefix,
+    delta_fields,
     delta_key,
     delta_prefix,
     is_thread_key,
@@ -61,14 +62,45 @@ from chathist.dynamo.thread_store import ThreadItem, ThreadStore
 from chathist.dynamo.translate import ConditionFailed, TransactionCanceled
 from chathist.errors import ConfigurationError, CorruptHistoryError
 
-__all__ = ["CheckpointInfo", "ThreadLog", "ValueCache"]
+__all__ = ["LIST_PAGE", "CheckpointInfo", "ThreadLog", "ValueCache", "list_calls"]
 
 K = TypeVar("K")
 V = TypeVar("V")
 
-CACHE_ENTRIES: Final = 4096
-"""Channel values and checkpoint summaries a saver keeps (least recently used go first)."""
+CACHE_WEIGHT: Final = 65_536
+"""How much a saver's cache holds: each channel value or checkpoint summary counts one, plus one
+per message of a message list (least recently used go first). A thread of 10,000 messages keeps
+its last few versions, never one list per turn."""
 ABSENT: Final = object()
+LIST_PAGE: Final = 100
+"""Checkpoints one request of ``list()`` returns at most, when it can go on from the last one."""
+
+
+def list_calls(
+    config: RunnableConfig | None, before: RunnableConfig | None, limit: int | None
+) -> Generator[tuple[RunnableConfig | None, int | None], Sequence[CheckpointTuple], None]:
+    """The (``before``, ``limit``) of each `ThreadLog.list_checkpoints` call that together
+    list what ``list(config, before=before, limit=limit)`` asks for; send each call's result
+    to get the next. A namespace's checkpoints are listed ``LIST_PAGE`` at a time, each page
+    going on before the last one, so a long history is never held whole; a listing of every
+    namespace or thread is one call."""
+    configurable = (config or {}).get("configurable", {})
+    if (
+        config is None
+        or configurable.get("checkpoint_ns") is None
+        or configurable.get("checkpoint_id")
+    ):
+        yield before, limit
+        return
+    left = limit
+    while left is None or left > 0:
+        size = LIST_PAGE if left is None else min(LIST_PAGE, left)
+        found = yield before, size
+        if len(found) < size:
+            return
+        before = found[-1].config
+        if left is not None:
+            left -= len(found)
 
 
 @dataclass(frozen=True)
@@ -84,48 +116,75 @@ class CheckpointInfo:
     stored list (a delta channel's snapshot builds on the one before)."""
 
 
-class _Lru(OrderedDict[Any, Any]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
+class _Lru:
+    """A thread-safe LRU map whose entries weigh ``weight`` each, up to ``budget`` in all."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.entries: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        self.weight = 0
         self.lock = threading.Lock()
 
     def get_(self, key: Any) -> Any:
         with self.lock:
-            if key not in self:
+            found = self.entries.get(key)
+            if found is None:
                 return ABSENT
-            self.move_to_end(key)
-            return self[key]
+            self.entries.move_to_end(key)
+            return found[0]
 
-    def set_(self, key: Any, value: Any) -> None:
+    def set_(self, key: Any, value: Any, weight: int = 1) -> None:
         with self.lock:
-            self[key] = value
-            self.move_to_end(key)
-            while len(self) > self.size:
-                self.popitem(last=False)
+            old = self.entries.pop(key, None)
+            if old is not None:
+                self.weight -= old[1]
+            self.entries[key] = (value, weight)
+            self.weight += weight
+            while self.weight > self.budget and len(self.entries) > 1:
+                _, (_, dropped) = self.entries.popitem(last=False)
+                self.weight -= dropped
 
     def drop_thread(self, partition: str) -> None:
         with self.lock:
-            for key in [k for k in self if k[0] == partition]:
-                del self[key]
+            for key in [k for k in self.entries if k[0] == partition]:
+                self.weight -= self.entries.pop(key)[1]
 
 
 class ValueCache:
     """What this saver learnt of immutable things: the value of (thread, ns, channel, version)
     and the summary of (thread, ns, checkpoint id). Only string versions (LangGraph's own,
-    with a random part) are cached: an int version can be reused after a thread is deleted."""
+    with a random part) are cached: an int version can be reused after a thread is deleted.
 
-    def __init__(self, size: int = CACHE_ENTRIES) -> None:
-        self.values = _Lru(size)
-        self.infos = _Lru(size)
+    A message list is kept as a tuple of messages no caller holds: a put keeps copies of the
+    messages it adds, a read hands out copies (`detached`), so a caller changing a message
+    it got or gave never changes what a later read returns. Blobs are kept as bytes."""
+
+    def __init__(self, budget: int = CACHE_WEIGHT) -> None:
+        self.values = _Lru(budget)
+        self.infos = _Lru(budget)
 
     @staticmethod
     def cacheable(version: object) -> bool:
         return isinstance(version, str)
 
+    def keep(self, key: tuple[Any, ...], kind: str, value: Any) -> None:
+        """Cache ``value`` (bytes of a blob, a tuple of private messages, or None) of kind
+        ``b``, ``d`` (a message list), ``s`` (a DeltaChannel snapshot of one) or ``n`` (no
+        value) under (partition, ns, channel, version)."""
+        if self.cacheable(key[3]):
+            weight = 1 + len(value) if kind in ("d", "s") else 1
+            self.values.set_(key, (kind, value), weight)
+
     def drop(self, partition: str) -> None:
         self.values.drop_thread(partition)
         self.infos.drop_thread(partition)
+
+
+def _handed_out(kind: str, messages: Sequence[Any]) -> Any:
+    """A message list (``d``) or DeltaChannel snapshot (``s``) of cached ``messages`` as a read
+    returns it: copies (`message_ops.detached`), so no two reads share a message."""
+    value = [message_ops.detached(m) for m in messages]
+    return _DeltaSnapshot(value) if kind == "s" else value
 
 
 def _s(value: str) -> dict[str, str]:
@@ -352,7 +411,7 @@ class ThreadLog:
             thread_id = partition[len(THREAD_PREFIX) :]
             values_of: dict[int, dict[str, Any]] = {}
             for ns_name, group in by_ns.items():
-                values = yield from self._values(partition, ns_name, group)
+                values = yield from self._values(partition, ns_name, group, listing=True)
                 for stored, value in zip(group, values, strict=True):
                     values_of[id(stored)] = value
             result.extend(self._tuple(thread_id, s, values_of[id(s)]) for s in chosen)
@@ -398,10 +457,15 @@ class ThreadLog:
         )
 
     def _values(
-        self, partition: str, ns: str, checkpoints: Sequence[_Stored]
+        self, partition: str, ns: str, checkpoints: Sequence[_Stored], *, listing: bool = False
     ) -> Steps[list[dict[str, Any]]]:
         """The channel values of ``checkpoints`` (one namespace): from the cache, one
-        BatchGetItem per 100 blobs, and one query of the namespace's message operations."""
+        BatchGetItem per 100 blobs, and one query of the namespace's message operations.
+
+        Message lists are never the cache's objects. Read for a ``listing`` (``list()``),
+        the lists of one call share the messages they have in common, decoded for that call
+        alone: copying each checkpoint's list would make a thread's history cost the square
+        of its length. Otherwise they are copies, and what was folded is cached."""
         results: list[dict[str, Any]] = [{} for _ in checkpoints]
         blob_wants: list[tuple[int, str, str]] = []
         delta_wants: list[tuple[int, str, str]] = []
@@ -412,10 +476,8 @@ class ThreadLog:
                 if cached is not ABSENT:
                     if cached[0] == "b":
                         results[i][channel] = self.serde.loads_typed(cached[1])
-                    elif cached[0] == "d":
-                        results[i][channel] = list(cached[1])
-                    elif cached[0] == "s":
-                        results[i][channel] = _DeltaSnapshot(list(cached[1]))
+                    elif cached[0] in ("d", "s"):
+                        results[i][channel] = _handed_out(cached[0], cached[1])
                     continue
                 want = (i, channel, str(version))
                 (delta_wants if channel in stored.deltas else blob_wants).append(want)
@@ -427,24 +489,32 @@ class ThreadLog:
                 item = found.get(key)
                 original = checkpoints[i].checkpoint["channel_versions"][channel]
                 if item is None or self.store.expired(item.raw, now):
-                    if item is None and self.cache.cacheable(original):
-                        self.cache.values.set_((partition, ns, channel, original), ("n", None))
+                    if item is None:
+                        self.cache.keep((partition, ns, channel, original), "n", None)
                     continue  # a version with no value (an empty channel)
                 assert item.payload is not None
                 results[i][channel] = self._load(item)
-                if self.cache.cacheable(original):
-                    self.cache.values.set_((partition, ns, channel, original), ("b", item.payload))
+                self.cache.keep((partition, ns, channel, original), "b", item.payload)
         if delta_wants:
             chains = yield from self._read_deltas(partition, ns)
-            for i, channel, version in delta_wants:
-                value = self._fold(chains, channel, version)
+            folded: dict[tuple[str, str], tuple[Any, ...]] = {}
+            # Oldest first (LangGraph's versions count up), so each fold starts from its
+            # parent's: a page of checkpoints costs one pass over the thread, not one each.
+            for i, channel, version in sorted(delta_wants, key=lambda w: w[2]):
+                value = self._fold(
+                    chains, channel, version, folded, "" if listing else partition, ns
+                )
                 kind = (
                     "s" if (channel, version) in chains and chains[(channel, version)][2] else "d"
                 )
-                results[i][channel] = _DeltaSnapshot(value) if kind == "s" else value
+                if listing:
+                    results[i][channel] = (
+                        _DeltaSnapshot(list(value)) if kind == "s" else list(value)
+                    )
+                    continue
+                results[i][channel] = _handed_out(kind, value)
                 original = checkpoints[i].checkpoint["channel_versions"][channel]
-                if self.cache.cacheable(original):
-                    self.cache.values.set_((partition, ns, channel, original), (kind, list(value)))
+                self.cache.keep((partition, ns, channel, original), kind, value)
         return results
 
     def _read_deltas(
@@ -457,7 +527,9 @@ class ThreadLog:
         for item in self.store.assemble(raws).values():
             if item.kind != "d":
                 continue
-            chains[(item.text("ch") or "", item.text("ver") or "")] = (
+            # Items written before the key alone named them carry ``ch`` and ``ver``.
+            _, channel, version = delta_fields(self.store.sort_key(item.raw))
+            chains[(item.text("ch") or channel, item.text("ver") or version)] = (
                 item.text("pv"),
                 self._load(item),
                 "sn" in item.raw,
@@ -469,10 +541,26 @@ class ThreadLog:
         chains: Mapping[tuple[str, str], tuple[str | None, list[Any], bool]],
         channel: str,
         version: str,
-    ) -> list[Any]:
+        folded: dict[tuple[str, str], tuple[Any, ...]] | None = None,
+        partition: str = "",
+        ns: str = "",
+    ) -> tuple[Any, ...]:
+        """The messages of ``channel`` at ``version``: its operations and its ancestors',
+        folded from the nearest ancestor already known (in ``folded``, or cached for
+        ``partition`` and ``ns``), else from the nearest remove-all. Added to ``folded``."""
+        folded = {} if folded is None else folded
         chain: list[list[Any]] = []
+        base: tuple[Any, ...] = ()
         current: str | None = version
         while current is not None:
+            known = folded.get((channel, current))
+            if known is None and partition:
+                cached = self.cache.values.get_((partition, ns, channel, current))
+                if cached is not ABSENT and cached[0] in ("d", "s"):
+                    known = cached[1]
+            if known is not None:
+                base = known
+                break
             found = chains.get((channel, current))
             if found is None:
                 raise CorruptHistoryError(
@@ -485,9 +573,11 @@ class ThreadLog:
                 break
             current = parent
         try:
-            return message_ops.fold(reversed(chain))
+            value = tuple(message_ops.fold(reversed(chain), base))
         except ValueError as exc:
             raise CorruptHistoryError(f"channel {channel!r} version {version!r}: {exc}") from exc
+        folded[(channel, version)] = value
+        return value
 
     def _info(self, partition: str, ns: str, checkpoint_id: str) -> Steps[CheckpointInfo | None]:
         """The summary of a checkpoint (cached, else read)."""
@@ -508,10 +598,11 @@ class ThreadLog:
 
     def _parent_messages(
         self, partition: str, ns: str, channel: str, version: Any
-    ) -> Steps[list[Any]]:
+    ) -> Steps[tuple[Any, ...]]:
+        """The private messages (`ValueCache`) of a stored version of a message list."""
         cached = self.cache.values.get_((partition, ns, channel, version))
         if cached is not ABSENT and cached[0] in ("d", "s"):
-            return list(cached[1])
+            return cached[1]  # type: ignore[no-any-return]
         chains = yield from self._read_deltas(partition, ns)
         return self._fold(chains, channel, str(version))
 
@@ -556,6 +647,7 @@ class ThreadLog:
             inner = value.value if snap else value
             if message_ops.is_message_list(inner):
                 base = stored.get(channel)
+                before: tuple[Any, ...] = ()
                 if parent is not None and base is not None:
                     before = yield from self._parent_messages(partition, ns, channel, base)
                     ops = message_ops.diff(before, inner)
@@ -564,7 +656,7 @@ class ThreadLog:
                         pointer = None
                 else:  # no parent list to build on: from an empty list
                     ops, pointer = message_ops.diff(None, inner), None
-                delta_attrs: dict[str, Any] = {"ch": _s(channel), "ver": _s(str(version))}
+                delta_attrs: dict[str, Any] = {}  # the key names the channel and version
                 if pointer is not None:
                     delta_attrs["pv"] = _s(pointer)
                 if snap:
@@ -581,8 +673,12 @@ class ThreadLog:
                     )
                 )
                 deltas.add(channel)
-                kind = "s" if snap else "d"
-                cache_after.append(((partition, ns, channel, version), (kind, list(inner))))
+                # What the cache keeps: the parent's private messages and copies of the new
+                # ones, never the caller's objects (a caller may change them after the put).
+                private = tuple(message_ops.fold([message_ops.detached_ops(ops)], before))
+                cache_after.append(
+                    ((partition, ns, channel, version), ("s" if snap else "d", private))
+                )
             else:
                 stored.pop(channel, None)
                 payload = self.serde.dumps_typed(value)
@@ -615,9 +711,8 @@ class ThreadLog:
         if items:
             yield from self.store.write(partition, items)
         yield from self.store.put(commit[-1])  # the commit: now readers see the checkpoint
-        for key, value in cache_after:
-            if self.cache.cacheable(key[3]):
-                self.cache.values.set_(key, value)
+        for key, (kind, value) in cache_after:
+            self.cache.keep(key, kind, value)
         self.cache.infos.set_(
             (partition, ns, checkpoint["id"]),
             CheckpointInfo(dict(versions), frozenset(deltas), expires_at, stored),  # type: ignore[arg-type]
