@@ -260,6 +260,36 @@ def test_the_application_writing_events_before_the_final_catch_up(
     assert migrate_list_to_events(config).already == 3
 
 
+def test_a_session_rolled_back_with_the_new_apps_messages_is_not_moved_twice(
+    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+) -> None:
+    """A rollback writes the application's messages back into the legacy item; the old
+    application then writes on. The catch-up finds the legacy tail's first message already
+    stored by the application and leaves the session alone: nothing stored twice."""
+    legacy, config, where = setup(boto3_client, new_table, dynamodb_endpoint, dynamodb_region)
+    DynamoDBChatMessageHistory(config.target, "a", **where).add_messages(turn("new app", 0))
+    rolled_back = {"a": turn("new app", 0) + turn("a", 1)}  # what rollback + old app leave
+    old_app_writes(config, legacy, rolled_back)
+    before = event_partitions(boto3_client, config.target)["a"]
+
+    report = migrate_list_to_events(config)
+    assert report.conflicts == 1 and not report.ok
+    assert report.problems[Problem.CONFLICT] == [
+        (
+            "a",
+            "new legacy message 2 is already stored by another writer (was the session rolled"
+            " back to this item?); left alone",
+        )
+    ]
+    found = [
+        str(m.content) for m in DynamoDBChatMessageHistory(config.target, "a", **where).messages
+    ]
+    test = "session rolled back, then migrated again"
+    record(SECTION, test, "duplicated", sum((Counter(found) - Counter(set(found))).values()))
+    assert found == [str(m.content) for m in turn("a", 0) + turn("new app", 0)]
+    assert event_partitions(boto3_client, config.target)["a"] == before
+
+
 def test_a_dry_run_counts_the_tail_and_writes_nothing(
     dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
 ) -> None:

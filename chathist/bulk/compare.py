@@ -3,6 +3,8 @@ and the read-back of a stored session that a check folds."""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -118,21 +120,50 @@ class Migrated:
     cleared, and its erased events no longer say what was moved."""
 
 
-def migrated_part(stored: Stored, prefix: str) -> Migrated:
-    """The events of ``stored`` written by writers whose id starts with ``prefix`` (each write
-    is a contiguous run of the sequence), folded write by write, not expiry-filtered: what
-    earlier runs moved, whatever other writers appended between them.
-    `CorruptHistoryError` if a write's events do not fold."""
-    events, stages = stored
+def _writes(events: Sequence[Event], mine: bool, prefix: str) -> list[list[Event]]:
+    """The writes of ``events`` (each a contiguous run of the sequence under one writer id)
+    whose writer starts with ``prefix`` (``mine``) or carries another id (not ``mine``)."""
     writes: list[list[Event]] = []
     for event in events:
-        if event.writer is None or not event.writer.startswith(prefix):
+        if event.writer is None or event.writer.startswith(prefix) != mine:
             continue
         last = writes[-1][-1] if writes else None
         if last is not None and last.writer == event.writer and last.seq == event.seq - 1:
             writes[-1].append(event)
         else:
             writes.append([event])
+    return writes
+
+
+def held_by_others(stored: Stored, prefix: str, tail: Sequence[BaseMessage]) -> int | None:
+    """The index of the first message of ``tail`` that a writer other than the migration
+    already stored in the partition, else None. A rollback writes a session's whole history,
+    the application's messages included, back to the legacy item: those come back as the
+    legacy list's tail, and moving them would store them twice.
+    `CorruptHistoryError` if another writer's write does not fold."""
+    events, stages = stored
+    held = Counter(
+        _key(message)
+        for write in _writes(events, False, prefix)
+        for message in fold(write, stages=stages)
+    )
+    for index, message in enumerate(tail):
+        if held[_key(message)]:
+            return index
+    return None
+
+
+def _key(message: BaseMessage) -> str:
+    return json.dumps(message_to_dict(message), sort_keys=True, default=str)
+
+
+def migrated_part(stored: Stored, prefix: str) -> Migrated:
+    """The events of ``stored`` written by writers whose id starts with ``prefix`` (each write
+    is a contiguous run of the sequence), folded write by write, not expiry-filtered: what
+    earlier runs moved, whatever other writers appended between them.
+    `CorruptHistoryError` if a write's events do not fold."""
+    events, stages = stored
+    writes = _writes(events, True, prefix)
     first = writes[0][0].seq if writes else -1
     cleared = any(event.kind == "clear" and event.seq > first for event in events)
     messages = [m for write in writes for m in fold(write, stages=stages)]

@@ -27,6 +27,7 @@ from chathist.bulk.compare import (
     SessionState,
     Stored,
     compare_messages,
+    held_by_others,
     migrated_part,
     probe_state,
     read_session,
@@ -359,6 +360,19 @@ class _Migrator(Worker):
             )
             return
         tail = messages[done:]
+        try:
+            held = held_by_others(stored, WRITER_PREFIX, tail)
+        except CorruptHistoryError as exc:
+            report.problem(Problem.DIFFERENCE, session, f"unreadable: {exc}")
+            return
+        if held is not None:
+            report.problem(
+                Problem.CONFLICT,
+                session,
+                f"new legacy message {done + held} is already stored by another writer (was the"
+                " session rolled back to this item?); left alone",
+            )
+            return
         if tail:
             newest = stored[0][-1]
             plan = self._plan(
