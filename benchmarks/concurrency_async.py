@@ -42,7 +42,7 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage, messages_from_dict
 
 import chathist
-from benchmarks.contenders import encode
+from benchmarks.contenders import encode, raw_item
 from benchmarks.workload import Sizes, describe_error, make_messages, session_id
 from chathist.dynamo import aio
 from chathist.dynamo.client import CLIENT_CONFIG
@@ -369,15 +369,7 @@ class RawAsync:
         seq = int(newest[0]["SK"]["S"]) + 1 if newest else 0
         await self._send(
             "PutItem",
-            Item={
-                "SessionId": {"S": session},
-                "SK": {"S": f"{seq:020d}"},
-                "event": {"S": "message"},
-                "v": {"N": "1"},
-                "w": {"S": self.writer},
-                "codec": {"S": "json"},
-                "History": {"S": encode(message)},
-            },
+            Item=raw_item(session, seq, self.writer, encode(message)),
             ConditionExpression="attribute_not_exists(SK)",
         )
 

@@ -212,6 +212,19 @@ def encode(message: BaseMessage) -> str:
     return json.dumps(message_to_dict(message), separators=(",", ":"), ensure_ascii=False)
 
 
+def raw_item(session: str, seq: int, writer: str, payload: str) -> dict[str, Any]:
+    """The item the raw floors store for one message: what chathist stores (format v1)."""
+    return {
+        "SessionId": {"S": session},
+        "SK": {"S": f"{seq:020d}"},
+        "event": {"S": "message"},
+        "v": {"N": "1"},
+        "w": {"S": writer},
+        "codec": {"S": "json"},
+        "History": {"S": payload},
+    }
+
+
 @dataclass
 class RawHandle:
     """The floor: conditional ``put_item`` per message (a transaction for several), a paged
@@ -225,15 +238,7 @@ class RawHandle:
     writer: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def _item(self, seq: int, message: BaseMessage) -> dict[str, Any]:
-        return {
-            "SessionId": {"S": self.session_id},
-            "SK": {"S": f"{seq:020d}"},
-            "event": {"S": "message"},
-            "v": {"N": "1"},
-            "w": {"S": self.writer},
-            "codec": {"S": "json"},
-            "History": {"S": encode(message)},
-        }
+        return raw_item(self.session_id, seq, self.writer, encode(message))
 
     def _last_seq(self) -> int:
         page = self.client.query(

@@ -38,7 +38,7 @@ import botocore.session
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, messages_from_dict
 
 import chathist
-from benchmarks.contenders import encode
+from benchmarks.contenders import encode, raw_item
 from benchmarks.workload import Sizes, make_messages, spread, text_of
 from chathist.core.sizes import ITEM_LIMIT, item_size, write_units
 from chathist.dynamo.capacity import reported
@@ -97,15 +97,7 @@ class RawFloor:
         self.items_read += int(response.get("Count", 0))
 
     def _item(self, session: str, seq: int, texts: list[str]) -> dict[str, Any]:
-        item = {
-            "SessionId": {"S": session},
-            "SK": {"S": f"{seq:020d}"},
-            "event": {"S": "message"},
-            "v": {"N": "1"},
-            "w": {"S": self.writer},
-            "codec": {"S": "json"},
-            "History": {"S": texts[0]},
-        }
+        item = raw_item(session, seq, self.writer, texts[0])
         if len(texts) > 1:
             item.update(
                 codec={"S": "json-list"},
