@@ -6,8 +6,9 @@ layout's and the lazy migration's). Its rules:
 - **Append** plans the write (`chathist.core.plan`), stores any staged requests under the write's
   own id, then puts the final request (the events, or one commit) at the session's next sequence
   number on condition that the numbers are free. A lost race tries right after the highest
-  number seen taken; every fourth loss it backs off and reads where the end is. It gives up
-  under the append `RetryRule` (attempts and a time budget) having made nothing visible.
+  number seen taken (a write over 256 KB is staged first, so that only its commit competes);
+  every fourth loss it backs off and reads where the end is. It gives up under the append
+  `RetryRule` (attempts and a time budget) having made nothing visible.
 - **Read** queries the sequence newest first and folds (`chathist.core.fold.TailFold`) until the
   window is full or the latest clear; a commit's stage is fetched only if the fold takes it. A
   read that meets signs of a concurrent clear (an erased event, a stage gone) reads again.
@@ -294,12 +295,17 @@ class EventLog:
     def write(self, entries: Sequence[Entry], *, tag: str = "") -> Steps[int]:
         """Write ``entries`` at the end of the session; return the sequence number of the last.
         ``tag`` starts the write's id (see `chathist.lazy_migration.LEGACY_AWARE`)."""
-        plan, planned = yield from self.stage(entries, self.limits, tag=tag)
+        limits = self.limits
+        plan, planned = yield from self.stage(entries, limits, tag=tag)
         attempts = self.settings.append_rule.start()
         for attempt in attempts:
+            if attempt and not plan.staged and plan.size > limits.contended_bytes > 0:
+                # A long direct write lost the race: from now on only its commit competes.
+                limits = limits.contended()
+                plan, planned = yield from self.stage(entries, limits, tag=tag)
             if plan.staged and time.time() - planned > ABANDONED_AFTER / 2:
                 # A clear elsewhere may soon delete this stage as abandoned: stage anew.
-                plan, planned = yield from self.stage(entries, self.limits, tag=tag)
+                plan, planned = yield from self.stage(entries, limits, tag=tag)
             final = yield from self.place(plan)
             before = self._before  # the expiry of the event below final[0]
             try:

@@ -194,6 +194,22 @@ def async_driven(portal: AsyncPortal) -> type[Any]:
     return AsyncDriven
 
 
+def staged_over_256_kb(monkeypatch: Any) -> None:
+    """Make writes planned from now on (event logs' and the bulk migration's) stage anything of
+    several items over 256 KB, as a write that lost a race does (`Limits.contended`): tests of
+    a migration killed between a stage and its commit get a staged write out of a session
+    small enough for a legacy item."""
+    import functools
+
+    import chathist.bulk.to_events
+    import chathist.event_log
+    from chathist.core.plan import Limits
+
+    staging = functools.partial(Limits, direct_bytes=256 * 1024)
+    monkeypatch.setattr(chathist.event_log, "Limits", staging)
+    monkeypatch.setattr(chathist.bulk.to_events, "Limits", staging)
+
+
 def one_item_per_message(monkeypatch: Any) -> None:
     """Make event logs opened from now on plan as chathist did before items carried several
     messages: one item per message, and writes of more than 25 events staged. Tests of staging,

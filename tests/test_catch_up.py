@@ -28,7 +28,7 @@ from chathist.bulk.to_events import WRITER_PREFIX
 from chathist.core.codec import encode_message
 from chathist.core.events import Event
 from chathist.core.plan import Limits, plan_write
-from tests.helpers import hooked
+from tests.helpers import hooked, staged_over_256_kb
 from tests.reliability import install, record
 from tests.test_migration import (
     cli,
@@ -57,8 +57,8 @@ def turn(session: str, n: int) -> list[BaseMessage]:
 
 
 def big_turn(seed: int) -> list[BaseMessage]:
-    """Compressed messages over 256 KB in all (a write staged, then committed), in a legacy item
-    under 400 KB."""
+    """Compressed messages over 256 KB in all, in a legacy item under 400 KB: one transaction,
+    or a stage and its commit where the test calls `staged_over_256_kb`."""
     rng = random.Random(seed)
     return [HumanMessage("".join(rng.choices(string.ascii_letters, k=4600))) for _ in range(76)]
 
@@ -165,7 +165,9 @@ def test_a_crash_mid_catch_up_then_a_rerun_moves_the_tail_exactly_once(
     dynamodb_region: str | None,
     boto3_client: Any,
     new_table: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    staged_over_256_kb(monkeypatch)  # the large tail: a stage, then its commit (a PutItem)
     legacy, config, where = setup(boto3_client, new_table, dynamodb_endpoint, dynamodb_region)
     old_app_writes(config, legacy, {"b": big_turn(4) + turn("b", 2)})
     calls: list[str] = []

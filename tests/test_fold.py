@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given, settings
@@ -98,7 +98,7 @@ def test_the_fold_stops_at_the_latest_clear(ops: list[tuple[str, list[str]]]) ->
 def msg(seq: int, text: str = "m", **changes: object) -> Event:
     payload = encode_message(HumanMessage(text), compress_threshold=None)
     event = Event(seq, "message", codec=payload.codec, body=payload.data.decode())
-    return replace(event, **changes)  # type: ignore[arg-type]
+    return event._replace(**changes)  # type: ignore[arg-type]
 
 
 def test_a_gap_is_corruption() -> None:
@@ -143,7 +143,7 @@ def test_a_message_missing_parts_is_corruption() -> None:
     with pytest.raises(CorruptHistoryError, match="expects part"):
         fold([msg(0), msg(1), header])
     with pytest.raises(CorruptHistoryError, match="missing some of its parts"):
-        fold([Event(4, "part", body=b"{}", message_seq=5), replace(header, seq=5)])
+        fold([Event(4, "part", body=b"{}", message_seq=5), header._replace(seq=5)])
 
 
 def test_undecodable_payload_names_the_event() -> None:

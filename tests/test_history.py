@@ -223,6 +223,64 @@ def test_a_multi_transaction_write_is_not_starved_by_a_busy_writer(history: Hist
 
 
 @pytest.mark.sync_only
+def test_a_write_that_fits_one_transaction_is_one_request_and_read_in_one_query(
+    history: History, boto3_client: Any, table_name: str
+) -> None:
+    """600 KB in one call (two items): one TransactWriteItems at the end of the sequence, no
+    stage, so a reader finds it with the one query a hand-written loop sends."""
+    rng = random.Random(11)
+    batch: list[BaseMessage] = [HumanMessage(random_text(rng, 3000)) for _ in range(200)]
+    h = history()
+    h.add_user_message("first")
+    calls: list[str] = []
+
+    def seen(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    with hooked(h.client, "after-call.dynamodb", seen):
+        h.add_messages(batch)
+        reader = history()
+        assert [m.content for m in reader.messages] == ["first", *[m.content for m in batch]]
+    assert calls == ["TransactWriteItems", "Query"]
+    assert not [i for i in stored_items(boto3_client, table_name) if i["SK"]["S"].startswith("!")]
+
+
+@pytest.mark.sync_only
+def test_a_large_direct_write_that_loses_a_race_is_staged_and_committed(
+    history: History, boto3_client: Any, table_name: str
+) -> None:
+    """A write of several items over 256 KB that loses the end of the sequence once is staged,
+    so that from then on only its small commit competes with the other writers."""
+    rng = random.Random(12)
+    batch: list[BaseMessage] = [HumanMessage(random_text(rng, 3000)) for _ in range(200)]
+    h = history()
+    h.add_user_message("first")
+    rival = history()
+    sent: list[str] = []
+
+    def a_rival_first(params: dict[str, Any], **_: Any) -> None:
+        keys = [a["Put"]["Item"]["SK"]["S"] for a in params["TransactItems"]]
+        sent.append("staged" if keys[0].startswith("!") else "direct")
+        if len(sent) == 1:
+            rival.add_user_message("rival")  # takes the number the direct write wants
+
+    def commit_seen(params: dict[str, Any], **_: Any) -> None:
+        if params["Item"]["event"]["S"] == "commit":  # (the rival's put shares the client)
+            sent.append("commit")
+
+    with (
+        hooked(h.client, "before-parameter-build.dynamodb.TransactWriteItems", a_rival_first),
+        hooked(h.client, "before-parameter-build.dynamodb.PutItem", commit_seen),
+    ):
+        h.add_messages(batch)
+    assert sent[:2] == ["direct", "staged"] and sent[-1] == "commit"
+    contents = [m.content for m in history().messages]
+    assert contents == ["first", "rival", *[m.content for m in batch]]
+    staged = [i for i in stored_items(boto3_client, table_name) if i["SK"]["S"].startswith("!")]
+    assert len(staged) == 2  # the batch's two items, committed by one event
+
+
+@pytest.mark.sync_only
 def test_a_langchain_turn_is_two_requests_and_one_item_of_the_bytes_it_needs(
     history: History, boto3_client: Any, table_name: str
 ) -> None:

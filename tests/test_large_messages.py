@@ -478,7 +478,7 @@ def boundaries_for(chunk: int) -> dict[str, int]:
     )
     return {
         "envelope": len(encode_message(HumanMessage(""), compress_threshold=None).data),
-        "direct write": Limits(overhead).direct_bytes - overhead,
+        "staged once contended": Limits(overhead).contended_bytes - overhead,
         "one item": chunk,
         "two parts": 2 * chunk,
         "one transaction": one_transaction,

@@ -56,7 +56,7 @@ from chathist.dynamo.capacity import CapacityMeter
 from chathist.dynamo.client import Sender
 from chathist.dynamo.event_store import EventStore
 from chathist.dynamo.items import event_items
-from tests.helpers import create_list_table, hooked
+from tests.helpers import create_list_table, hooked, staged_over_256_kb
 
 REPO = Path(__file__).resolve().parent.parent
 HAVE_CLI = (REPO / "chathist" / "cli" / "main.py").is_file()
@@ -692,10 +692,16 @@ def test_item_size_matches_dynamodb_limit(
 
 
 def test_resume_after_a_kill_between_stage_and_commit(
-    dynamodb_endpoint: str | None, dynamodb_region: str | None, boto3_client: Any, new_table: Any
+    dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
+    boto3_client: Any,
+    new_table: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A session too large for one transaction is staged first; a run killed after writing the
-    stage (before its commit) is finished by the next run, which writes no second copy."""
+    """A staged session (here: over 256 KB, as a write that lost a race is staged); a run killed
+    after writing the stage (before its commit) is finished by the next run, which writes no
+    second copy."""
+    staged_over_256_kb(monkeypatch)
     source, target = new_table("list"), new_table("events")
     create_list_table(boto3_client, source)
     create_table(target, endpoint_url=dynamodb_endpoint, region_name=dynamodb_region)

@@ -55,8 +55,8 @@ ONE_TRANSACTION = (  # the largest payload whose parts and header fit one transa
     - PARTS_PER_TRANSACTION * ITEM_LIMIT
     - 2 * REAL.overhead
 )
-DIRECT_EDGE = REAL.direct_bytes - REAL.overhead
-"""The largest payload written directly, in the request that appends it (bigger is staged)."""
+CONTENDED_EDGE = REAL.contended_bytes - REAL.overhead
+"""The largest payload a write that lost a race still sends directly (bigger is then staged)."""
 TINY = Limits(
     overhead=100,
     item_bytes=300,
@@ -204,7 +204,7 @@ def around(*points: int, spread: int = 2) -> st.SearchStrategy[int]:
 # Payload sizes at every edge under the real limits: one item, k parts, a full transaction.
 REAL_EDGES = around(
     0,
-    DIRECT_EDGE,
+    CONTENDED_EDGE,
     CHUNK,
     2 * CHUNK,
     PARTS_PER_TRANSACTION * CHUNK,
@@ -262,7 +262,7 @@ def test_item_count_limits(count: int, requests: int) -> None:
 @pytest.mark.parametrize(("count", "size"), [(2, 10), (2, 600), (50, 500), (100, 500), (250, 900)])
 def test_small_messages_of_one_write_share_items(count: int, size: int) -> None:
     """A turn (2 messages) is one item and one put; a batch fills items in order, as few as
-    the 400 KB limit allows, and is one request up to the direct write's 256 KB."""
+    the 400 KB limit allows, and is one request up to a transaction's 4 MB."""
     entries = [payload(size, seed, CODEC_JSON) for seed in range(count)]
     plan = plan_write(entries, WRITER, REAL, now=NOW)
     written = check_plan(entries, 3, plan, REAL)
@@ -276,13 +276,12 @@ def test_small_messages_of_one_write_share_items(count: int, size: int) -> None:
     ("size", "parts", "requests"),
     [
         (1_000, 0, 1),
-        (DIRECT_EDGE, 0, 1),
-        (DIRECT_EDGE + 1, 0, 1),
+        (CONTENDED_EDGE + 1, 0, 1),
         (CHUNK, 0, 1),
-        (CHUNK + 1, 2, 2),
-        (PARTS_PER_TRANSACTION * CHUNK, PARTS_PER_TRANSACTION, 2),
-        (PARTS_PER_TRANSACTION * CHUNK + 1, PARTS_PER_TRANSACTION + 1, 2),
-        (ONE_TRANSACTION, PARTS_PER_TRANSACTION + 1, 2),
+        (CHUNK + 1, 2, 1),
+        (PARTS_PER_TRANSACTION * CHUNK, PARTS_PER_TRANSACTION, 1),
+        (PARTS_PER_TRANSACTION * CHUNK + 1, PARTS_PER_TRANSACTION + 1, 1),
+        (ONE_TRANSACTION, PARTS_PER_TRANSACTION + 1, 1),
         (ONE_TRANSACTION + 1, PARTS_PER_TRANSACTION + 1, 3),
         (MAX_MESSAGE_BYTES, math.ceil(MAX_MESSAGE_BYTES / CHUNK), 11),
     ],
@@ -293,6 +292,34 @@ def test_parts_and_requests_of_one_message(size: int, parts: int, requests: int)
     written = check_plan(entries, 0, plan, REAL)
     assert [e.parts for e in written if e.kind == "message"] == [parts]
     assert plan.requests == requests
+
+
+@settings(max_examples=60)
+@given(
+    sizes=st.lists(around(CONTENDED_EDGE // 2, CONTENDED_EDGE, CHUNK), min_size=1, max_size=3),
+    json=st.booleans(),
+)
+def test_a_write_that_lost_a_race_is_direct_only_up_to_the_contended_bytes(
+    sizes: list[int], json: bool
+) -> None:
+    """`Limits.contended`: the same write, planned again after it lost the end of the sequence,
+    is staged if it is several items over 256 KB; anything else is planned as before. ``size``
+    bounds the final request."""
+    entries = [
+        payload(size, seed, CODEC_JSON if json else CODEC_ZLIB) for seed, size in enumerate(sizes)
+    ]
+    contended = REAL.contended()
+    first = plan_write(entries, WRITER, REAL, now=NOW)
+    again = plan_write(entries, WRITER, contended, now=NOW)
+    check_plan(entries, 5, again, contended)
+    direct_size = sum(event_size(e, REAL.overhead) for e in first.final)
+    assert first.size == (
+        direct_size if not first.staged else event_size(first.final[0], REAL.overhead)
+    )
+    if first.staged or len(first.final) == 1 or first.size <= REAL.contended_bytes:
+        assert again == first
+    else:
+        assert again.staged and [e.kind for e in again.final] == ["commit"]
 
 
 def test_too_large_is_refused_before_planning() -> None:

@@ -23,8 +23,7 @@ for the next sequence number, so a large write is retried cheaply and cannot be 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 __all__ = [
     "FORMAT_VERSION",
@@ -83,9 +82,11 @@ def parse_key(key: str) -> tuple[str | None, int]:
     return None, parse_seq(key)
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One event of a session, as stored (payloads still encoded)."""
+class Event(NamedTuple):
+    """One event of a session, as stored (payloads still encoded). Immutable; a named tuple
+    rather than a frozen dataclass because a read makes one per item, and a frozen dataclass
+    takes five times as long to build (each field set through ``object.__setattr__``). Change
+    a field with ``_replace``."""
 
     seq: int
     kind: EventKind
@@ -97,7 +98,7 @@ class Event:
     """For a ``message``: how many part items hold its payload, directly below it."""
     message_seq: int | None = None
     """For a ``part``: the sequence number of its message."""
-    count: int = 0
+    count: int = 0  # type: ignore[assignment]  # (shadows tuple.count, unused here)
     """For a ``commit``: how many events below it it makes visible. For a ``message`` of
     several: how many messages its payload holds (0 for one)."""
     stage: str | None = None

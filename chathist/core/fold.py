@@ -17,12 +17,14 @@ window is full, as it does in the sequence.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from langchain_core.messages import BaseMessage
 
-from chathist.core.codec import messages_from_dicts, payload_dicts
+from chathist.core.codec import CODEC_JSON, messages_from_dicts, payload_dicts
 from chathist.core.events import FORMAT_VERSION, KINDS, Event
 from chathist.errors import CorruptHistoryError
 
@@ -45,7 +47,8 @@ class TailFold:
             raise ValueError("limit must be >= 0")
         self.limit = limit
         self.now = now
-        self._found: list[tuple[Event, bytes | str, int]] = []  # (header, payload, newest n)
+        self._found: list[Event] = []  # message events kept, newest first, payloads inline
+        self._oldest_take: int | None = None  # messages taken of the oldest, if not all
         self._held = 0  # messages in _found
         self._previous: Event | None = None
         self._pending: _Pending | None = None
@@ -85,7 +88,7 @@ class TailFold:
             if previous is not None and event.seq != previous.seq - 1:
                 self._check_order(event)
             self._previous = event
-            self._keep(event, event.body)
+            self._keep(event)
             return self.done
         self._check_feed(event)
         self._take(event)
@@ -177,23 +180,37 @@ class TailFold:
         if self._pending is not None:
             header = self._pending.header
             raise CorruptHistoryError(f"message {header.seq} is missing some of its parts")
+        found = self._found
         dicts: list[object] = []
-        for header, payload, take in reversed(self._found):
+        loads = json.loads
+        for event in reversed(found):
+            body: Any = event.body  # never None: `_keep` takes only events with a payload
+            if event.codec == CODEC_JSON and event.count <= 1:
+                try:  # one message in plain JSON (`payload_dicts`, inline: the common item)
+                    dicts.append(loads(body))
+                    continue
+                except ValueError:
+                    pass  # payload_dicts says what is wrong
             try:
-                dicts += payload_dicts(header.codec or "", payload, header.count, take)
+                dicts += payload_dicts(event.codec or "", body, event.count, self._taken_of(event))
             except CorruptHistoryError as exc:
-                raise _in_event(exc, header) from exc
+                raise _in_event(exc, event) from exc
         try:
             return messages_from_dicts(dicts)  # one LangChain call for the whole read
         except CorruptHistoryError:
-            for header, payload, take in reversed(self._found):  # which event holds it
+            for event in reversed(found):  # which event holds it
+                body = event.body
                 try:
                     messages_from_dicts(
-                        payload_dicts(header.codec or "", payload, header.count, take)
+                        payload_dicts(event.codec or "", body, event.count, self._taken_of(event))
                     )
                 except CorruptHistoryError as inner:
-                    raise _in_event(inner, header) from inner
+                    raise _in_event(inner, event) from inner
             raise
+
+    def _taken_of(self, event: Event) -> int | None:
+        """How many of ``event``'s newest messages the result holds (None: all)."""
+        return self._oldest_take if event is self._found[-1] else None
 
     def _check_order(self, event: Event) -> None:
         previous = self._previous
@@ -222,7 +239,7 @@ class TailFold:
             return
         if event.body is None:
             raise CorruptHistoryError(f"message {event.seq} has no payload")
-        self._keep(event, event.body)
+        self._keep(event)
 
     def _take_part(self, event: Event) -> None:
         pending = self._pending
@@ -237,18 +254,20 @@ class TailFold:
         pending.chunks.append(body)
         if len(pending.chunks) == header.parts:
             self._pending = None
-            self._keep(header, b"".join(reversed(pending.chunks)))
+            self._keep(header._replace(body=b"".join(reversed(pending.chunks)), parts=0))
 
-    def _keep(self, header: Event, payload: bytes | str) -> None:
-        expiry = header.expires_at
+    def _keep(self, event: Event) -> None:
+        """Keep a message event whose payload is inline (``body``)."""
+        expiry = event.expires_at
         if expiry is not None and self.now is not None and expiry <= self.now:
             return  # expired (`_expired`, inline: this runs for every message)
-        count = header.count
+        count = event.count
         take = count if count > 1 else 1  # `Event.messages`
         limit = self.limit
         if limit is not None and take > limit - self._held:
-            take = limit - self._held
-        self._found.append((header, payload, take))
+            take = limit - self._held  # the oldest event kept: the window is full with it
+            self._oldest_take = take
+        self._found.append(event)
         self._held += take
         if limit is not None and self._held >= limit:
             self.done = True

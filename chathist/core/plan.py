@@ -3,14 +3,14 @@
 An append becomes consecutive events: consecutive small messages (plain JSON) that fit one item
 together are *packed* into one message event (`chathist.core.codec.pack_payloads`), so a turn of
 two messages is one item and one conditional put; any other message whose payload fits one item
-is one event; a larger one is its parts followed by its message header. A write of one item (of
-any size), or of several up to `Limits.direct_bytes` (256 KB) in all, is one request, numbered
-from the session's next sequence number when it is sent (`Plan.at`): readers find its events in
-the sequence itself. A larger one is *staged* (see `chathist.events`) in as few transactions as
-DynamoDB allows (100 items, ~4 MB each), and its final request is a single commit event: what
-competes with other writers for the end of the sequence is always small and quick, and a reader
-follows the commit with one more query. Either way the write becomes visible all at once, and no
-other writer's event can land inside it.
+is one event; a larger one is its parts followed by its message header. A write that fits one
+transaction (100 items, ~4 MB) is one request, numbered from the session's next sequence number
+when it is sent (`Plan.at`): readers find its events in the sequence itself. A larger one, or one
+over `Limits.contended_bytes` (256 KB) that already lost the race for the end of the sequence
+(`Limits.contended`), is *staged* (see `chathist.events`) in as few transactions as DynamoDB
+allows, and its final request is a single commit event: what competes with other writers is then
+small and quick, and a reader follows the commit with one more query. Either way the write
+becomes visible all at once, and no other writer's event can land inside it.
 """
 
 from __future__ import annotations
@@ -70,11 +70,16 @@ class Limits:
     max_message_bytes: int = MAX_MESSAGE_BYTES
     direct_items: int = TRANSACTION_ITEMS
     """Most events a write appends directly at the end of the sequence (more are staged)."""
-    direct_bytes: int = 256 * 1024
+    direct_bytes: int = TRANSACTION_BYTES
     """Most bytes a write appends directly at the end of the sequence (more are staged): a
-    request this large takes long enough that a busy session's other writers would keep taking
-    its sequence number (tests/test_history.py, a writer appending every 10 ms against 80
-    messages of 60 KB); a staged write competes with them only with its small commit."""
+    write that fits one transaction goes out as one, so that readers find it in the sequence
+    (a staged write costs every reader that reaches its commit one more query)."""
+    contended_bytes: int = 256 * 1024
+    """Most bytes of a direct write of several items that is sent again after it lost the race
+    for the end of the sequence; a larger one is staged instead (`contended`). A request this
+    large takes long enough that a busy session's other writers keep taking its number
+    (tests/test_history.py, a writer appending every 10 ms against 2 MB in one call); staged,
+    it competes with them only with its small commit."""
     pack: bool = True
     """Whether consecutive small messages of one write share an item."""
 
@@ -82,6 +87,11 @@ class Limits:
     def chunk_bytes(self) -> int:
         """Payload bytes one part item holds."""
         return self.item_bytes - self.overhead
+
+    def contended(self) -> Limits:
+        """These limits for a write that lost the race for the end of the sequence: direct
+        only up to `contended_bytes`."""
+        return replace(self, direct_bytes=min(self.direct_bytes, self.contended_bytes))
 
 
 def item_overhead(attribute_names: Sequence[str], session: str, writer_bytes: int = 32) -> int:
@@ -160,21 +170,22 @@ class Plan:
     staged: list[list[Event]]
     final: list[Event]
     """The request that appends at the end of the sequence, numbered from 0."""
+    size: int = 0
+    """Upper bound of the final request's bytes."""
 
     def at(self, start: int, *, below_expires: bool = False) -> list[Event]:
         """The final request numbered from sequence number ``start``. ``below_expires``: the
         event numbered ``start - 1`` carries an expiry; then a first event that does not is
         marked ``after_expiring`` (the gap TTL leaves below it is TTL's, not a lost event)."""
         final = [
-            replace(
-                e,
+            e._replace(
                 seq=start + e.seq,
                 message_seq=None if e.message_seq is None else start + e.message_seq,
             )
             for e in self.final
         ]
         if below_expires and final[0].expires_at is None:
-            final[0] = replace(final[0], after_expiring=True)
+            final[0] = final[0]._replace(after_expiring=True)
         return final
 
     @property
@@ -225,18 +236,18 @@ def plan_write(
     for entry in _packed(entries, limits) if limits.pack and len(entries) > 1 else entries:
         events.extend(_events_for(entry, len(events), writer, limits))
     if expires_at is not None:
-        events = [e if e.kind == "clear" else replace(e, expires_at=expires_at) for e in events]
+        events = [e if e.kind == "clear" else e._replace(expires_at=expires_at) for e in events]
     size = sum(event_size(e, limits.overhead) for e in events)
     direct_items = min(limits.direct_items, limits.transaction_items)
     direct_bytes = min(limits.direct_bytes, limits.transaction_bytes)
     if len(events) == 1 or (len(events) <= direct_items and size <= direct_bytes):
-        return Plan([], events)  # one request (a single put is quick at any item size)
+        return Plan([], events, size)  # one request (a single put is quick at any item size)
     groups = _group(events, limits)
-    staged = [[replace(e, stage=writer, staged_at=now) for e in group] for group in groups]
+    staged = [[e._replace(stage=writer, staged_at=now) for e in group] for group in groups]
     commit = Event(
         0, "commit", count=len(events), stage=writer, writer=writer, expires_at=expires_at
     )
-    return Plan(staged, [commit])
+    return Plan(staged, [commit], event_size(commit, limits.overhead))
 
 
 def _group(events: list[Event], limits: Limits) -> list[list[Event]]:

@@ -10,7 +10,6 @@ connection.
 from __future__ import annotations
 
 from functools import lru_cache
-from types import SimpleNamespace
 from typing import Any
 
 from pynamodb.attributes import (
@@ -103,7 +102,25 @@ class EventItems:
         if unmapped:
             raise TypeError(f"event item attributes {sorted(unmapped)} are not in _FIELDS")
         self._fields = _FIELDS
-        self._n = SimpleNamespace(**self.names)
+        self._optional = tuple(
+            self.names[field]
+            for field in (
+                "text",
+                "blob",
+                "parts",
+                "message_seq",
+                "covers",
+                "staged_at",
+                "expires_at",
+                "codec",
+                "writer",
+                "after_expiring",
+                "stage",
+            )
+        )
+        """The attributes `to_event` looks up, in the order it unpacks them."""
+        self._kind_name = self.names["kind"]
+        self._version_name = self.names["version"]
         self._by_name = {
             attribute.attr_name: (field, attribute.attr_type)
             for field, attribute in attributes.items()
@@ -174,40 +191,42 @@ class EventItems:
         attribute is read by the type the model gives it, so an item that is not an event
         fails here and is decoded again by `_checked`, which says what is wrong with it."""
         try:
-            n = self._n
-            get = raw.get
-            key = raw[n.seq]["S"]
+            (
+                text,
+                blob,
+                parts,
+                message_seq,
+                covers,
+                staged_at,
+                expires_at,
+                codec,
+                writer,
+                after_expiring,
+                stored_stage,
+            ) = map(raw.get, self._optional)
+            key = raw[self.range_name]["S"]
             if len(key) == SEQ_WIDTH and key.isdigit() and key.isascii():
                 stage, seq = None, int(key)  # a sequence number (`parse_key`, inline)
             else:
                 stage, seq = parse_key(key)
-            text = get(n.text)
-            blob = get(n.blob)
-            parts = get(n.parts)
-            message_seq = get(n.message_seq)
-            covers = get(n.covers)
-            staged_at = get(n.staged_at)
-            expires_at = get(n.expires_at)
-            codec = get(n.codec)
-            writer = get(n.writer)
-            after_expiring = get(n.after_expiring)
-            if stage is None:
-                stored_stage = get(n.stage)
-                stage = None if stored_stage is None else stored_stage["S"]
-            return Event(
-                seq,
-                raw[n.kind]["S"],
-                None if codec is None else codec["S"],
-                text["S"] if text is not None else None if blob is None else blob["B"],
-                0 if parts is None else int(parts["N"]),
-                None if message_seq is None else int(message_seq["N"]),
-                0 if covers is None else int(covers["N"]),
-                stage,
-                None if staged_at is None else int(staged_at["N"]),
-                None if writer is None else writer["S"],
-                None if expires_at is None else int(expires_at["N"]),
-                after_expiring is not None and after_expiring["BOOL"] is True,
-                int(raw[n.version]["N"]),
+            if stage is None and stored_stage is not None:
+                stage = stored_stage["S"]
+            return Event._make(
+                (
+                    seq,
+                    raw[self._kind_name]["S"],
+                    None if codec is None else codec["S"],
+                    text["S"] if text is not None else None if blob is None else blob["B"],
+                    0 if parts is None else int(parts["N"]),
+                    None if message_seq is None else int(message_seq["N"]),
+                    0 if covers is None else int(covers["N"]),
+                    stage,
+                    None if staged_at is None else int(staged_at["N"]),
+                    None if writer is None else writer["S"],
+                    None if expires_at is None else int(expires_at["N"]),
+                    after_expiring is not None and after_expiring["BOOL"] is True,
+                    int(raw[self._version_name]["N"]),
+                )
             )
         except (KeyError, ValueError, TypeError, AttributeError):
             return self._checked(raw)
