@@ -20,9 +20,9 @@ layout's and the lazy migration's). Its rules:
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -374,7 +374,7 @@ class EventLog:
         ttl = self.settings.ttl
         plan = plan_write(
             entries,  # type: ignore[arg-type]
-            tag + uuid.uuid4().hex,
+            tag + os.urandom(16).hex(),  # a random id (uuid4's 122 bits, a fifth of its cost)
             limits,
             expires_at=now + ttl if ttl else None,
             now=now,

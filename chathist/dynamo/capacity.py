@@ -44,6 +44,12 @@ class Capacity:
 
 def reported(operation: str, response: dict[str, Any] | None) -> Capacity:
     """The capacity one response reports (``ReturnConsumedCapacity=TOTAL``), as one request."""
+    reads, writes = _units(operation, response)
+    return Capacity(reads, writes, 1)
+
+
+def _units(operation: str, response: dict[str, Any] | None) -> tuple[float, float]:
+    """(read units, write units) one response reports."""
     consumed = (response or {}).get("ConsumedCapacity") or []
     if isinstance(consumed, dict):
         consumed = [consumed]
@@ -59,7 +65,7 @@ def reported(operation: str, response: dict[str, Any] | None) -> Capacity:
             write = max(0.0, total - float(read))
         reads += float(read)
         writes += float(write)
-    return Capacity(reads, writes, 1)
+    return reads, writes
 
 
 class CapacityMeter:
@@ -67,26 +73,30 @@ class CapacityMeter:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._total = Capacity()
+        self._counts = [0.0, 0.0, 0, 0]  # read units, write units, requests, KMS requests
 
     def record(self, operation: str, response: dict[str, Any] | None) -> None:
         """Add what ``response`` (of ``operation``) reports; a failed request counts as one."""
-        usage = reported(operation, response)
-        with self._lock:
-            self._total = self._total + usage
+        reads, writes = _units(operation, response)
+        with self._lock:  # (plain numbers: this runs for every request)
+            counts = self._counts
+            counts[0] += reads
+            counts[1] += writes
+            counts[2] += 1
 
     def record_kms(self) -> None:
         """Count one AWS KMS request (answered or failed)."""
         with self._lock:
-            self._total = self._total + Capacity(kms_requests=1)
+            self._counts[3] += 1
 
     @property
     def total(self) -> Capacity:
         with self._lock:
-            return self._total
+            reads, writes, requests, kms = self._counts
+        return Capacity(reads, writes, int(requests), int(kms))
 
     def reset(self) -> Capacity:
         """Zero the totals and return what they were."""
         with self._lock:
-            total, self._total = self._total, Capacity()
-        return total
+            (reads, writes, requests, kms), self._counts = self._counts, [0.0, 0.0, 0, 0]
+        return Capacity(reads, writes, int(requests), int(kms))
