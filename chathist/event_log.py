@@ -205,12 +205,12 @@ class EventLog:
         """
         window = self.settings.window
         tail = TailFold(limit=window, now=time.time())
-        cursor = self.store.sequence(self.session)
+        cursor = self.store.tail(self.session, whole=window is None)
         to_event = self.store.items.to_event  # (`EventStore.event`, looked up once a read)
         feed = tail.feed
         event: Event | None = None
         first_page = True
-        fewest: int | None = None  # fewest messages a message item of this read held
+        fewest = 1 << 30  # fewest messages a message item of this read held (a window's)
         try:
             # Pages of as many items as the fold can still take: a window of N messages reads
             # at most N items, plus the parts of a large message in it. Where this process read
@@ -232,8 +232,8 @@ class EventLog:
                         self.remember(0)  # nothing stored yet
                 for raw in page:
                     event = to_event(raw)
-                    if window is not None and event.kind == "message" and not event.parts:
-                        fewest = min(fewest or event.messages, event.messages)
+                    if event.count < fewest and event.kind == "message" and not event.parts:
+                        fewest = event.count  # (0 for one message: `Event.messages`)
                     if event.kind == "commit" and event.stage is not None:
                         if tail.start_stage(event):
                             yield from self._feed_stage(tail, event.stage)
@@ -246,8 +246,8 @@ class EventLog:
             if named is exc:
                 raise  # already names its item (never its own cause)
             raise named from exc
-        if window is not None and fewest is not None:
-            _DENSITY.remember(self.store.table_name, self.session, fewest)
+        if window is not None and fewest != 1 << 30:
+            _DENSITY.remember(self.store.table_name, self.session, max(fewest, 1))
         return tail
 
     def _feed_stage(self, tail: TailFold, stage: str) -> Steps[None]:

@@ -1032,6 +1032,30 @@ def test_stray_staged_keys_stop_neither_clear_nor_repair(
     assert not [i for i in stored_items(boto3_client, table_name) if i["SK"]["S"].startswith("!")]
 
 
+def test_reads_see_only_the_sequence_whatever_else_the_partition_holds(
+    history: History, boto3_client: Any, table_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window read queries the whole partition and keeps what the sequence's key range holds
+    (`EventStore.tail`): items sorting above it (another application's, a longer key) and
+    below it (an uncommitted stage, keys before ``!`` or between it and the digits) are never
+    read as events, in windows larger than the session too, and a full read agrees."""
+    one_item_per_message(monkeypatch)
+    writer = history()
+    writer.add_messages([HumanMessage(f"m{i}") for i in range(5)])
+    writer.add_messages([HumanMessage(f"staged{i}") for i in range(30)])  # a committed stage
+    for sort_key in ["zz", "9" * (SEQ_WIDTH + 1), "~", "#meta", "/x", " ", "!", "!stage#1"]:
+        boto3_client.put_item(
+            TableName=table_name,
+            Item={"SessionId": {"S": "s"}, "SK": {"S": sort_key}, "event": {"S": "message"}},
+        )
+    expected = [f"m{i}" for i in range(5)] + [f"staged{i}" for i in range(30)]
+    for window in (1, 2, 20, 30, 31, 35, 36, 40, 100):
+        assert [m.content for m in history(history_size=window).messages] == expected[-window:]
+    assert [m.content for m in history().messages] == expected
+    writer.add_user_message("after")  # the window read told the next number: no stray counted
+    assert [m.content for m in history(history_size=2).messages] == ["staged29", "after"]
+
+
 @pytest.mark.sync_only  # threads sharing one object
 def test_threads_sharing_one_history_write_one_at_a_time(history: History) -> None:
     """They would otherwise race each other for the same next number: every append would cost
