@@ -15,9 +15,10 @@ is one ``Query`` of N items newest first, decoded until N messages; a full read 
 
 Cases: a single append; a ``RunnableWithMessageHistory`` turn (new history object, window read
 of 20, ``add_messages([human, ai])``); window and full reads of sessions written one message per
-call, 2, 50 and 100 per call, mixed with 150 KB messages, and in writes of 600 KB (which
-chathist stages: the reader's price of staging); the first append of a fresh process and of a
-second table; ``import chathist`` against ``import boto3``.
+call, 2, 50 and 100 per call, mixed with 150 KB messages, and in writes of 600 KB (two items
+each: one transaction, which chathist stages only if it loses the end of the sequence to another
+writer); the first append of a fresh process and of a second table; ``import chathist`` against
+``import boto3``.
 """
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ def write_patterns(total: int, rng: random.Random) -> dict[str, list[list[BaseMe
         mixed.append(batch)
         if index % 25 == 12:  # now and then a 150 KB message (one item of its own)
             mixed.append([AIMessage(text_of(150 * 1024, rng))])
-    large_writes = [  # 600 KB a call: two items, over the 256 KB of a direct write
+    large_writes = [  # 600 KB a call: two items, one transaction
         [HumanMessage(text_of(3000, rng)) for _ in range(200)] for _ in range(max(2, total // 1000))
     ]
     return {
@@ -235,7 +236,7 @@ def write_patterns(total: int, rng: random.Random) -> dict[str, list[list[BaseMe
         "50 per call": chunks(50),
         "100 per call": chunks(100),
         "2 per call, 150 KB messages mixed in": mixed,
-        "200 x 3 KB per call (600 KB: staged)": large_writes,
+        "200 x 3 KB per call (600 KB in one transaction)": large_writes,
     }
 
 

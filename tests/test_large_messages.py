@@ -16,6 +16,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -560,3 +561,58 @@ def test_the_largest_message_round_trips_and_one_byte_more_is_refused(
     with pytest.raises(MessageTooLargeError):
         h.add_message(HumanMessage(letters(MAX_MESSAGE_BYTES - envelope + 1, 33)))
     assert len(stored_items(client, table_name)) == count
+
+
+def _text(size: int, seed: int) -> str:
+    return "".join(random.Random(seed).choices(string.ascii_letters + " ", k=size))
+
+
+def _base64(raw_bytes: int, seed: int) -> str:
+    return base64.b64encode(random.Random(seed).randbytes(raw_bytes)).decode()
+
+
+WRITES_TABLE = {  # docs/large-messages.md: the first cell of each row, and the call it names
+    "one message of 300 KB of text": lambda: [HumanMessage(_text(300_000, 1))],
+    "100 messages of 1 KB": lambda: [HumanMessage(_text(1000, i)) for i in range(100)],
+    "200 messages of 3 KB": lambda: [HumanMessage(_text(3000, i)) for i in range(200)],
+    "one message of 1 MB of base64": lambda: [HumanMessage(_base64(750_000, 2))],
+    "one message of 3.6 MB of base64": lambda: [HumanMessage(_base64(2_700_000, 2))],
+    "one message of 16 MB of base64": lambda: [HumanMessage(_base64(12_000_000, 3))],
+}
+
+
+@pytest.mark.sync_only
+def test_the_table_of_writes_in_large_messages_md_holds(
+    history: History, client: Any, table_name: str
+) -> None:
+    """Each row of the table in docs/large-messages.md, written after one short message: the
+    encoded bytes, the items stored (and staged), the write requests and the requests of a full
+    read are the table's."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "large-messages.md").read_text()
+    rows = {
+        cells[0]: cells[1:]
+        for line in doc.splitlines()
+        if line.startswith("| ") and (cells := [c.strip() for c in line.strip("|").split("|")])
+    }
+    for index, (name, make) in enumerate(WRITES_TABLE.items()):
+        batch = make()
+        session = f"table{index}"
+        writer = history(session)
+        writer.add_user_message("first")
+        before = writer.consumed_capacity.requests
+        writer.add_messages(batch)
+        writes = writer.consumed_capacity.requests - before
+        items = [  # all but the short message, the event numbered 0
+            i for i in stored_items(client, table_name, session) if i["SK"]["S"] != "0" * 20
+        ]
+        staged = [i for i in items if i["SK"]["S"].startswith("!")]
+        reader = history(session)
+        assert [m.content for m in reader.messages][1:] == [m.content for m in batch]
+        encoded = sum(len(encode_message(m).data) for m in batch)
+        found = [
+            f"{encoded:,} bytes",
+            f"{len(items)} ({len(staged)})",
+            str(writes),
+            str(reader.consumed_capacity.requests),
+        ]
+        assert rows[name] == found, name
