@@ -67,13 +67,6 @@ class TailFold:
         """Take the next older event (with its stage's events, newest first, if it is a
         commit); return True once older events cannot change the result."""
         kind = event.kind
-        if kind == "commit" and self._pending is None:
-            if self.start_stage(event):
-                for item in staged:
-                    if self.feed_staged(item):
-                        break
-                self.end_stage()
-            return self.done
         if (  # the common event, a whole message: `_check_feed` and `_take`, inline
             kind == "message"
             and not self.done
@@ -89,6 +82,13 @@ class TailFold:
                 self._check_order(event)
             self._previous = event
             self._keep(event)
+            return self.done
+        if kind == "commit" and self._pending is None:
+            if self.start_stage(event):
+                for item in staged:
+                    if self.feed_staged(item):
+                        break
+                self.end_stage()
             return self.done
         self._check_feed(event)
         self._take(event)

@@ -25,6 +25,8 @@ from chathist.errors import CorruptHistoryError
 
 __all__ = ["INTERNAL_NAMES", "EventItems", "EventModel", "event_items", "stray_key"]
 
+_new_event = tuple.__new__
+
 
 class EventModel(Model):
     """Attributes of one event item. Concrete classes come from `event_items`."""
@@ -211,7 +213,8 @@ class EventItems:
                 stage, seq = parse_key(key)
             if stage is None and stored_stage is not None:
                 stage = stored_stage["S"]
-            return Event._make(
+            return _new_event(  # (`Event._make` without its length check)
+                Event,
                 (
                     seq,
                     raw[self._kind_name]["S"],
@@ -226,7 +229,7 @@ class EventItems:
                     None if expires_at is None else int(expires_at["N"]),
                     after_expiring is not None and after_expiring["BOOL"] is True,
                     int(raw[self._version_name]["N"]),
-                )
+                ),
             )
         except (KeyError, ValueError, TypeError, AttributeError):
             return self._checked(raw)
