@@ -6,9 +6,10 @@ layout's and the lazy migration's). Its rules:
 - **Append** plans the write (`chathist.core.plan`), stores any staged requests under the write's
   own id, then puts the final request (the events, or one commit) at the session's next sequence
   number on condition that the numbers are free. A lost race tries right after the highest
-  number seen taken (a write over 256 KB is staged first, so that only its commit competes);
-  every fourth loss it backs off and reads where the end is. It gives up under the append
-  `RetryRule` (attempts and a time budget) having made nothing visible.
+  number seen taken (a write of several items over 256 KB that loses twice is staged, so that
+  only its commit competes); every fourth loss it backs off and reads where the end is. It
+  gives up under the append `RetryRule` (attempts and a time budget) having made nothing
+  visible.
 - **Read** queries the sequence newest first and folds (`chathist.core.fold.TailFold`) until the
   window is full or the latest clear; a commit's stage is fetched only if the fold takes it. A
   read that meets signs of a concurrent clear (an erased event, a stage gone) reads again.
@@ -299,8 +300,10 @@ class EventLog:
         plan, planned = yield from self.stage(entries, limits, tag=tag)
         attempts = self.settings.append_rule.start()
         for attempt in attempts:
-            if attempt and not plan.staged and plan.size > limits.contended_bytes > 0:
-                # A long direct write lost the race: from now on only its commit competes.
+            if attempt > 1 and not plan.staged and plan.size > limits.contended_bytes > 0:
+                # A long direct write lost the race twice, the second time right after the
+                # highest number it saw taken (the first loss may only have been a stale next
+                # number): from now on only its commit competes.
                 limits = limits.contended()
                 plan, planned = yield from self.stage(entries, limits, tag=tag)
             if plan.staged and time.time() - planned > ABANDONED_AFTER / 2:

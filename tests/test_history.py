@@ -249,8 +249,9 @@ def test_a_write_that_fits_one_transaction_is_one_request_and_read_in_one_query(
 def test_a_large_direct_write_that_loses_a_race_is_staged_and_committed(
     history: History, boto3_client: Any, table_name: str
 ) -> None:
-    """A write of several items over 256 KB that loses the end of the sequence once is staged,
-    so that from then on only its small commit competes with the other writers."""
+    """A write of several items over 256 KB that loses the end of the sequence twice (the
+    second time right after the number it saw taken) is staged, so that from then on only its
+    small commit competes with the other writers."""
     rng = random.Random(12)
     batch: list[BaseMessage] = [HumanMessage(random_text(rng, 3000)) for _ in range(200)]
     h = history()
@@ -261,8 +262,8 @@ def test_a_large_direct_write_that_loses_a_race_is_staged_and_committed(
     def a_rival_first(params: dict[str, Any], **_: Any) -> None:
         keys = [a["Put"]["Item"]["SK"]["S"] for a in params["TransactItems"]]
         sent.append("staged" if keys[0].startswith("!") else "direct")
-        if len(sent) == 1:
-            rival.add_user_message("rival")  # takes the number the direct write wants
+        if len(sent) <= 2:
+            rival.add_user_message(f"rival{len(sent)}")  # takes the number the write wants
 
     def commit_seen(params: dict[str, Any], **_: Any) -> None:
         if params["Item"]["event"]["S"] == "commit":  # (the rival's put shares the client)
@@ -273,11 +274,29 @@ def test_a_large_direct_write_that_loses_a_race_is_staged_and_committed(
         hooked(h.client, "before-parameter-build.dynamodb.PutItem", commit_seen),
     ):
         h.add_messages(batch)
-    assert sent[:2] == ["direct", "staged"] and sent[-1] == "commit"
+    assert sent[:3] == ["direct", "direct", "staged"] and sent[-1] == "commit"
     contents = [m.content for m in history().messages]
-    assert contents == ["first", "rival", *[m.content for m in batch]]
+    assert contents == ["first", "rival1", "rival2", *[m.content for m in batch]]
     staged = [i for i in stored_items(boto3_client, table_name) if i["SK"]["S"].startswith("!")]
     assert len(staged) == 2  # the batch's two items, committed by one event
+
+
+@pytest.mark.sync_only
+def test_a_large_write_after_a_stale_next_number_is_not_staged(
+    history: History, boto3_client: Any, table_name: str
+) -> None:
+    """A history whose remembered next number went stale (another object appended since) loses
+    its first try, then writes right after the number it saw taken: one loss is no contention,
+    and the write stays one transaction that readers find in the sequence."""
+    rng = random.Random(13)
+    batch: list[BaseMessage] = [HumanMessage(random_text(rng, 3000)) for _ in range(200)]
+    h, other = history(), history()
+    h.add_user_message("first")
+    other.add_user_message("second")  # h still expects to write at 1
+    h.add_messages(batch)
+    assert not [i for i in stored_items(boto3_client, table_name) if i["SK"]["S"].startswith("!")]
+    contents = [m.content for m in history().messages]
+    assert contents == ["first", "second", *[m.content for m in batch]]
 
 
 @pytest.mark.sync_only
@@ -1035,10 +1054,10 @@ def test_stray_staged_keys_stop_neither_clear_nor_repair(
 def test_reads_see_only_the_sequence_whatever_else_the_partition_holds(
     history: History, boto3_client: Any, table_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A window read queries the whole partition and keeps what the sequence's key range holds
-    (`EventStore.tail`): items sorting above it (another application's, a longer key) and
-    below it (an uncommitted stage, keys before ``!`` or between it and the digits) are never
-    read as events, in windows larger than the session too, and a full read agrees."""
+    """Reads ask only for the sequence's key range: items sorting above it (another
+    application's, a longer key) and below it (an uncommitted stage, keys before ``!`` or
+    between it and the digits) are never read as events, in windows larger than the session
+    too, and a full read (which leaves the partition key out of its projection) agrees."""
     one_item_per_message(monkeypatch)
     writer = history()
     writer.add_messages([HumanMessage(f"m{i}") for i in range(5)])

@@ -183,34 +183,33 @@ class TailFold:
         found = self._found
         dicts: list[object] = []
         loads = json.loads
+        take = self._oldest_take  # for the first event (the oldest), then all
         for event in reversed(found):
             body: Any = event.body  # never None: `_keep` takes only events with a payload
             if event.codec == CODEC_JSON and event.count <= 1:
+                take = None
                 try:  # one message in plain JSON (`payload_dicts`, inline: the common item)
                     dicts.append(loads(body))
                     continue
                 except ValueError:
                     pass  # payload_dicts says what is wrong
             try:
-                dicts += payload_dicts(event.codec or "", body, event.count, self._taken_of(event))
+                dicts += payload_dicts(event.codec or "", body, event.count, take)
             except CorruptHistoryError as exc:
                 raise _in_event(exc, event) from exc
+            take = None
         try:
             return messages_from_dicts(dicts)  # one LangChain call for the whole read
         except CorruptHistoryError:
+            take = self._oldest_take
             for event in reversed(found):  # which event holds it
                 body = event.body
                 try:
-                    messages_from_dicts(
-                        payload_dicts(event.codec or "", body, event.count, self._taken_of(event))
-                    )
+                    messages_from_dicts(payload_dicts(event.codec or "", body, event.count, take))
                 except CorruptHistoryError as inner:
                     raise _in_event(inner, event) from inner
+                take = None
             raise
-
-    def _taken_of(self, event: Event) -> int | None:
-        """How many of ``event``'s newest messages the result holds (None: all)."""
-        return self._oldest_take if event is self._found[-1] else None
 
     def _check_order(self, event: Event) -> None:
         previous = self._previous

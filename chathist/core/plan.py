@@ -6,11 +6,11 @@ two messages is one item and one conditional put; any other message whose payloa
 is one event; a larger one is its parts followed by its message header. A write that fits one
 transaction (100 items, ~4 MB) is one request, numbered from the session's next sequence number
 when it is sent (`Plan.at`): readers find its events in the sequence itself. A larger one, or one
-over `Limits.contended_bytes` (256 KB) that already lost the race for the end of the sequence
-(`Limits.contended`), is *staged* (see `chathist.events`) in as few transactions as DynamoDB
-allows, and its final request is a single commit event: what competes with other writers is then
-small and quick, and a reader follows the commit with one more query. Either way the write
-becomes visible all at once, and no other writer's event can land inside it.
+of several items over `Limits.contended_bytes` (256 KB) that lost the race for the end of the
+sequence twice (`Limits.contended`), is *staged* (see `chathist.events`) in as few transactions
+as DynamoDB allows, and its final request is a single commit event: what competes with other
+writers is then small and quick, and a reader follows the commit with one more query. Either way
+the write becomes visible all at once, and no other writer's event can land inside it.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Limits:
     (a staged write costs every reader that reaches its commit one more query)."""
     contended_bytes: int = 256 * 1024
     """Most bytes of a direct write of several items that is sent again after it lost the race
-    for the end of the sequence; a larger one is staged instead (`contended`). A request this
+    for the end of the sequence twice; a larger one is staged instead (`contended`). A request this
     large takes long enough that a busy session's other writers keep taking its number
     (tests/test_history.py, a writer appending every 10 ms against 2 MB in one call); staged,
     it competes with them only with its small commit."""
