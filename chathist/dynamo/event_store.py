@@ -131,9 +131,8 @@ class EventStore:
         """The reader's query of ``session``'s sequence, newest first (`sequence`). A whole read
         (every event, no ``Limit``) asks for every attribute but the partition key, which the
         cursor puts back: botocore parses one attribute less per item (about 5% of a long read
-        on DynamoDB Local).
-        A window read asks for whole items: for 20 of them the longer request costs DynamoDB
-        Local what the parsing saves."""
+        on DynamoDB Local). A window read asks for whole items: for 20 of them the longer
+        request costs DynamoDB Local what the parsing saves."""
         cursor = self.sequence(session)
         if not whole:
             return cursor
