@@ -194,32 +194,29 @@ def async_driven(portal: AsyncPortal) -> type[Any]:
     return AsyncDriven
 
 
-def staged_over_256_kb(monkeypatch: Any) -> None:
-    """Make writes planned from now on (event logs' and the bulk migration's) stage anything of
-    several items over 256 KB, as a write that lost a race does (`Limits.contended`): tests of
-    a migration killed between a stage and its commit get a staged write out of a session
-    small enough for a legacy item."""
+def _planning_with(monkeypatch: Any, **limits: Any) -> None:
+    """Make writes planned from now on (event logs' and the bulk migration's) use `Limits` with
+    these fields changed."""
     import functools
 
     import chathist.bulk.to_events
     import chathist.event_log
     from chathist.core.plan import Limits
 
-    staging = functools.partial(Limits, direct_bytes=256 * 1024)
-    monkeypatch.setattr(chathist.event_log, "Limits", staging)
-    monkeypatch.setattr(chathist.bulk.to_events, "Limits", staging)
+    for module in (chathist.event_log, chathist.bulk.to_events):
+        monkeypatch.setattr(module, "Limits", functools.partial(Limits, **limits))
+
+
+def staged_over_256_kb(monkeypatch: Any) -> None:
+    """Stage anything of several items over 256 KB, as a write that lost two races does
+    (`Limits.contended`): tests of a migration killed between a stage and its commit get a
+    staged write out of a session small enough for a legacy item."""
+    _planning_with(monkeypatch, direct_bytes=256 * 1024)
 
 
 def one_item_per_message(monkeypatch: Any) -> None:
-    """Make event logs opened from now on plan as chathist did before items carried several
-    messages: one item per message, and writes of more than 25 events staged. Tests of staging,
-    clearing and repair use it to get many items and staged writes out of a few short
-    messages; everything else about the write is unchanged."""
-    import functools
-
-    import chathist.event_log
-    from chathist.core.plan import Limits
-
-    monkeypatch.setattr(
-        chathist.event_log, "Limits", functools.partial(Limits, pack=False, direct_items=25)
-    )
+    """Plan as chathist did before items carried several messages: one item per message, and
+    writes of more than 25 events staged. Tests of staging, clearing and repair use it to get
+    many items and staged writes out of a few short messages; everything else about the write
+    is unchanged."""
+    _planning_with(monkeypatch, pack=False, direct_items=25)

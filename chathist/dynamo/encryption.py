@@ -404,16 +404,29 @@ class Encryption:
 
 
 class OpeningCursor(Cursor):
-    """A `Cursor` whose pages come out with their sealed items opened."""
+    """A `Cursor` whose pages come out with their sealed items opened. ``restore`` (a name and
+    a string): the partition key a query's projection left out, put back into each item first
+    (sealed items are opened with it)."""
 
     def __init__(
-        self, operation: str, params: dict[str, Any], encryption: Encryption, *, empty: bool = False
+        self,
+        operation: str,
+        params: dict[str, Any],
+        encryption: Encryption,
+        *,
+        empty: bool = False,
+        restore: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(operation, params, empty=empty)
         self.encryption = encryption
+        self.restore = restore
 
     def next_page(self) -> Steps[list[dict[str, Any]] | None]:
         page = yield from super().next_page()
         if page is None:
             return None
+        if self.restore is not None:
+            name, value = self.restore
+            for item in page:
+                item[name] = {"S": value}
         return (yield from self.encryption.open(page))

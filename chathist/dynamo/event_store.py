@@ -141,7 +141,7 @@ class EventStore:
         aliases = {f"#p{i}": name for i, name in enumerate(names)}
         params["ExpressionAttributeNames"].update(aliases)
         params["ProjectionExpression"] = ", ".join(aliases)
-        return _KeyRestoringCursor(params, self.encryption, self.hash_name, session)
+        return OpeningCursor("Query", params, self.encryption, restore=(self.hash_name, session))
 
     def staged(
         self, session: str, stage: str | None = None, *, page_size: int | None = None
@@ -333,25 +333,3 @@ class EventStore:
                 f"items of session {session!r}",
             )
         return len(requests)
-
-
-class _KeyRestoringCursor(OpeningCursor):
-    """An `OpeningCursor` of a query that left out the partition key (`EventStore.tail`): it
-    puts the key back into each item before anything reads it (sealed items are opened with
-    it)."""
-
-    def __init__(
-        self, params: dict[str, Any], encryption: Encryption, name: str, session: str
-    ) -> None:
-        super().__init__("Query", params, encryption)
-        self._name = name
-        self._session = session
-
-    def next_page(self) -> Steps[list[dict[str, Any]] | None]:
-        page = yield from Cursor.next_page(self)
-        if page is None:
-            return None
-        name, session = self._name, self._session
-        for item in page:
-            item[name] = {"S": session}
-        return (yield from self.encryption.open(page))
