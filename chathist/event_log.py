@@ -172,7 +172,7 @@ class EventLog:
             final = attempt == READ_RULE.attempts - 1
             complete = None if completer is None else completer()
             try:
-                tail = yield from self.read_tail()
+                tail = yield from self.read_tail(writers=completer is not None)
                 found = self._messages(tail)
             except CorruptHistoryError as exc:
                 if final or isinstance(exc, DecryptionError):
@@ -198,15 +198,16 @@ class EventLog:
                 return result
         raise AssertionError("unreachable: the final attempt returns or raises")
 
-    def read_tail(self) -> Steps[TailFold]:
-        """One read: fold the events newest first until the window is full or a clear.
+    def read_tail(self, *, writers: bool = False) -> Steps[TailFold]:
+        """One read: fold the events newest first until the window is full or a clear
+        (``writers``: read each event's write id too, for `TailFold.cleared_by`).
 
         The first item of the read is the newest event, so the read also tells the next
         sequence number: an append right after it (a LangChain turn) needs no query of its own.
         """
         window = self.settings.window
         tail = TailFold(limit=window, now=time.time())
-        cursor = self.store.tail(self.session, whole=window is None)
+        cursor = self.store.tail(self.session, writers=writers)
         to_event = self.store.items.to_event  # (`EventStore.event`, looked up once a read)
         feed = tail.feed
         event: Event | None = None

@@ -1075,6 +1075,32 @@ def test_reads_see_only_the_sequence_whatever_else_the_partition_holds(
     assert [m.content for m in history(history_size=2).messages] == ["staged29", "after"]
 
 
+@pytest.mark.sync_only
+def test_a_reader_asks_for_what_events_need_and_not_the_key_or_the_write_ids(
+    history: History,
+) -> None:
+    """Window and full reads ask for every event attribute but the partition key (put back by
+    the reader), the staging time (no event of the sequence has one) and the write ids (only a
+    lazy migration's reader uses a clear's), and read the messages that were written."""
+    h = history()
+    h.add_messages([HumanMessage("a"), AIMessage("b")])
+    h.add_user_message("c")
+    asked: list[set[str]] = []
+
+    def seen(params: dict[str, Any], **_: Any) -> None:
+        names = params.get("ExpressionAttributeNames", {})
+        projected = params["ProjectionExpression"].split(", ")
+        asked.append({names.get(p, p) for p in projected})
+
+    with hooked(h.client, "provide-client-params.dynamodb.Query", seen):
+        for size in (None, 2):
+            assert [m.content for m in history(history_size=size).messages] == (
+                ["a", "b", "c"] if size is None else ["b", "c"]
+            )
+    every = set(h._log.store.items.attribute_names)  # type: ignore[union-attr]
+    assert asked == [every - {"SessionId", "w", "at"}] * 2
+
+
 @pytest.mark.sync_only  # threads sharing one object
 def test_threads_sharing_one_history_write_one_at_a_time(history: History) -> None:
     """They would otherwise race each other for the same next number: every append would cost

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from chathist.core.events import MAX_SEQ, Event, format_seq, parse_key, parse_seq, stage_prefix
 from chathist.core.retry import RetryRule
@@ -24,7 +24,14 @@ from chathist.dynamo.paging import Cursor
 from chathist.dynamo.translate import ConditionFailed, TransactionCanceled
 from chathist.errors import ChatHistoryError, CorruptHistoryError, StorageError
 
-__all__ = ["BATCH_RETRY", "UNKNOWN_EXPIRY", "EventStore", "SequenceTaken", "until_processed"]
+__all__ = [
+    "BATCH_RETRY",
+    "PLAIN_NAMES",
+    "UNKNOWN_EXPIRY",
+    "EventStore",
+    "SequenceTaken",
+    "until_processed",
+]
 
 BATCH_RETRY = RetryRule(attempts=10)
 """Resends of a batch's unprocessed items (with backoff) before `StorageError`."""
@@ -65,6 +72,34 @@ class SequenceTaken(ChatHistoryError):
         self.expires = expires
 
 
+_FIRST_KEY: Final = format_seq(0)
+_LAST_KEY: Final = format_seq(MAX_SEQ)
+
+
+PLAIN_NAMES: Final = frozenset(
+    {"SessionId", "SK", "History", "expireAt", "event", "v", "w", "codec", "parts", "msg"}
+    | {"stage", "px", "enc"}
+)
+"""Attribute names (the defaults and chathist's own) that are no DynamoDB reserved word, so an
+expression may spell them out (``blob``, ``count`` and ``at`` are reserved). A reader's
+projection aliases only the other names: DynamoDB Local answers a window read of 20 about 1%
+sooner than with every name aliased."""
+
+
+def _projection(names: Iterable[str]) -> tuple[dict[str, str], str]:
+    """A ``ProjectionExpression`` of ``names`` and its ``ExpressionAttributeNames`` (the
+    names not in `PLAIN_NAMES`, aliased)."""
+    aliases: dict[str, str] = {}
+    spelled: list[str] = []
+    for i, name in enumerate(names):
+        if name in PLAIN_NAMES:
+            spelled.append(name)
+        else:
+            aliases[f"#p{i}"] = name
+            spelled.append(f"#p{i}")
+    return aliases, ", ".join(spelled)
+
+
 def _writer_of(item: Any, writer_name: str) -> str | None:
     """The writer id stored in a raw item (returned with a failed condition), if any."""
     if not isinstance(item, dict):
@@ -92,6 +127,18 @@ class EventStore:
         self.hash_name = items.hash_name
         self.range_name = items.range_name
         self.writer_name = items.names["writer"]
+        # A reader's projection: not the partition key (the cursor puts it back), nor the
+        # staging time (only staged events, outside the sequence, carry one), nor (unless
+        # asked for) the write ids.
+        unread = {self.hash_name, items.names["staged_at"]}
+        self._tail_projections = {
+            writers: _projection(
+                n
+                for n in items.attribute_names
+                if n not in unread and (writers or n != self.writer_name)
+            )
+            for writers in (False, True)
+        }
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -106,7 +153,7 @@ class EventStore:
     ) -> Cursor:
         """A query of ``session``'s sequence (events numbered below ``below``; never the staged
         keys, which sort before it); ``projection`` limits it to these attribute names."""
-        high = MAX_SEQ if below is None else max(below - 1, 0)
+        high = _LAST_KEY if below is None else format_seq(max(below - 1, 0))
         names = {"#h": self.hash_name, "#r": self.range_name}
         params: dict[str, Any] = {
             "TableName": self.table_name,
@@ -114,8 +161,8 @@ class EventStore:
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": {
                 ":h": {"S": session},
-                ":low": {"S": format_seq(0)},
-                ":high": {"S": format_seq(high)},
+                ":low": {"S": _FIRST_KEY},
+                ":high": {"S": high},
             },
             "ScanIndexForward": not newest_first,
             "ConsistentRead": self.consistent_read,
@@ -127,20 +174,17 @@ class EventStore:
             "Query", params, self.encryption, empty=below is not None and below <= 0
         )
 
-    def tail(self, session: str, *, whole: bool) -> Cursor:
-        """The reader's query of ``session``'s sequence, newest first (`sequence`). A whole read
-        (every event, no ``Limit``) asks for every attribute but the partition key, which the
-        cursor puts back: botocore parses one attribute less per item (about 5% of a long read
-        on DynamoDB Local). A window read asks for whole items: for 20 of them the longer
-        request costs DynamoDB Local what the parsing saves."""
-        cursor = self.sequence(session)
-        if not whole:
-            return cursor
-        params = cursor.params
-        names = [name for name in self.items.attribute_names if name != self.hash_name]
-        aliases = {f"#p{i}": name for i, name in enumerate(names)}
+    def tail(self, session: str, *, writers: bool = False) -> Cursor:
+        """The reader's query of ``session``'s sequence, newest first (`sequence`), asking for
+        every attribute an event needs but the partition key (which the cursor puts back) and,
+        unless ``writers``, the write id (an event read without it has ``writer`` None; only a
+        clear's is ever used by a reader: `TailFold.cleared_by`). botocore parses each
+        attribute of each item, and DynamoDB Local copies it: two fewer per item make a window
+        read of 20 about 2% faster on DynamoDB Local, despite the longer request."""
+        params = self.sequence(session).params
+        aliases, expression = self._tail_projections[writers]
         params["ExpressionAttributeNames"].update(aliases)
-        params["ProjectionExpression"] = ", ".join(aliases)
+        params["ProjectionExpression"] = expression
         return OpeningCursor("Query", params, self.encryption, restore=(self.hash_name, session))
 
     def staged(
@@ -166,9 +210,9 @@ class EventStore:
     def _project(self, params: dict[str, Any], names: Sequence[str]) -> None:
         if not names:
             return
-        aliases = {f"#p{i}": name for i, name in enumerate(names)}
+        aliases, expression = _projection(names)
         params["ExpressionAttributeNames"].update(aliases)
-        params["ProjectionExpression"] = ", ".join(["#h", "#r", *aliases])
+        params["ProjectionExpression"] = "#h, #r, " + expression
 
     def event(self, raw: dict[str, Any]) -> Event:
         """The event of a raw item (`CorruptHistoryError` naming it if it is not one)."""

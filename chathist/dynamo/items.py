@@ -123,6 +123,8 @@ class EventItems:
         """The attributes `to_event` looks up, in the order it unpacks them."""
         self._kind_name = self.names["kind"]
         self._version_name = self.names["version"]
+        self._codec_name = self.names["codec"]
+        self._text_name = self.names["text"]
         self._by_name = {
             attribute.attr_name: (field, attribute.attr_type)
             for field, attribute in attributes.items()
@@ -193,6 +195,29 @@ class EventItems:
         attribute is read by the type the model gives it, so an item that is not an event
         fails here and is decoded again by `_checked`, which says what is wrong with it."""
         try:
+            if len(raw) == 6 and self._text_name in raw and self.hash_name in raw:
+                # A message in one text payload, as a reader's projection returns it: the key,
+                # kind, version, codec and payload, and nothing else (the common item).
+                key = raw[self.range_name]["S"]
+                if len(key) == SEQ_WIDTH and key.isdigit() and key.isascii():
+                    return _new_event(
+                        Event,
+                        (
+                            int(key),
+                            raw[self._kind_name]["S"],
+                            raw[self._codec_name]["S"],
+                            raw[self._text_name]["S"],
+                            0,
+                            None,
+                            0,
+                            None,
+                            None,
+                            None,
+                            None,
+                            False,
+                            int(raw[self._version_name]["N"]),
+                        ),
+                    )
             (
                 text,
                 blob,
