@@ -117,23 +117,28 @@ def resend(
     unknown (`AMBIGUOUS_CODES`); raise ``unknown(last error, attempts spent)`` if no resend got
     an answer. A first refusal (or a request never sent) is raised as it is: nothing was
     stored. The one resend loop of the event layout."""
-    attempts = RESEND_RULE.start()
-    error: StorageError | None = None
+    attempts = RESEND_RULE.start()  # (its budget includes the first send)
+    try:
+        return (yield from send())
+    except OutcomeUnknownError:
+        raise
+    except StorageError as exc:
+        if exc.code not in AMBIGUOUS_CODES or exc.unsent:
+            raise  # refused, or never sent: nothing was stored
+        error = exc
     for attempt in attempts:
-        if attempt:
-            yield from sleep(RetryRule.backoff(attempt + 4))
+        if not attempt:
+            continue  # (the first send, above)
+        yield from sleep(RetryRule.backoff(attempt + 4))
         try:
             return (yield from send())
         except OutcomeUnknownError:
             raise
         except StorageError as exc:
             ambiguous = exc.code in AMBIGUOUS_CODES and not exc.unsent
-            if error is None and not ambiguous:
-                raise  # refused, or never sent: nothing was stored
             if not ambiguous and not exc.unsent:
                 raise unknown(exc, attempts.spent) from exc
             error = exc  # unknown, or unsent after an unknown: resend
-    assert error is not None
     raise unknown(error, attempts.spent) from error
 
 
@@ -298,7 +303,8 @@ class EventLog:
         """Write ``entries`` at the end of the session; return the sequence number of the last.
         ``tag`` starts the write's id (see `chathist.lazy_migration.LEGACY_AWARE`)."""
         limits = self.limits
-        plan, planned = yield from self.stage(entries, limits, tag=tag)
+        plan = self.plan(entries, limits, tag=tag)
+        planned = (yield from self.stage(plan)) if plan.staged else 0.0
         attempts = self.settings.append_rule.start()
         for attempt in attempts:
             if attempt > 1 and not plan.staged and plan.size > limits.contended_bytes > 0:
@@ -306,10 +312,12 @@ class EventLog:
                 # highest number it saw taken (the first loss may only have been a stale next
                 # number): from now on only its commit competes.
                 limits = limits.contended()
-                plan, planned = yield from self.stage(entries, limits, tag=tag)
+                plan = self.plan(entries, limits, tag=tag)
+                planned = yield from self.stage(plan)
             if plan.staged and time.time() - planned > ABANDONED_AFTER / 2:
                 # A clear elsewhere may soon delete this stage as abandoned: stage anew.
-                plan, planned = yield from self.stage(entries, limits, tag=tag)
+                plan = self.plan(entries, limits, tag=tag)
+                planned = yield from self.stage(plan)
             final = yield from self.place(plan)
             before = self._before  # the expiry of the event below final[0]
             try:
@@ -370,51 +378,54 @@ class EventLog:
         self.remember(None)
         return True
 
-    def stage(
-        self, entries: Sequence[Entry], limits: Limits, *, tag: str = ""
-    ) -> Steps[tuple[Plan, float]]:
-        """Plan a write and store its staged requests; return the plan and when it was made."""
+    def plan(self, entries: Sequence[Entry], limits: Limits, *, tag: str = "") -> Plan:
+        """Plan a write of ``entries`` under a new write id (``tag`` + random)."""
         now = int(time.time())
         ttl = self.settings.ttl
-        plan = plan_write(
+        return plan_write(
             entries,  # type: ignore[arg-type]
             tag + os.urandom(16).hex(),  # a random id (uuid4's 122 bits, a fifth of its cost)
             limits,
             expires_at=now + ttl if ttl else None,
             now=now,
         )
+
+    def stage(self, plan: Plan) -> Steps[float]:
+        """Store ``plan``'s staged requests; return when (epoch seconds)."""
         for request in plan.staged:  # keyed by the write's id: no other writer competes
             yield from self.store.insert_events(self.session, request)
-        return plan, time.time()
+        return time.time()
 
-    def next_seq(self) -> Steps[int]:
-        """The next sequence number: remembered, else read from the end of the sequence.
+    def read_next_seq(self) -> Steps[int]:
+        """Read the next sequence number from the end of the sequence, and remember it."""
+        newest = yield from self.store.newest(self.session)
+        if newest is None:
+            self.remember(0)
+            return 0
+        self.remember(newest[0] + 1, newest[2])
+        return newest[0] + 1
 
-        A remembered number is trusted for up to `TRUST_NEXT_SEQ` seconds, and only while the
-        event below it cannot have been deleted by TTL (`EXPIRY_MARGIN` before its expiry):
-        DynamoDB never deletes an item before it expires, so until then that event holds its
-        number and the remembered one is right above the end of the sequence, never a number
-        given up when a session's items all expired."""
+    def trusted_next_seq(self) -> int | None:
+        """The remembered next sequence number (None: none), while it can be trusted: for up to
+        `TRUST_NEXT_SEQ` seconds, and only while the event below it cannot have been deleted
+        by TTL (`EXPIRY_MARGIN` before its expiry). DynamoDB never deletes an item before it
+        expires, so until then that event holds its number and the remembered one is right
+        above the end of the sequence, never a number given up when a session's items all
+        expired."""
         before = self._before
-        doubtful = before is not None and before <= time.time() + EXPIRY_MARGIN
-        if (
-            self._next_seq is None
-            or doubtful
-            or time.monotonic() - self._next_seq_at > TRUST_NEXT_SEQ
+        if (before is not None and before <= time.time() + EXPIRY_MARGIN) or (
+            time.monotonic() - self._next_seq_at > TRUST_NEXT_SEQ
         ):
-            newest = yield from self.store.newest(self.session)
-            if newest is None:
-                self.remember(0)
-            else:
-                self.remember(newest[0] + 1, newest[2])
-        assert self._next_seq is not None
+            return None
         return self._next_seq
 
     def place(self, plan: Plan) -> Steps[list[Event]]:
         """``plan``'s final request at the next sequence number; its first event marked
         ``after_expiring`` if it does not expire and the event below it does (so that the gap
         TTL leaves there reads as TTL's, not as a lost event)."""
-        start = yield from self.next_seq()
+        start = self.trusted_next_seq()
+        if start is None:
+            start = yield from self.read_next_seq()
         return plan.at(start, below_expires=self._before is not None)
 
     def remember(self, next_seq: int | None, before: int | None = None) -> None:

@@ -169,9 +169,8 @@ class LazyMigration:
             moved: list[Payload] = []
             if not clearing and not (yield from self._hidden_by_clear()):
                 moved = log.encode(messages_from_legacy(item.entries))
-            plan, planned = yield from log.stage(
-                [*moved, *entries], self._limits(), tag=LEGACY_AWARE
-            )
+            plan = log.plan([*moved, *entries], self._limits(), tag=LEGACY_AWARE)
+            planned = yield from log.stage(plan)
             final = yield from log.place(plan)
             retire = self.legacy.retire_action(item, delete=self.delete_legacy, now=int(planned))
             try:

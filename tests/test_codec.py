@@ -37,6 +37,7 @@ from chathist.core.codec import (
     MAX_INT_DIGITS,
     Payload,
     check_json_value,
+    check_readable,
     decode_message,
     decode_messages,
     encode_message,
@@ -195,6 +196,56 @@ def test_the_fast_json_check_accepts_only_what_the_full_check_accepts(value: Any
         return
     check_json_value(value)  # raises if the fast way accepted what the slow way refuses
     assert exact[0] == codec._json_bytes(value)
+
+
+@st.composite
+def near_plain_forms(draw: st.DrawFn) -> dict[str, Any]:
+    """A human, AI or system message's mapping, as read back from JSON: text, name and id
+    drawn, and maybe one other field (or the type) changed to any JSON value."""
+    cls = draw(st.sampled_from([HumanMessage, AIMessage, SystemMessage]))
+    text_or_none = st.none() | st.text()
+    as_dict = message_to_dict(cls(draw(st.text()), name=draw(text_or_none), id=draw(text_or_none)))
+    data = as_dict["data"]
+    if draw(st.booleans()):
+        field = draw(st.sampled_from(sorted([*data, "type", "extra"])))
+        target = as_dict if field == "type" and draw(st.booleans()) else data
+        target[field] = draw(json_values)
+    if draw(st.booleans()):
+        del data[draw(st.sampled_from(sorted(data)))]
+    return json.loads(json.dumps(as_dict))  # type: ignore[no-any-return]
+
+
+def _ai_with(**data: Any) -> dict[str, Any]:
+    as_dict = message_to_dict(AIMessage("x"))
+    as_dict["data"].update(data)
+    return as_dict
+
+
+@given(near_plain_forms())
+@example(_ai_with(tool_calls="s"))
+@example(_ai_with(additional_kwargs=None))
+@example(_ai_with(usage_metadata={"input_tokens": "many"}))
+def test_a_message_the_codec_calls_plainly_readable_reads_back(as_dict: dict[str, Any]) -> None:
+    """`encode_message` skips building a message it calls plainly readable: only one that
+    LangChain does read back."""
+    if codec._plainly_readable(as_dict):
+        check_readable(as_dict)
+
+
+@given(
+    st.sampled_from([HumanMessage, AIMessage, SystemMessage]),
+    st.text(),
+    st.none() | st.text(),
+    st.none() | st.text(),
+)
+def test_text_messages_are_plainly_readable(
+    cls: type[BaseMessage], text: str, name: str | None, id_: str | None
+) -> None:
+    """The ordinary message skips the build (what the check is there for)."""
+    as_dict = json.loads(json.dumps(message_to_dict(cls(text, name=name, id=id_))))
+    assert codec._plainly_readable(as_dict)
+    as_dict["data"]["content"] = None
+    assert not codec._plainly_readable(as_dict)
 
 
 def test_lone_surrogates_are_refused() -> None:

@@ -127,6 +127,15 @@ class EventStore:
         self.hash_name = items.hash_name
         self.range_name = items.range_name
         self.writer_name = items.names["writer"]
+        self._key_is_free: dict[str, Any] = (
+            {"ConditionExpression": f"attribute_not_exists({self.range_name})"}
+            if self.range_name in PLAIN_NAMES
+            else {
+                "ConditionExpression": "attribute_not_exists(#r)",
+                "ExpressionAttributeNames": {"#r": self.range_name},
+            }
+        )
+        """A put's condition that its item's key is free."""
         # A reader's projection: not the partition key (the cursor puts it back), nor the
         # staging time (only staged events, outside the sequence, carry one), nor (unless
         # asked for) the write ids.
@@ -279,12 +288,13 @@ class EventStore:
     # -- writes ---------------------------------------------------------------------------------
 
     def put_request(self, session: str, event: Event) -> dict[str, Any]:
-        """A conditional put of ``event`` (only where its key is free)."""
+        """A conditional put of ``event``: only where its key is free; if it is not, the
+        answer holds the item there (which write holds the number, and until when)."""
         return {
             "TableName": self.table_name,
             "Item": self.items.to_item(session, event),
-            "ConditionExpression": "attribute_not_exists(#r)",
-            "ExpressionAttributeNames": {"#r": self.range_name},
+            **self._key_is_free,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
 
     def insert_events(
@@ -299,17 +309,15 @@ class EventStore:
         if not events and not extra:
             return
         puts = [self.put_request(session, e) for e in events]
-        yield from self.encryption.seal(session, [p["Item"] for p in puts])
+        if self.encryption.seals:
+            yield from self.encryption.seal(session, [p["Item"] for p in puts])
         try:
             if len(puts) == 1 and not extra:
-                yield from call("PutItem", **puts[0], ReturnValuesOnConditionCheckFailure="ALL_OLD")
+                yield from call("PutItem", **puts[0])
             else:
-                actions = [
-                    {"Put": dict(p, ReturnValuesOnConditionCheckFailure="ALL_OLD")} for p in puts
-                ]
                 yield from call(
                     "TransactWriteItems",
-                    TransactItems=[*actions, *extra],
+                    TransactItems=[*({"Put": p} for p in puts), *extra],
                     ClientRequestToken=uuid.uuid4().hex,
                 )
         except ConditionFailed as failed:
