@@ -35,6 +35,8 @@ T = TypeVar("T")
 def _message_list(messages: object) -> list[BaseMessage]:
     """``add_messages``' argument as a list; `UnsupportedValueError` if it is not a sequence
     (one message would otherwise be iterated as its fields, and a string as its characters)."""
+    if type(messages) is list or type(messages) is tuple:
+        return list(messages)  # (the common case, before the slower checks)
     if isinstance(messages, BaseMessage):
         raise UnsupportedValueError(
             "add_messages takes a sequence of messages, got a single"

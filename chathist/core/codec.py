@@ -293,15 +293,15 @@ def message_from_dict(as_dict: Any) -> BaseMessage:
         ) from exc
 
 
-def _plain_forms() -> dict[str, tuple[dict[str, Any], frozenset[str]]]:
-    """Per type of LangChain's own text messages: the ``data`` of an empty one, without its
-    content, name and id, and the keys of its ``data``."""
+def _plain_forms() -> dict[str, tuple[frozenset[str], tuple[str, ...], tuple[Any, ...]]]:
+    """Per type of LangChain's own text messages, of the ``data`` of an empty one: its keys,
+    and the keys and values of its fields but content, name and id."""
     forms = {}
     for cls in (HumanMessage, AIMessage, SystemMessage):
         as_dict = message_to_dict(cls(""))
         data = as_dict["data"]
-        rest = {k: v for k, v in data.items() if k not in ("content", "name", "id")}
-        forms[as_dict["type"]] = (rest, frozenset(data))
+        rest = tuple(k for k in data if k not in ("content", "name", "id"))
+        forms[as_dict["type"]] = (frozenset(data), rest, tuple(data[k] for k in rest))
     return forms
 
 
@@ -318,7 +318,7 @@ def _plainly_readable(as_dict: Any) -> bool:
     form = _PLAIN_FORMS.get(kind) if type(kind) is str else None
     if form is None:
         return False
-    rest, keys = form
+    keys, rest, values = form
     data = as_dict["data"]
     return (
         type(data) is dict
@@ -326,7 +326,7 @@ def _plainly_readable(as_dict: Any) -> bool:
         and type(data["content"]) is str
         and (data["name"] is None or type(data["name"]) is str)
         and (data["id"] is None or type(data["id"]) is str)
-        and all(data[k] == v for k, v in rest.items())
+        and tuple(map(data.__getitem__, rest)) == values
     )
 
 

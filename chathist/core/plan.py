@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Final, NamedTuple
 
 from chathist.core.codec import (
     CODEC_JSON,
@@ -163,9 +163,9 @@ def _events_for(entry: Payload | _Clear, seq: int, writer: str, limits: Limits) 
     ]
 
 
-@dataclass(frozen=True)
-class Plan:
-    """The requests of one write: ``staged`` ones first (any order), then the final one."""
+class Plan(NamedTuple):
+    """The requests of one write: ``staged`` ones first (any order), then the final one. (A
+    named tuple: every append makes one.)"""
 
     staged: list[list[Event]]
     final: list[Event]
@@ -178,10 +178,9 @@ class Plan:
         event numbered ``start - 1`` carries an expiry; then a first event that does not is
         marked ``after_expiring`` (the gap TTL leaves below it is TTL's, not a lost event)."""
         final = [
-            e._replace(
-                seq=start + e.seq,
-                message_seq=None if e.message_seq is None else start + e.message_seq,
-            )
+            e._replace(seq=start + e.seq)
+            if e.message_seq is None
+            else e._replace(seq=start + e.seq, message_seq=start + e.message_seq)
             for e in self.final
         ]
         if below_expires and final[0].expires_at is None:
