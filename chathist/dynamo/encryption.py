@@ -326,15 +326,14 @@ class Encryption:
 
     # -- reading --------------------------------------------------------------------------------
 
+    def any_sealed(self, items: list[dict[str, Any]]) -> bool:
+        """Whether any of ``items`` is sealed."""
+        marker = self.marker_name
+        return any(marker in item for item in items)
+
     def open(self, items: list[dict[str, Any]]) -> Steps[list[dict[str, Any]]]:
         """``items`` with every sealed one opened; `DecryptionError` (naming the item) for one
         that does not authenticate, `KeyAccessError` where KMS refuses its data key."""
-        marker = self.marker_name
-        for item in items:
-            if marker in item:
-                break
-        else:
-            return items  # nothing sealed (a loop: this runs for every page read)
         opened = []
         for item in items:
             if self.marker_name not in item:
@@ -429,4 +428,6 @@ class OpeningCursor(Cursor):
             name, value = self.restore
             for item in page:
                 item[name] = {"S": value}
+        if not self.encryption.any_sealed(page):
+            return page  # (no generator to run: this is every page of every read)
         return (yield from self.encryption.open(page))
