@@ -329,7 +329,10 @@ class Encryption:
     def any_sealed(self, items: list[dict[str, Any]]) -> bool:
         """Whether any of ``items`` is sealed."""
         marker = self.marker_name
-        return any(marker in item for item in items)
+        for item in items:  # noqa: SIM110 (twice as fast as any() over a generator)
+            if marker in item:
+                return True
+        return False
 
     def open(self, items: list[dict[str, Any]]) -> Steps[list[dict[str, Any]]]:
         """``items`` with every sealed one opened; `DecryptionError` (naming the item) for one
@@ -426,8 +429,9 @@ class OpeningCursor(Cursor):
             return None
         if self.restore is not None:
             name, value = self.restore
+            key = {"S": value}  # (one attribute value, shared: nothing changes it)
             for item in page:
-                item[name] = {"S": value}
+                item[name] = key
         if not self.encryption.any_sealed(page):
             return page  # (no generator to run: this is every page of every read)
         return (yield from self.encryption.open(page))
