@@ -135,8 +135,7 @@ def resend(
         except OutcomeUnknownError:
             raise
         except StorageError as exc:
-            ambiguous = exc.code in AMBIGUOUS_CODES and not exc.unsent
-            if not ambiguous and not exc.unsent:
+            if exc.code not in AMBIGUOUS_CODES and not exc.unsent:
                 raise unknown(exc, attempts.spent) from exc
             error = exc  # unknown, or unsent after an unknown: resend
     raise unknown(error, attempts.spent) from error

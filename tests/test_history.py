@@ -31,6 +31,7 @@ from chathist.core.events import SEQ_WIDTH
 from chathist.core.sizes import item_size, write_units
 from chathist.dynamo.binding import Binding
 from chathist.dynamo.client import client_for
+from chathist.dynamo.event_store import PLAIN_NAMES
 from tests.helpers import (
     botocore_made,
     create_list_table,
@@ -1099,6 +1100,29 @@ def test_a_reader_asks_for_what_events_need_and_not_the_key_or_the_write_ids(
             )
     every = set(h._log.store.items.attribute_names)  # type: ignore[union-attr]
     assert asked == [every - {"SessionId", "w", "at"}] * 2
+
+
+@pytest.mark.sync_only
+def test_the_names_requests_spell_out_are_no_reserved_words(
+    boto3_client: Any, table_name: str
+) -> None:
+    """DynamoDB refuses a reserved word spelled out in an expression: each name chathist spells
+    out is accepted, and a reserved one it aliases is refused (so the check can fail)."""
+    for name in sorted(PLAIN_NAMES):
+        boto3_client.query(
+            TableName=table_name,
+            KeyConditionExpression="SessionId = :h",
+            ExpressionAttributeValues={":h": {"S": "s"}},
+            ProjectionExpression=name,
+        )
+    for reserved in ("blob", "count", "at"):
+        with pytest.raises(boto3_client.exceptions.ClientError, match="reserved keyword"):
+            boto3_client.query(
+                TableName=table_name,
+                KeyConditionExpression="SessionId = :h",
+                ExpressionAttributeValues={":h": {"S": "s"}},
+                ProjectionExpression=reserved,
+            )
 
 
 @pytest.mark.sync_only  # threads sharing one object

@@ -319,7 +319,7 @@ def _plainly_readable(as_dict: Any) -> bool:
     if form is None:
         return False
     keys, rest, values = form
-    data = as_dict["data"]
+    data = as_dict.get("data")
     return (
         type(data) is dict
         and data.keys() == keys

@@ -60,8 +60,7 @@ class TailFold:
         self.cleared_at: int | None = None
         """Sequence number of the clear the fold stopped at, if any."""
         self.cleared_by: str | None = None
-        """The write id of that clear (None where the read did not ask for write ids:
-        `chathist.dynamo.event_store.EventStore.tail`)."""
+        """The write id of that clear (None where the reader did not read write ids)."""
         self.done = limit == 0
 
     def feed(self, event: Event, staged: Iterable[Event] = ()) -> bool:

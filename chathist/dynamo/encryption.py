@@ -335,8 +335,9 @@ class Encryption:
         return False
 
     def open(self, items: list[dict[str, Any]]) -> Steps[list[dict[str, Any]]]:
-        """``items`` with every sealed one opened; `DecryptionError` (naming the item) for one
-        that does not authenticate, `KeyAccessError` where KMS refuses its data key."""
+        """``items`` with every sealed one opened (a new list: check `any_sealed` first, as a
+        reader of a page does); `DecryptionError` (naming the item) for one that does not
+        authenticate, `KeyAccessError` where KMS refuses its data key."""
         opened = []
         for item in items:
             if self.marker_name not in item:
@@ -408,7 +409,8 @@ class Encryption:
 class OpeningCursor(Cursor):
     """A `Cursor` whose pages come out with their sealed items opened. ``restore`` (a name and
     a string): the partition key a query's projection left out, put back into each item first
-    (sealed items are opened with it)."""
+    (sealed items are opened with it; one value shared by the page's items, which readers only
+    read)."""
 
     def __init__(
         self,
