@@ -232,6 +232,16 @@ def test_a_message_the_codec_calls_plainly_readable_reads_back(as_dict: dict[str
         check_readable(as_dict)
 
 
+@given(near_plain_forms())
+def test_the_plain_json_is_the_exact_json(as_dict: dict[str, Any]) -> None:
+    """A plainly readable mapping is written without reading it back: to the bytes the general
+    path writes, which read back equal."""
+    plain = codec._plain_json(as_dict)
+    if plain is not None:
+        assert plain == codec._json_bytes(as_dict)
+        assert json.loads(plain) == as_dict
+
+
 @given(
     st.sampled_from([HumanMessage, AIMessage, SystemMessage]),
     st.text(),

@@ -200,12 +200,13 @@ def encode_message(
             f"expected a LangChain BaseMessage, got {type(message).__name__}"
         )
     as_dict = message_to_dict(message)
-    exact = _exact_json(as_dict)
-    if exact is None:
-        raw = _json_bytes(as_dict)  # raises what is wrong, or writes a tuple as a list
-        exact = raw, json.loads(raw)
-    raw, loaded = exact
-    if not _plainly_readable(loaded):
+    raw = _plain_json(as_dict)
+    if raw is None:
+        exact = _exact_json(as_dict)
+        if exact is None:
+            raw = _json_bytes(as_dict)  # raises what is wrong, or writes a tuple as a list
+            exact = raw, json.loads(raw)
+        raw, loaded = exact
         check_readable(loaded)
     if compress_threshold is not None and len(raw) > compress_threshold:
         packed = zlib.compress(raw, 6)
@@ -309,11 +310,11 @@ _PLAIN_FORMS: Final = _plain_forms()
 
 
 def _plainly_readable(as_dict: Any) -> bool:
-    """Whether ``as_dict`` (read back from JSON) is a human, AI or system message with nothing
-    set but a text content, a name and an id: every field else as in an empty message of its
-    class, which LangChain built and so reads back. Such a message always reads back (a str
-    content, name and id are what its class takes), so `check_readable` need not build it:
-    a fifth of an ordinary append's client time on DynamoDB Local."""
+    """Whether ``as_dict`` is a human, AI or system message's mapping with nothing set but a
+    text content, a name and an id: every field else as in an empty message of its class,
+    which LangChain built and so reads back. Such a message always reads back (a str content,
+    name and id are what its class takes), so `check_readable` need not build it: a fifth of
+    an ordinary append's client time on DynamoDB Local."""
     kind = as_dict.get("type") if type(as_dict) is dict else None
     form = _PLAIN_FORMS.get(kind) if type(kind) is str else None
     if form is None:
@@ -328,6 +329,19 @@ def _plainly_readable(as_dict: Any) -> bool:
         and (data["id"] is None or type(data["id"]) is str)
         and tuple(map(data.__getitem__, rest)) == values
     )
+
+
+def _plain_json(as_dict: Any) -> bytes | None:
+    """``as_dict`` as compact JSON if it is `_plainly_readable`: its values are then text, None
+    and empty lists and dicts, which JSON holds exactly, and it reads back as a message, so
+    neither check needs to read it back. None otherwise, or if a text holds a lone surrogate
+    (the general path says what is wrong)."""
+    if not _plainly_readable(as_dict):
+        return None
+    try:
+        return json.dumps(as_dict, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except (ValueError, TypeError):  # (UnicodeEncodeError is a ValueError)
+        return None
 
 
 def check_readable(as_dict: Any) -> None:
