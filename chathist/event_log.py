@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -215,6 +214,7 @@ class EventLog:
         to_event = self.store.items.to_event  # (`EventStore.event`, looked up once a read)
         feed = tail.feed
         event: Event | None = None
+        newest: Event | None = None
         first_page = True
         fewest = 1 << 30  # fewest messages a message item of this read held (a window's)
         try:
@@ -231,13 +231,13 @@ class EventLog:
                     break
                 if first_page:
                     first_page = False
-                    if page:
-                        newest = page[0]
-                        self.remember(self.store.seq_of(newest) + 1, self.store.expiry_of(newest))
-                    elif cursor.done:
+                    if not page and cursor.done:
                         self.remember(0)  # nothing stored yet
                 for raw in page:
                     event = to_event(raw)
+                    if newest is None:  # the first event read is the newest
+                        newest = event
+                        self.remember(event.seq + 1, event.expires_at)
                     if event.count < fewest and event.kind == "message" and not event.parts:
                         fewest = event.count  # (0 for one message: `Event.messages`)
                     if event.kind == "commit" and event.stage is not None:
@@ -556,25 +556,24 @@ class _Density:
     """Per process: the fewest messages an item held in the last window read of a session, so
     that the next window read of it (by a new history object, as LangChain makes every turn)
     asks for no more items than the window needs. Only a page size: a wrong guess costs one
-    more query, never a wrong answer. Bounded (forgets everything at `SIZE` sessions)."""
+    more query, never a wrong answer. Bounded (forgets everything at `SIZE` sessions). No lock:
+    each dict operation is atomic, and a guess lost to a race costs at most a query."""
 
     SIZE: Final = 65_536
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._seen: dict[tuple[str, str], int] = {}
 
     def first_page(self, table: str, session: str, wanted: int) -> int:
         """Items to ask for first, for ``wanted`` messages."""
-        with self._lock:
-            per_item = self._seen.get((table, session), 1)
+        per_item = self._seen.get((table, session), 1)
         return min(wanted, math.ceil(wanted / per_item) + 1) if per_item > 1 else wanted
 
     def remember(self, table: str, session: str, per_item: int) -> None:
-        with self._lock:
-            if len(self._seen) >= self.SIZE:
-                self._seen.clear()
-            self._seen[(table, session)] = per_item
+        seen = self._seen
+        if len(seen) >= self.SIZE:
+            seen.clear()
+        seen[(table, session)] = per_item
 
 
 _DENSITY = _Density()

@@ -141,14 +141,18 @@ class EventStore:
         # staging time (only staged events, outside the sequence, carry one), nor (unless
         # asked for) the write ids.
         unread = {self.hash_name, items.names["staged_at"]}
-        self._tail_projections = {
-            writers: _projection(
+        self._tail_queries: dict[bool, dict[str, Any]] = {}
+        """The reader's query but its key values, with and without write ids (`tail`)."""
+        for writers in (False, True):
+            aliases, expression = _projection(
                 n
                 for n in items.attribute_names
                 if n not in unread and (writers or n != self.writer_name)
             )
-            for writers in (False, True)
-        }
+            query = self._sequence_query("")
+            query["ExpressionAttributeNames"].update(aliases)
+            query["ProjectionExpression"] = expression
+            self._tail_queries[writers] = query
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -194,10 +198,14 @@ class EventStore:
         unless ``writers``, the write id (an event read without it has ``writer`` None; only a
         clear's is ever used by a reader: `TailFold.cleared_by`): botocore parses each
         attribute of each item, and DynamoDB Local copies it (docs/design.md, "Reading")."""
-        params = self._sequence_query(session)
-        aliases, expression = self._tail_projections[writers]
-        params["ExpressionAttributeNames"].update(aliases)
-        params["ProjectionExpression"] = expression
+        params = {  # (the names are shared: nothing changes a request's names once built)
+            **self._tail_queries[writers],
+            "ExpressionAttributeValues": {
+                ":h": {"S": session},
+                ":low": {"S": _FIRST_KEY},
+                ":high": {"S": _LAST_KEY},
+            },
+        }
         return OpeningCursor("Query", params, self.encryption, restore=(self.hash_name, session))
 
     def staged(

@@ -273,13 +273,15 @@ class EventItems:
                     raise ValueError(f"attribute {name!r} is not of type {kind}")
                 value = attribute[kind]
                 found[field] = int(value) if kind == "N" else value
-            for field in ("seq", "kind", "version"):
-                if field not in found:
-                    raise ValueError(f"attribute {self.names[field]!r} is missing")
-            try:
+            if "seq" not in found:
+                raise ValueError(f"attribute {self.names['seq']!r} is missing")
+            try:  # (first: a key no chathist write stores says so, whatever else is wrong)
                 stage, seq = parse_key(found["seq"])
             except ValueError:
                 raise stray_key(found["seq"], self.key_of(raw)) from None
+            for field in ("kind", "version"):
+                if field not in found:
+                    raise ValueError(f"attribute {self.names[field]!r} is missing")
             text = found.get("text")
             return Event(
                 seq=seq,
