@@ -807,7 +807,10 @@ def test_concurrent_appends_through_a_lossy_proxy_are_stored_exactly_once(
     errors: list[BaseException] = []
 
     def write(name: str) -> None:
-        history = setup.new_history()
+        # Each dropped answer makes botocore back off (up to 20 s a retry while its quota
+        # lasts), so a few drops in a row can outlast the default 30 s append budget, which is
+        # then a ConcurrencyError, not a lost or doubled message: give the budget room.
+        history = setup.new_history(append_timeout=300)
         for i in range(appends):
             try:
                 history.add_message(human(f"{name}:{i}"))
